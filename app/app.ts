@@ -1,0 +1,51 @@
+// The Koa application: middleware order and routers. Everything it uses is passed in, so tests build
+// it against their own database and clock.
+import Koa from 'koa';
+import type { Logger } from 'pino';
+import { apiRoutes } from './api/me';
+import { createGuard } from './auth/guard';
+import type { PasswordHasher } from './auth/passwords';
+import { tokenRoutes } from './auth/routes';
+import type { Clock, TokenService } from './auth/tokens';
+import type { Config } from './config';
+import type { Database } from './db/database';
+import { errorHandler } from './http/errors';
+import { healthRoutes } from './http/health';
+import { requestLogging } from './http/logging';
+
+export interface AppDeps {
+  config: Config;
+  db: Database;
+  logger: Logger;
+  tokens: TokenService;
+  hasher: PasswordHasher;
+  clock: Clock;
+}
+
+export function createApp(deps: AppDeps): Koa {
+  const { config, db, logger, tokens, hasher, clock } = deps;
+  const app = new Koa();
+  // Behind nginx exactly one hop is trusted, so ctx.ip is the client nginx saw, not a header a client
+  // wrote.
+  app.proxy = config.proxyHops > 0;
+  app.maxIpsCount = config.proxyHops;
+  app.silent = true; // errors are logged by errorHandler, once, with the request id
+
+  const guard = createGuard({ tokens, authHeaderTypes: config.jwt.authHeaderTypes });
+  const routers = [
+    healthRoutes({ db }),
+    tokenRoutes({ db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes }),
+    apiRoutes({ db, guard }),
+  ];
+
+  app.use(requestLogging(logger));
+  app.use(errorHandler({ logger, authScheme: config.jwt.authHeaderTypes[0]! }));
+  app.use(async (ctx, next) => {
+    ctx.set('X-Content-Type-Options', 'nosniff');
+    ctx.set('X-Frame-Options', 'DENY');
+    ctx.set('Referrer-Policy', 'same-origin');
+    await next();
+  });
+  for (const router of routers) app.use(router.routes());
+  return app;
+}

@@ -1,0 +1,200 @@
+// Refresh-token families: one per login. Every refresh token belongs to a family; rotation replaces a
+// token with its child in one atomic statement; presenting a token that was already rotated means it
+// was stolen or replayed, and revokes the whole family. Only jtis are stored, never tokens.
+import type { Transaction } from 'sequelize';
+import type { Database } from '../db/database';
+
+export type RevokeReason = 'logout' | 'reuse' | 'logout_all' | 'password_change' | 'deactivated';
+
+/** Why a refresh token cannot be used. */
+export type Refusal =
+  | 'inactive' // the user is gone or inactive
+  | 'reused' // the token was rotated already: its family is now revoked
+  | 'revoked' // the token or its family was revoked
+  | 'unknown'; // no such token (or it names another user, or has expired)
+
+export type Outcome = { ok: true; familyId: string } | { ok: false; refusal: Refusal };
+
+export interface RefreshTokenRef {
+  jti: string;
+  userId: number;
+}
+
+export interface NewToken {
+  jti: string;
+  expiresAt: Date;
+}
+
+/** Starts a family with its first refresh token, in one statement. */
+export async function startFamily(
+  db: Database,
+  input: { familyId: string; userId: number; token: NewToken; now: Date },
+): Promise<void> {
+  await db.rows(
+    `WITH family AS (
+       INSERT INTO token_families (id, user_id, created_at) VALUES ($1, $2, $3) RETURNING id
+     )
+     INSERT INTO refresh_tokens (jti, family_id, created_at, expires_at)
+     SELECT $4, id, $3, $5 FROM family RETURNING jti`,
+    [input.familyId, input.userId, input.now, input.token.jti, input.token.expiresAt],
+  );
+}
+
+// $1 jti, $2 user id, $3 now: the token is current, unexpired, in a live family of an active user.
+const USABLE = `
+  t.jti = $1 AND t.rotated_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > $3
+  AND f.id = t.family_id AND f.revoked_at IS NULL AND f.user_id = $2
+  AND u.id = f.user_id AND u.is_active`;
+
+/**
+ * Replaces a refresh token with `next`. With `blacklistOld` (BLACKLIST_AFTER_ROTATION) the old token is
+ * marked rotated by a conditional UPDATE: of any number of concurrent calls with one token exactly one
+ * matches the row (the others wait on its lock, then see it rotated), so exactly one succeeds.
+ */
+export async function rotate(
+  db: Database,
+  ref: RefreshTokenRef,
+  next: NewToken,
+  options: { blacklistOld: boolean; now: Date },
+): Promise<Outcome> {
+  const claim = options.blacklistOld
+    ? `UPDATE refresh_tokens t SET rotated_at = $3 FROM token_families f, users u WHERE ${USABLE} RETURNING t.family_id`
+    : `SELECT t.family_id FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}`;
+  const [row] = await db.rows<{ family_id: string }>(
+    `WITH claimed AS (${claim})
+     INSERT INTO refresh_tokens (jti, family_id, parent_jti, created_at, expires_at)
+     SELECT $4, family_id, $1, $3, $5 FROM claimed RETURNING family_id`,
+    [ref.jti, ref.userId, options.now, next.jti, next.expiresAt],
+  );
+  return row ? { ok: true, familyId: row.family_id } : refuse(db, ref, options.now, { checkUser: true });
+}
+
+/** Checks a refresh token without rotating it (ROTATE_REFRESH_TOKENS off). */
+export async function use(db: Database, ref: RefreshTokenRef, now: Date): Promise<Outcome> {
+  const [row] = await db.rows<{ family_id: string }>(
+    `SELECT t.family_id FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}`,
+    [ref.jti, ref.userId, now],
+  );
+  return row ? { ok: true, familyId: row.family_id } : refuse(db, ref, now, { checkUser: true });
+}
+
+/** Logout of one session: revokes the token's family (and so every token of it). */
+export async function logout(db: Database, ref: RefreshTokenRef, now: Date): Promise<Outcome> {
+  const [row] = await db.rows<{ family_id: string | null }>(
+    `WITH tok AS (
+       UPDATE refresh_tokens t SET revoked_at = $3 FROM token_families f
+       WHERE t.jti = $1 AND t.rotated_at IS NULL AND t.revoked_at IS NULL
+         AND f.id = t.family_id AND f.user_id = $2 AND f.revoked_at IS NULL
+       RETURNING t.family_id
+     ), fam AS (
+       UPDATE token_families f SET revoked_at = $3, revoke_reason = 'logout' FROM tok
+       WHERE f.id = tok.family_id AND f.revoked_at IS NULL RETURNING f.id
+     )
+     SELECT (SELECT id FROM fam) AS family_id`,
+    [ref.jti, ref.userId, now],
+  );
+  return row?.family_id ? { ok: true, familyId: row.family_id } : refuse(db, ref, now, { checkUser: false });
+}
+
+/** Whether a refresh token is still current (for the verify endpoint). */
+export async function isCurrent(db: Database, jti: string): Promise<boolean> {
+  const rows = await db.rows(
+    `SELECT 1 FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id
+     WHERE t.jti = $1 AND t.rotated_at IS NULL AND t.revoked_at IS NULL AND f.revoked_at IS NULL`,
+    [jti],
+  );
+  return rows.length > 0;
+}
+
+interface Diagnosis {
+  user_active: boolean | null;
+  family_id: string | null;
+  user_id: number | null;
+  rotated_at: Date | null;
+  revoked_at: Date | null;
+  family_revoked_at: Date | null;
+  expires_at: Date | null;
+}
+
+// Explains a refusal; a replay of a rotated token revokes its family here, in its own statement, so
+// the revocation stands whatever happens to the request that found it.
+async function refuse(db: Database, ref: RefreshTokenRef, now: Date, options: { checkUser: boolean }): Promise<Outcome> {
+  const [d] = await db.rows<Diagnosis>(
+    `SELECT (SELECT is_active FROM users WHERE id = $2) AS user_active,
+            t.family_id, f.user_id, t.rotated_at, t.revoked_at, f.revoked_at AS family_revoked_at, t.expires_at
+     FROM (SELECT 1) AS one
+     LEFT JOIN refresh_tokens t ON t.jti = $1
+     LEFT JOIN token_families f ON f.id = t.family_id`,
+    [ref.jti, ref.userId],
+  );
+  if (!d) return { ok: false, refusal: 'unknown' };
+  if (options.checkUser && d.user_active !== true) return { ok: false, refusal: 'inactive' };
+  if (!d.family_id || d.user_id !== ref.userId) return { ok: false, refusal: 'unknown' };
+  if (d.rotated_at) {
+    await revokeFamily(db, d.family_id, 'reuse', now);
+    return { ok: false, refusal: 'reused' };
+  }
+  if (d.revoked_at || d.family_revoked_at) return { ok: false, refusal: 'revoked' };
+  if (d.expires_at && d.expires_at <= now) return { ok: false, refusal: 'unknown' };
+  // The token was usable a moment ago but the state moved under us (say, the user was reactivated):
+  // refuse this once rather than guess.
+  return { ok: false, refusal: 'revoked' };
+}
+
+export async function revokeFamily(db: Database, familyId: string, reason: RevokeReason, now: Date): Promise<boolean> {
+  const rows = await db.rows(
+    `UPDATE token_families SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL RETURNING id`,
+    [familyId, now, reason],
+  );
+  return rows.length > 0;
+}
+
+/** Revokes every live family of a user: logout everywhere, password change, deactivation. */
+export async function revokeAllForUser(
+  db: Database,
+  userId: number,
+  reason: RevokeReason,
+  now: Date,
+  transaction?: Transaction,
+): Promise<number> {
+  const rows = await db.rows(
+    `UPDATE token_families SET revoked_at = $2, revoke_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL RETURNING id`,
+    [userId, now, reason],
+    transaction,
+  );
+  return rows.length;
+}
+
+export interface FlushResult {
+  tokens: number;
+  families: number;
+}
+
+/**
+ * Deletes refresh tokens past their expiry, then families left with no tokens, in batches so a large
+ * backlog never holds long locks. Revoked families go once their last token has expired; until then
+ * their rows are what keeps their tokens refused.
+ */
+export async function flushExpired(db: Database, now: Date, batchSize = 5000): Promise<FlushResult> {
+  const result: FlushResult = { tokens: 0, families: 0 };
+  for (;;) {
+    const deleted = await db.rows(
+      `DELETE FROM refresh_tokens WHERE jti IN (SELECT jti FROM refresh_tokens WHERE expires_at <= $1 LIMIT $2) RETURNING 1`,
+      [now, batchSize],
+    );
+    result.tokens += deleted.length;
+    if (deleted.length < batchSize) break;
+  }
+  for (;;) {
+    const deleted = await db.rows(
+      `DELETE FROM token_families WHERE id IN (
+         SELECT f.id FROM token_families f
+         WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.id) LIMIT $1)
+       RETURNING 1`,
+      [batchSize],
+    );
+    result.families += deleted.length;
+    if (deleted.length < batchSize) break;
+  }
+  return result;
+}

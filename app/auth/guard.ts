@@ -1,0 +1,117 @@
+// The guard for protected routes: koa-jwt reads and verifies the bearer token, then simplejwt's claim
+// checks run; failures answer exactly as simplejwt's JWTAuthentication does. No database query: a
+// route that needs the user's row asks for it with `requireUser`.
+import type { Context, Middleware } from 'koa';
+import koaJwt from 'koa-jwt';
+import type { Database } from '../db/database';
+import { ApiError, authenticationFailed, notAuthenticated } from '../http/errors';
+import { TOKEN_MESSAGES, TokenError, type Claims, type TokenService } from './tokens';
+
+export interface AuthState {
+  userId: number;
+  claims: Claims;
+}
+
+export interface AuthenticatedUser {
+  id: number;
+  username: string;
+}
+
+declare module 'koa' {
+  interface DefaultState {
+    auth?: AuthState;
+    user?: AuthenticatedUser;
+  }
+}
+
+/** A token failure on a protected route, in JWTAuthentication's shape. */
+export function invalidAccessToken(message: string): ApiError {
+  return new ApiError(401, {
+    detail: 'Given token not valid for any token type',
+    code: 'token_not_valid',
+    messages: [{ token_class: 'AccessToken', token_type: 'access', message }],
+  });
+}
+
+// Python's bytes.split(): runs of ASCII whitespace.
+const WHITESPACE = /[ \t\n\r\v\f]+/;
+
+/**
+ * The raw token from the Authorization header, by simplejwt's rules: an absent header or another scheme
+ * means "not provided" (the scheme is case-sensitive); the right scheme with other than one token is
+ * `bad_authorization_header`.
+ */
+export function bearerToken(header: string, types: readonly string[]): string {
+  const parts = header.trim().split(WHITESPACE).filter(Boolean);
+  if (parts.length === 0 || !types.includes(parts[0]!)) throw notAuthenticated();
+  if (parts.length !== 2) {
+    throw authenticationFailed('Authorization header must contain two space-delimited values', 'bad_authorization_header');
+  }
+  return parts[1]!;
+}
+
+export interface GuardOptions {
+  tokens: TokenService;
+  authHeaderTypes: readonly string[];
+  /** Access tokens revoked before they expire (logout, family revocation); answered from memory. */
+  isRevoked?: (claims: Claims, userId: number) => boolean;
+}
+
+export function createGuard({ tokens, authHeaderTypes, isRevoked }: GuardOptions): Middleware {
+  // koa-jwt hands its whole options object to jsonwebtoken.verify; copying the descriptors keeps the
+  // clock getter of the shared verify options live.
+  const options = Object.defineProperties(
+    {
+      secret: (header: Parameters<TokenService['keyFor']>[0]) => tokens.keyFor(header),
+      getToken: (ctx: Context) => bearerToken(ctx.get('authorization'), authHeaderTypes),
+      key: 'jwtPayload',
+    },
+    Object.getOwnPropertyDescriptors(tokens.verifyOptions),
+  );
+  const verifyJwt = koaJwt(options as unknown as koaJwt.Options);
+  const done = async () => {};
+
+  return async function guard(ctx, next) {
+    try {
+      await verifyJwt(ctx, done);
+    } catch (err) {
+      if (err instanceof ApiError) throw err; // from getToken: not provided / bad header
+      const cause = (err as { originalError?: unknown }).originalError;
+      throw invalidAccessToken(cause instanceof TokenError ? cause.message : TOKEN_MESSAGES.invalidOrExpired);
+    }
+    const payload: unknown = ctx.state.jwtPayload;
+    delete ctx.state.jwtPayload;
+    let claims: Claims;
+    try {
+      claims = tokens.checkClaims(payload, 'access');
+    } catch (err) {
+      throw invalidAccessToken((err as TokenError).message);
+    }
+    let userId: number;
+    try {
+      userId = tokens.userIdOf(claims);
+    } catch (err) {
+      // simplejwt answers this one without `messages`.
+      throw authenticationFailed((err as TokenError).message, 'token_not_valid');
+    }
+    if (isRevoked?.(claims, userId)) throw invalidAccessToken(TOKEN_MESSAGES.blacklisted);
+    ctx.state.auth = { userId, claims };
+    await next();
+  };
+}
+
+/** Loads the authenticated user's row: "User not found" / "User is inactive" as simplejwt words them. */
+export function requireUser(db: Database): Middleware {
+  return async function loadUser(ctx, next) {
+    const auth = ctx.state.auth;
+    if (!auth) throw notAuthenticated();
+    const [user] = await db.rows<{ id: number; username: string; is_active: boolean }>(
+      'SELECT id, username, is_active FROM users WHERE id = $1',
+      [auth.userId],
+    );
+    if (!user) throw authenticationFailed('User not found', 'user_not_found');
+    if (!user.is_active) throw authenticationFailed('User is inactive', 'user_inactive');
+    ctx.state.user = { id: user.id, username: user.username };
+    await next();
+  };
+}

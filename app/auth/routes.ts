@@ -1,0 +1,127 @@
+// The token endpoints, wire-compatible with simplejwt's views: obtain, refresh, verify, blacklist.
+// Handlers are thin: parse, validate, call the domain functions, answer.
+import { randomUUID } from 'node:crypto';
+import Router from '@koa/router';
+import type { Context, Middleware } from 'koa';
+import type { JwtSettings } from '../config';
+import type { Database } from '../db/database';
+import { readFields } from '../http/body';
+import { endpoint } from '../http/endpoint';
+import { ApiError } from '../http/errors';
+import { charFields } from '../http/fields';
+import { sendJson } from '../http/respond';
+import * as families from './families';
+import type { PasswordHasher } from './passwords';
+import { TOKEN_MESSAGES, TokenError, type Claims, type Clock, type TokenService, type TokenType } from './tokens';
+import { authenticate } from './users';
+
+export interface TokenRouteDeps {
+  db: Database;
+  tokens: TokenService;
+  hasher: PasswordHasher;
+  settings: JwtSettings;
+  clock: Clock;
+  maxBodyBytes: number;
+  /** Whether an access token was revoked (verify answers "blacklisted" for it). */
+  isAccessRevoked?: (claims: Claims, userId: number) => boolean;
+}
+
+const noActiveAccount = (withCode: boolean) =>
+  new ApiError(401, {
+    detail: 'No active account found with the given credentials',
+    ...(withCode ? { code: 'no_active_account' } : {}),
+  });
+
+const tokenNotValid = (message: string) => new ApiError(401, { detail: message, code: 'token_not_valid' });
+
+function refused(refusal: families.Refusal): ApiError {
+  switch (refusal) {
+    case 'inactive':
+      return noActiveAccount(true);
+    case 'reused':
+    case 'revoked':
+      return tokenNotValid(TOKEN_MESSAGES.blacklisted);
+    case 'unknown':
+      return tokenNotValid(TOKEN_MESSAGES.invalidOrExpired);
+  }
+}
+
+// RFC 6749 §5.1: token responses must not be cached.
+const noStore: Middleware = async (ctx, next) => {
+  await next();
+  ctx.set('Cache-Control', 'no-store');
+  ctx.set('Pragma', 'no-cache');
+};
+
+export function tokenRoutes(deps: TokenRouteDeps): Router {
+  const { db, tokens, hasher, settings, clock, maxBodyBytes } = deps;
+  const fields = async <K extends string>(ctx: Context, names: readonly K[]) => charFields(await readFields(ctx, maxBodyBytes), names);
+
+  function verified(token: string, type: TokenType | undefined): { claims: Claims; userId: number } {
+    try {
+      const claims = tokens.verify(token, type);
+      return { claims, userId: tokens.userIdOf(claims) };
+    } catch (err) {
+      if (err instanceof TokenError) throw tokenNotValid(err.message);
+      throw err;
+    }
+  }
+
+  async function obtain(ctx: Context) {
+    const { username, password } = await fields(ctx, ['username', 'password'] as const);
+    const now = new Date(clock());
+    const user = await authenticate(db, hasher, username, password, { updateLastLogin: settings.updateLastLogin, now });
+    if (!user) throw noActiveAccount(false);
+    const familyId = randomUUID();
+    const refresh = tokens.sign('refresh', user.id, now.getTime());
+    const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId });
+    await families.startFamily(db, { familyId, userId: user.id, token: refresh, now });
+    sendJson(ctx, 200, { refresh: refresh.token, access: access.token });
+  }
+
+  async function refresh(ctx: Context) {
+    const { refresh: presented } = await fields(ctx, ['refresh'] as const);
+    const { claims, userId } = verified(presented, 'refresh');
+    const now = new Date(clock());
+    const ref = { jti: claims.jti, userId };
+    if (!settings.rotateRefreshTokens) {
+      const outcome = await families.use(db, ref, now);
+      if (!outcome.ok) throw refused(outcome.refusal);
+      const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId });
+      return sendJson(ctx, 200, { access: access.token });
+    }
+    const next = tokens.sign('refresh', userId, now.getTime());
+    const outcome = await families.rotate(db, ref, next, { blacklistOld: settings.blacklistAfterRotation, now });
+    if (!outcome.ok) throw refused(outcome.refusal);
+    const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId });
+    sendJson(ctx, 200, { access: access.token, refresh: next.token });
+  }
+
+  async function verify(ctx: Context) {
+    const { token } = await fields(ctx, ['token'] as const);
+    const { claims, userId } = verified(token, undefined);
+    const current =
+      claims.token_type === 'refresh'
+        ? await families.isCurrent(db, claims.jti)
+        : !deps.isAccessRevoked?.(claims, userId);
+    // simplejwt answers this one with a validation error, not a 401.
+    if (!current) throw new ApiError(400, { non_field_errors: [TOKEN_MESSAGES.blacklisted] });
+    sendJson(ctx, 200, {});
+  }
+
+  async function blacklist(ctx: Context) {
+    const { refresh: presented } = await fields(ctx, ['refresh'] as const);
+    const { claims, userId } = verified(presented, 'refresh');
+    const outcome = await families.logout(db, { jti: claims.jti, userId }, new Date(clock()));
+    if (!outcome.ok) throw refused(outcome.refusal === 'inactive' ? 'unknown' : outcome.refusal);
+    sendJson(ctx, 200, {});
+  }
+
+  const router = new Router();
+  router.use(noStore);
+  router.all('/api/token', endpoint({ POST: obtain }));
+  router.all('/api/token/refresh', endpoint({ POST: refresh }));
+  router.all('/api/token/verify', endpoint({ POST: verify }));
+  router.all('/api/token/blacklist', endpoint({ POST: blacklist }));
+  return router;
+}

@@ -1,0 +1,193 @@
+// Ops commands, run as `npm run cli -- <command>` on the host or inside the app container.
+// Exit codes: 0 done, 1 the command failed (the message says why), 2 a usage error.
+import { readFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { flushExpired } from './auth/families';
+import { createPasswordHasher } from './auth/passwords';
+import { UserError, changePassword, createUser, deactivateUser, importUsers, type DjangoUser } from './auth/users';
+import { ConfigError, loadConfig } from './config';
+import { createDatabase, type Database } from './db/database';
+import { createMigrator, withMigrationLock } from './db/migrator';
+import { readPassword } from './prompt';
+
+const HELP = `Usage: npm run cli -- <command> [options]
+
+Commands:
+  migrate [up]                     apply pending migrations (also: npm run migrate)
+  migrate down [--all]             revert the last migration (or all of them)
+  migrate status                   list applied and pending migrations
+  createuser <username> [--password-stdin] [--inactive]
+                                   create a user; prompts for the password unless --password-stdin
+  changepassword <username> [--password-stdin]
+                                   set a new password; ends every session of the user
+  deactivate <username>            refuse the user's logins and refreshes; ends every session
+  importusers <file>               import users from a JSON export of Django's auth_user
+                                   (rows {id, username, password, is_active}, or \`dumpdata auth.user\`);
+                                   Django password hashes keep working and upgrade at the next login
+  flushexpiredtokens               delete expired refresh tokens and families left with none
+                                   (run it daily, as simplejwt's command of the same name)
+
+Reads DATABASE_URL (and the rest of the configuration) from the environment.
+`;
+
+class UsageError extends Error {}
+
+const djangoRow = z.object({
+  id: z.number().int().positive().max(2_147_483_647),
+  username: z.string().min(1).max(150),
+  password: z.string().max(255),
+  is_active: z.boolean(),
+});
+// `manage.py dumpdata auth.user` wraps each row: {model, pk, fields: {...}}.
+const dumpdataRow = z
+  .object({ model: z.literal('auth.user'), pk: z.number(), fields: z.object({}).passthrough() })
+  .transform((r) => ({ ...r.fields, id: r.pk }));
+const importFile = z.array(z.union([dumpdataRow.pipe(djangoRow), djangoRow]));
+
+async function parseImportFile(file: string): Promise<DjangoUser[]> {
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(file, 'utf8'));
+  } catch (err) {
+    throw new UserError(`cannot read ${file}: ${(err as Error).message}`);
+  }
+  const parsed = importFile.safeParse(json);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.slice(0, 5).map((i) => `  at [${i.path.join('].')}]: ${i.message}`);
+    throw new UserError(`${file} is not a list of Django users:\n${problems.join('\n')}`);
+  }
+  return parsed.data;
+}
+
+async function password(stdin: boolean): Promise<string> {
+  if (stdin) {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  }
+  if (!process.stdin.isTTY) throw new UsageError('no terminal to ask for the password on: pipe it in with --password-stdin');
+  const first = await readPassword('Password: ');
+  const again = await readPassword('Password (again): ');
+  if (first !== again) throw new UserError('the two passwords differ');
+  return first;
+}
+
+type Out = (line: string) => void;
+
+async function migrate(db: Database, args: string[], all: boolean, out: Out): Promise<void> {
+  const migrator = createMigrator(db.sequelize, { info: out });
+  const [action = 'up'] = args;
+  await withMigrationLock(db.sequelize, async () => {
+    switch (action) {
+      case 'up': {
+        const done = await migrator.up();
+        out(done.length ? `applied ${done.length} migration(s)` : 'no pending migrations');
+        return;
+      }
+      case 'down': {
+        const undone = await migrator.down(all ? { to: 0 } : undefined);
+        out(undone.length ? `reverted ${undone.map((m) => m.name).join(', ')}` : 'nothing to revert');
+        return;
+      }
+      case 'status': {
+        for (const m of await migrator.executed()) out(`applied  ${m.name}`);
+        for (const m of await migrator.pending()) out(`pending  ${m.name}`);
+        return;
+      }
+      default:
+        throw new UsageError(`unknown migrate action "${action}" (up, down, status)`);
+    }
+  });
+}
+
+export async function runCli(argv: string[], out: Out = (l) => process.stdout.write(`${l}\n`)): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    out(HELP);
+    return command ? 0 : 2;
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: rest,
+      allowPositionals: true,
+      options: { 'password-stdin': { type: 'boolean' }, inactive: { type: 'boolean' }, all: { type: 'boolean' } },
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { values: flags, positionals } = parsed;
+  const one = (what: string): string => {
+    if (positionals.length !== 1) throw new UsageError(`${command} takes one ${what}`);
+    return positionals[0]!;
+  };
+
+  const { config } = loadConfig(process.env);
+  const db = createDatabase({ url: config.databaseUrl, poolMax: 2, applicationName: `koa-auth-stack cli ${command}` });
+  const hasher = createPasswordHasher();
+  const now = () => new Date();
+  try {
+    switch (command) {
+      case 'migrate':
+        await migrate(db, positionals, flags.all === true, out);
+        break;
+      case 'createuser': {
+        const username = one('username');
+        const user = await createUser(db, hasher, {
+          username,
+          password: await password(flags['password-stdin'] === true),
+          isActive: flags.inactive !== true,
+        });
+        out(`created user ${user.username} (id ${user.id}${flags.inactive ? ', inactive' : ''})`);
+        break;
+      }
+      case 'changepassword': {
+        const username = one('username');
+        const r = await changePassword(db, hasher, username, await password(flags['password-stdin'] === true), now());
+        out(`password changed for ${username}; ended ${r.revokedSessions} session(s)`);
+        break;
+      }
+      case 'deactivate': {
+        const username = one('username');
+        const r = await deactivateUser(db, username, now());
+        out(`deactivated ${username}; ended ${r.revokedSessions} session(s)`);
+        break;
+      }
+      case 'importusers': {
+        const r = await importUsers(db, await parseImportFile(one('file')));
+        out(`imported ${r.created} user(s)`);
+        if (r.skipped.length) out(`skipped ${r.skipped.length} existing (same id or username): ${r.skipped.join(', ')}`);
+        break;
+      }
+      case 'flushexpiredtokens': {
+        const r = await flushExpired(db, now());
+        out(`deleted ${r.tokens} expired refresh token(s) and ${r.families} empty famil${r.families === 1 ? 'y' : 'ies'}`);
+        break;
+      }
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+    return 0;
+  } finally {
+    await db.close();
+  }
+}
+
+export function main(): void {
+  runCli(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      if (err instanceof UsageError) {
+        process.stderr.write(`error: ${err.message}\n(see: npm run cli -- --help)\n`);
+        process.exit(2);
+      }
+      const known = err instanceof UserError || err instanceof ConfigError;
+      const message = err instanceof Error ? err.message : String(err);
+      process.stderr.write(`error: ${known ? message : `${message} (is DATABASE_URL right and the database up?)`}\n`);
+      process.exit(1);
+    },
+  );
+}
+
+if (require.main === module) main();

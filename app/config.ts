@@ -1,0 +1,193 @@
+// The environment, read and validated once at start into one typed Config.
+// Token settings keep djangorestframework-simplejwt's names so a Django team recognises them.
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+
+export type Environment = 'production' | 'development' | 'test';
+
+export interface JwtSettings {
+  accessTokenLifetime: number; // seconds
+  refreshTokenLifetime: number; // seconds
+  rotateRefreshTokens: boolean;
+  blacklistAfterRotation: boolean;
+  updateLastLogin: boolean;
+  algorithm: 'HS256' | 'HS384' | 'HS512';
+  signingKey: string;
+  audience: string | undefined;
+  issuer: string | undefined;
+  leeway: number; // seconds
+  authHeaderTypes: string[];
+  userIdClaim: string;
+}
+
+export interface Config {
+  env: Environment;
+  host: string;
+  port: number;
+  databaseUrl: string;
+  dbPoolMax: number;
+  dbConnectTimeoutMs: number; // how long start waits for the database before giving up
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  proxyHops: number; // X-Forwarded-* hops to trust (1 behind our nginx, 0 when exposed directly)
+  keepAliveTimeoutMs: number;
+  shutdownTimeoutMs: number;
+  maxBodyBytes: number;
+  jwt: JwtSettings;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export interface LoadedConfig {
+  config: Config;
+  warnings: string[];
+}
+
+const MIN_PRODUCTION_KEY_BYTES = 32;
+
+const DURATION = /^(\d+)\s*(s|m|h|d)?$/i;
+const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
+
+const duration = (what: string) =>
+  z.string().transform((raw, ctx) => {
+    const m = DURATION.exec(raw.trim());
+    const seconds = m ? Number(m[1]) * UNIT_SECONDS[(m[2] ?? 's').toLowerCase()]! : NaN;
+    if (!Number.isSafeInteger(seconds) || seconds <= 0) {
+      ctx.addIssue({ code: 'custom', message: `expected ${what} like 300, 300s, 5m, 1h or 1d (got ${JSON.stringify(raw)})` });
+      return z.NEVER;
+    }
+    return seconds;
+  });
+
+const bool = z.string().transform((raw, ctx) => {
+  const v = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off'].includes(v)) return false;
+  ctx.addIssue({ code: 'custom', message: `expected true or false (got ${JSON.stringify(raw)})` });
+  return z.NEVER;
+});
+
+const int = (min: number, max: number) =>
+  z.string().transform((raw, ctx) => {
+    const n = Number(raw.trim());
+    if (raw.trim() === '' || !Number.isInteger(n) || n < min || n > max) {
+      ctx.addIssue({ code: 'custom', message: `expected a whole number from ${min} to ${max} (got ${JSON.stringify(raw)})` });
+      return z.NEVER;
+    }
+    return n;
+  });
+
+const optionalText = z
+  .string()
+  .transform((s) => s.trim())
+  .transform((s) => (s === '' ? undefined : s));
+
+const databaseUrl = z.string().refine(
+  (s) => {
+    try {
+      return ['postgres:', 'postgresql:'].includes(new URL(s).protocol);
+    } catch {
+      return false;
+    }
+  },
+  { message: 'expected a URL like postgres://user:password@host:5432/dbname' },
+);
+
+// Every variable is a string in the environment; defaults are given as strings so they are parsed
+// by the same rules as a user's value.
+const schema = z.object({
+  NODE_ENV: z.enum(['production', 'development', 'test']).default('development'),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  PORT: int(0, 65535).default(3000),
+  DATABASE_URL: databaseUrl,
+  DB_POOL_MAX: int(1, 1000).default(10),
+  DB_CONNECT_TIMEOUT: duration('a duration').default(30),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  TRUST_PROXY_HOPS: int(0, 10).default(0),
+  // nginx keeps idle upstream connections for 60 s (keepalive_timeout in nginx/); Node must keep them
+  // longer, or nginx reuses a socket Node is closing and answers 502.
+  KEEP_ALIVE_TIMEOUT: duration('a duration').default(65),
+  SHUTDOWN_TIMEOUT: duration('a duration').default(10),
+  MAX_BODY_BYTES: int(64, 10 * 1024 * 1024).default(64 * 1024),
+  ACCESS_TOKEN_LIFETIME: duration('a duration').default(300),
+  REFRESH_TOKEN_LIFETIME: duration('a duration').default(86400),
+  ROTATE_REFRESH_TOKENS: bool.default(true),
+  BLACKLIST_AFTER_ROTATION: bool.default(true),
+  UPDATE_LAST_LOGIN: bool.default(false),
+  ALGORITHM: z.enum(['HS256', 'HS384', 'HS512']).default('HS256'),
+  SIGNING_KEY: optionalText.optional(),
+  AUDIENCE: optionalText.optional(),
+  ISSUER: optionalText.optional(),
+  LEEWAY: int(0, 3600).default(0),
+  AUTH_HEADER_TYPES: z
+    .string()
+    .transform((s) => s.split(/[\s,]+/).filter(Boolean))
+    .refine((types) => types.length > 0 && types.every((t) => /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(t)), {
+      message: 'expected one or more comma-separated scheme names, such as Bearer or Bearer,JWT',
+    })
+    .default(['Bearer']),
+  USER_ID_CLAIM: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected a claim name such as user_id').default('user_id'),
+});
+
+/** Reads the given environment (normally process.env). Throws ConfigError naming every bad variable. */
+export function loadConfig(env: Record<string, string | undefined>): LoadedConfig {
+  // Empty values count as unset, as in a .env file with `ISSUER=`.
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = schema.safeParse(present);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => {
+      const name = issue.path.join('.') || '(environment)';
+      const message = issue.code === 'invalid_type' && present[name] === undefined ? 'is required' : issue.message;
+      return `  ${name}: ${message}`;
+    });
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  const warnings: string[] = [];
+
+  let signingKey = e.SIGNING_KEY;
+  if (e.NODE_ENV === 'production') {
+    if (!signingKey) throw new ConfigError('Invalid configuration:\n  SIGNING_KEY: is required when NODE_ENV=production');
+    if (Buffer.byteLength(signingKey) < MIN_PRODUCTION_KEY_BYTES) {
+      throw new ConfigError(
+        `Invalid configuration:\n  SIGNING_KEY: must be at least ${MIN_PRODUCTION_KEY_BYTES} bytes when NODE_ENV=production ` +
+          `(generate one with: openssl rand -base64 48)`,
+      );
+    }
+  } else if (!signingKey) {
+    signingKey = randomBytes(48).toString('base64url');
+    warnings.push('SIGNING_KEY is not set: using a random key for this process only; tokens will not survive a restart');
+  }
+
+  return {
+    warnings,
+    config: {
+      env: e.NODE_ENV,
+      host: e.HOST,
+      port: e.PORT,
+      databaseUrl: e.DATABASE_URL,
+      dbPoolMax: e.DB_POOL_MAX,
+      dbConnectTimeoutMs: e.DB_CONNECT_TIMEOUT * 1000,
+      logLevel: e.LOG_LEVEL,
+      proxyHops: e.TRUST_PROXY_HOPS,
+      keepAliveTimeoutMs: e.KEEP_ALIVE_TIMEOUT * 1000,
+      shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT * 1000,
+      maxBodyBytes: e.MAX_BODY_BYTES,
+      jwt: {
+        accessTokenLifetime: e.ACCESS_TOKEN_LIFETIME,
+        refreshTokenLifetime: e.REFRESH_TOKEN_LIFETIME,
+        rotateRefreshTokens: e.ROTATE_REFRESH_TOKENS,
+        blacklistAfterRotation: e.BLACKLIST_AFTER_ROTATION,
+        updateLastLogin: e.UPDATE_LAST_LOGIN,
+        algorithm: e.ALGORITHM,
+        signingKey,
+        audience: e.AUDIENCE,
+        issuer: e.ISSUER,
+        leeway: e.LEEWAY,
+        authHeaderTypes: e.AUTH_HEADER_TYPES,
+        userIdClaim: e.USER_ID_CLAIM,
+      },
+    },
+  };
+}

@@ -1,0 +1,104 @@
+// The Sequelize instance (one connection pool per process) and the models on it.
+import { DataTypes, QueryTypes, Sequelize, type Model, type Optional, type Transaction } from 'sequelize';
+
+export interface UserAttributes {
+  id: number;
+  username: string;
+  passwordHash: string;
+  isActive: boolean;
+  lastLogin: Date | null;
+  passwordChangedAt: Date;
+  dateJoined: Date;
+}
+type UserCreation = Optional<UserAttributes, 'id' | 'isActive' | 'lastLogin' | 'passwordChangedAt' | 'dateJoined'>;
+export interface UserRow extends Model<UserAttributes, UserCreation>, UserAttributes {}
+
+export interface TokenFamilyAttributes {
+  id: string;
+  userId: number;
+  createdAt: Date;
+  revokedAt: Date | null;
+  revokeReason: string | null;
+}
+export interface TokenFamilyRow extends Model<TokenFamilyAttributes>, TokenFamilyAttributes {}
+
+export interface RefreshTokenAttributes {
+  jti: string;
+  familyId: string;
+  parentJti: string | null;
+  createdAt: Date;
+  expiresAt: Date;
+  rotatedAt: Date | null;
+  revokedAt: Date | null;
+}
+export interface RefreshTokenRow extends Model<RefreshTokenAttributes>, RefreshTokenAttributes {}
+
+export interface DatabaseOptions {
+  url: string;
+  poolMax: number;
+  /** Tag for pg_stat_activity. */
+  applicationName?: string;
+}
+
+export type Database = ReturnType<typeof createDatabase>;
+
+export function createDatabase(options: DatabaseOptions) {
+  const sequelize = new Sequelize(options.url, {
+    dialect: 'postgres',
+    logging: false,
+    pool: { max: options.poolMax, min: 0, idle: 10_000, acquire: 10_000 },
+    dialectOptions: {
+      application_name: options.applicationName ?? 'koa-auth-stack',
+      // Fail fast when the database is away, so /readyz and the token endpoints answer at once
+      // instead of hanging on a dead connection attempt.
+      connectionTimeoutMillis: 3_000,
+      keepAlive: true,
+    },
+  });
+
+  const common = { timestamps: false, underscored: true } as const;
+  const User = sequelize.define<UserRow>(
+    'User',
+    {
+      id: { type: DataTypes.INTEGER, primaryKey: true, autoIncrement: true },
+      username: { type: DataTypes.STRING(150), allowNull: false, unique: true },
+      passwordHash: { type: DataTypes.STRING(255), allowNull: false },
+      isActive: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: true },
+      lastLogin: { type: DataTypes.DATE, allowNull: true },
+      passwordChangedAt: { type: DataTypes.DATE, allowNull: false, defaultValue: DataTypes.NOW },
+      dateJoined: { type: DataTypes.DATE, allowNull: false, defaultValue: DataTypes.NOW },
+    },
+    { ...common, tableName: 'users' },
+  );
+  const TokenFamily = sequelize.define<TokenFamilyRow>(
+    'TokenFamily',
+    {
+      id: { type: DataTypes.UUID, primaryKey: true },
+      userId: { type: DataTypes.INTEGER, allowNull: false },
+      createdAt: { type: DataTypes.DATE, allowNull: false },
+      revokedAt: { type: DataTypes.DATE, allowNull: true },
+      revokeReason: { type: DataTypes.STRING(32), allowNull: true },
+    },
+    { ...common, tableName: 'token_families' },
+  );
+  const RefreshToken = sequelize.define<RefreshTokenRow>(
+    'RefreshToken',
+    {
+      jti: { type: DataTypes.STRING(64), primaryKey: true },
+      familyId: { type: DataTypes.UUID, allowNull: false },
+      parentJti: { type: DataTypes.STRING(64), allowNull: true },
+      createdAt: { type: DataTypes.DATE, allowNull: false },
+      expiresAt: { type: DataTypes.DATE, allowNull: false },
+      rotatedAt: { type: DataTypes.DATE, allowNull: true },
+      revokedAt: { type: DataTypes.DATE, allowNull: true },
+    },
+    { ...common, tableName: 'refresh_tokens' },
+  );
+
+  /** A parameterised statement ($1, $2, …) returning its rows; hand-written SQL for the hot paths. */
+  async function rows<T extends object>(sql: string, bind: unknown[], transaction?: Transaction): Promise<T[]> {
+    return sequelize.query<T>(sql, { bind, type: QueryTypes.SELECT, ...(transaction ? { transaction } : {}) });
+  }
+
+  return { sequelize, models: { User, TokenFamily, RefreshToken }, rows, close: () => sequelize.close() };
+}

@@ -1,0 +1,36 @@
+// Request ids and one access-log line per request. The id comes from nginx (X-Request-Id, from its
+// $request_id) when it is well-formed, else a fresh one; it is returned to the client and is on every
+// log line of the request. Only method, path, status and time are logged: never headers, query
+// strings or bodies, where tokens and passwords travel.
+import { randomUUID } from 'node:crypto';
+import type { Middleware } from 'koa';
+import type { Logger } from 'pino';
+
+declare module 'koa' {
+  interface DefaultState {
+    requestId?: string;
+    log?: Logger;
+  }
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export function requestLogging(logger: Logger): Middleware {
+  return async function logRequest(ctx, next) {
+    const started = process.hrtime.bigint();
+    const incoming = ctx.get('x-request-id');
+    const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID().replaceAll('-', '');
+    ctx.state.requestId = requestId;
+    ctx.state.log = logger.child({ request_id: requestId });
+    ctx.set('X-Request-Id', requestId);
+    try {
+      await next();
+    } finally {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      ctx.state.log.info(
+        { method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(ms * 100) / 100, ip: ctx.ip },
+        'request',
+      );
+    }
+  };
+}

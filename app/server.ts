@@ -1,0 +1,115 @@
+// Process entry: config → database → listen → tell PM2 we are ready; drain and exit on SIGINT/SIGTERM.
+import http from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createApp } from './app';
+import { keySetFromSettings } from './auth/keys';
+import { createPasswordHasher } from './auth/passwords';
+import { createTokenService } from './auth/tokens';
+import { ConfigError, loadConfig, type Config } from './config';
+import { createDatabase, type Database } from './db/database';
+import { createLogger } from './logger';
+import type { Logger } from 'pino';
+
+/** Waits for the database to answer, retrying with backoff, so a worker never reports ready too early. */
+async function waitForDatabase(db: Database, timeoutMs: number, logger: Logger): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let delay = 200; ; delay = Math.min(delay * 2, 2_000)) {
+    try {
+      await db.rows('SELECT 1', []);
+      return;
+    } catch (err) {
+      if (Date.now() + delay > deadline) throw err;
+      logger.warn({ err: (err as Error).message }, 'database not answering yet; retrying');
+      await sleep(delay);
+    }
+  }
+}
+
+export async function start(config: Config, logger: Logger): Promise<{ server: http.Server; stop: () => Promise<void> }> {
+  const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax });
+  await waitForDatabase(db, config.dbConnectTimeoutMs, logger);
+  const clock = Date.now;
+  const tokens = createTokenService(config.jwt, keySetFromSettings(config.jwt), clock);
+  const app = createApp({ config, db, logger, tokens, hasher: createPasswordHasher(), clock });
+
+  let closing = false;
+  const server = http.createServer(app.callback());
+  // Node must keep idle keep-alive sockets open longer than nginx does (see KEEP_ALIVE_TIMEOUT).
+  server.keepAliveTimeout = config.keepAliveTimeoutMs;
+  server.headersTimeout = config.keepAliveTimeoutMs + 5_000;
+  server.requestTimeout = 30_000;
+  // While draining, answer in-flight requests with Connection: close so keep-alive peers move on.
+  server.on('request', (_req, res: http.ServerResponse) => {
+    if (closing) res.setHeader('Connection', 'close');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => resolve());
+  });
+
+  async function stop(): Promise<void> {
+    closing = true;
+    const drained = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeIdleConnections();
+    const timer = setTimeout(() => server.closeAllConnections(), config.shutdownTimeoutMs);
+    await drained;
+    clearTimeout(timer);
+    await db.close();
+  }
+  return { server, stop };
+}
+
+async function run(): Promise<void> {
+  let loaded;
+  try {
+    loaded = loadConfig(process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(78); // EX_CONFIG: PM2 and Docker show it; restarting will not help
+    }
+    throw err;
+  }
+  const { config, warnings } = loaded;
+  // PM2 numbers its cluster workers in NODE_APP_INSTANCE; it tags every log line.
+  const logger = createLogger(config.logLevel, { worker: process.env.NODE_APP_INSTANCE ?? null });
+  for (const warning of warnings) logger.warn(warning);
+
+  const { server, stop } = await start(config, logger);
+  const address = server.address();
+  logger.info({ address }, 'listening');
+  process.send?.('ready'); // PM2 wait_ready: only now does a reload move on to the next worker
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'draining');
+    stop().then(
+      () => {
+        logger.info('stopped');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        logger.error({ err }, 'unclean stop');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  // PM2 on Windows and some versions send a 'shutdown' message instead of a signal.
+  process.on('message', (msg) => {
+    if (msg === 'shutdown') shutdown('shutdown message');
+  });
+}
+
+export function main(): void {
+  run().catch((err: unknown) => {
+    process.stderr.write(`failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}
+
+// PM2 runs dist/server.js directly; scripts/run.js (npm run serve) calls main() itself.
+if (require.main === module) main();

@@ -1,0 +1,39 @@
+// Which images tests start: the official ones, unless the environment names others or
+// deploy/airgap/build.sh has written its stand-ins (machines with no registry).
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+
+export const ROOT = path.resolve(__dirname, '../..');
+const AIRGAP_ENV = path.join(ROOT, 'deploy/airgap/images.env');
+
+export interface Images {
+  NODE_IMAGE: string;
+  POSTGRES_IMAGE: string;
+  NGINX_IMAGE: string;
+}
+
+const OFFICIAL: Images = {
+  NODE_IMAGE: 'node:24-bookworm-slim',
+  POSTGRES_IMAGE: 'postgres:15-bookworm',
+  NGINX_IMAGE: 'nginx:stable-bookworm',
+};
+
+function readEnvFile(file: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const m = /^\s*([A-Z_][A-Z0-9_]*)=(.*)$/.exec(line);
+    if (m) out[m[1]!] = m[2]!.trim().replace(/^(['"])(.*)\1$/, '$2');
+  }
+  return out;
+}
+
+export function images(): Images {
+  const airgap = existsSync(AIRGAP_ENV) ? readEnvFile(AIRGAP_ENV) : {};
+  if (existsSync(AIRGAP_ENV)) {
+    // Stand-in images mean no registry, so testcontainers' Ryuk (pulled from Docker Hub) cannot
+    // start; the tests stop what they start.
+    process.env.TESTCONTAINERS_RYUK_DISABLED ??= 'true';
+  }
+  const pick = (name: keyof Images) => process.env[name] || airgap[name] || OFFICIAL[name];
+  return { NODE_IMAGE: pick('NODE_IMAGE'), POSTGRES_IMAGE: pick('POSTGRES_IMAGE'), NGINX_IMAGE: pick('NGINX_IMAGE') };
+}

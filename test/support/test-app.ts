@@ -1,0 +1,120 @@
+// The real Koa app over real HTTP, on its own fresh database in the shared Postgres container, with
+// a clock the test can move.
+import type { AddressInfo } from 'node:net';
+import http from 'node:http';
+import { Writable } from 'node:stream';
+import pg from 'pg';
+import pino from 'pino';
+import { inject } from 'vitest';
+import { createApp } from '../../app/app';
+import { keySetFromSettings } from '../../app/auth/keys';
+import { createPasswordHasher, type PasswordHasher } from '../../app/auth/passwords';
+import { createTokenService, type TokenService } from '../../app/auth/tokens';
+import { createUser } from '../../app/auth/users';
+import { loadConfig, type Config } from '../../app/config';
+import { createDatabase, type Database } from '../../app/db/database';
+import { createMigrator } from '../../app/db/migrator';
+import { request, type Reply, type RequestOptions } from './http';
+
+export const TEST_SIGNING_KEY = 'test-signing-key-for-integration-tests-only-0123456789';
+
+export interface TestClock {
+  (): number;
+  advance(seconds: number): void;
+}
+
+export function testClock(): TestClock {
+  let offset = 0;
+  const clock = (() => Date.now() + offset) as TestClock;
+  clock.advance = (seconds) => {
+    offset += seconds * 1000;
+  };
+  return clock;
+}
+
+let counter = 0;
+
+/** A new, migrated database; returns its URL. */
+export async function freshDatabase(): Promise<string> {
+  const adminUrl = inject('postgresAdminUrl');
+  const name = `t_${process.pid}_${Date.now().toString(36)}_${counter++}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+export interface TestApp {
+  url: string;
+  config: Config;
+  db: Database;
+  tokens: TokenService;
+  hasher: PasswordHasher;
+  clock: TestClock;
+  logs: string[];
+  request(method: string, path: string, opts?: RequestOptions): Promise<Reply>;
+  post(path: string, json: unknown): Promise<Reply>;
+  user(username: string, password: string, options?: { active?: boolean }): Promise<number>;
+  login(username: string, password: string): Promise<{ access: string; refresh: string }>;
+  stop(): Promise<void>;
+}
+
+export async function startTestApp(env: Record<string, string> = {}, existingDatabaseUrl?: string): Promise<TestApp> {
+  const databaseUrl = existingDatabaseUrl ?? (await freshDatabase());
+  const { config } = loadConfig({
+    NODE_ENV: 'test',
+    DATABASE_URL: databaseUrl,
+    SIGNING_KEY: TEST_SIGNING_KEY,
+    LOG_LEVEL: 'info',
+    ...env,
+  });
+  const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax });
+  await createMigrator(db.sequelize, { info: () => {} }).up();
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      logs.push(...chunk.toString().split('\n').filter(Boolean));
+      done();
+    },
+  });
+  const logger = pino({ level: config.logLevel }, sink);
+  const clock = testClock();
+  const tokens = createTokenService(config.jwt, keySetFromSettings(config.jwt), clock);
+  const hasher = createPasswordHasher();
+  const app = createApp({ config, db, logger, tokens, hasher, clock });
+  const server = http.createServer(app.callback());
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  const t: TestApp = {
+    url,
+    config,
+    db,
+    tokens,
+    hasher,
+    clock,
+    logs,
+    request: (method, path, opts) => request(url, method, path, opts),
+    post: (path, json) => request(url, 'POST', path, { json }),
+    async user(username, password, options = {}) {
+      return (await createUser(db, hasher, { username, password, isActive: options.active ?? true })).id;
+    },
+    async login(username, password) {
+      const r = await t.post('/api/token/', { username, password });
+      if (r.status !== 200) throw new Error(`login ${username}: ${r.status} ${r.text}`);
+      return r.json as { access: string; refresh: string };
+    },
+    async stop() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await db.close();
+    },
+  };
+  return t;
+}

@@ -1,0 +1,92 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../app/config';
+
+const base = { DATABASE_URL: 'postgres://u:p@db:5432/app' };
+const fail = (env: Record<string, string | undefined>) => {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as Error).message;
+  }
+  throw new Error('expected a ConfigError');
+};
+
+describe('loadConfig', () => {
+  it('applies simplejwt defaults, with rotation and blacklisting on', () => {
+    const { config, warnings } = loadConfig(base);
+    expect(config.jwt).toMatchObject({
+      accessTokenLifetime: 300,
+      refreshTokenLifetime: 86400,
+      rotateRefreshTokens: true,
+      blacklistAfterRotation: true,
+      algorithm: 'HS256',
+      leeway: 0,
+      authHeaderTypes: ['Bearer'],
+      userIdClaim: 'user_id',
+      audience: undefined,
+      issuer: undefined,
+    });
+    expect(config.port).toBe(3000);
+    expect(config.env).toBe('development');
+    expect(config.jwt.signingKey.length).toBeGreaterThanOrEqual(32);
+    expect(warnings.join()).toMatch(/SIGNING_KEY is not set/);
+  });
+
+  it('gives a random key per start in development', () => {
+    expect(loadConfig(base).config.jwt.signingKey).not.toBe(loadConfig(base).config.jwt.signingKey);
+  });
+
+  it('reads durations, booleans, lists and numbers', () => {
+    const { config } = loadConfig({
+      ...base,
+      ACCESS_TOKEN_LIFETIME: '15m',
+      REFRESH_TOKEN_LIFETIME: '7d',
+      ROTATE_REFRESH_TOKENS: 'false',
+      BLACKLIST_AFTER_ROTATION: 'no',
+      AUTH_HEADER_TYPES: 'Bearer, JWT',
+      LEEWAY: '10',
+      AUDIENCE: 'api',
+      ISSUER: '',
+      PORT: '8080',
+      SIGNING_KEY: 'k',
+    });
+    expect(config.jwt).toMatchObject({
+      accessTokenLifetime: 900,
+      refreshTokenLifetime: 604800,
+      rotateRefreshTokens: false,
+      blacklistAfterRotation: false,
+      authHeaderTypes: ['Bearer', 'JWT'],
+      leeway: 10,
+      audience: 'api',
+      issuer: undefined,
+    });
+    expect(config.port).toBe(8080);
+  });
+
+  it('names every bad variable and what it expects', () => {
+    const message = fail({ ...base, ACCESS_TOKEN_LIFETIME: 'soon', ROTATE_REFRESH_TOKENS: 'maybe', PORT: '70000', ALGORITHM: 'none' });
+    expect(message).toMatch(/ACCESS_TOKEN_LIFETIME: expected a duration like 300, 300s, 5m, 1h or 1d \(got "soon"\)/);
+    expect(message).toMatch(/ROTATE_REFRESH_TOKENS: expected true or false/);
+    expect(message).toMatch(/PORT: expected a whole number from 0 to 65535/);
+    expect(message).toMatch(/ALGORITHM:/);
+  });
+
+  it('requires DATABASE_URL and checks its form', () => {
+    expect(fail({})).toMatch(/DATABASE_URL: is required/);
+    expect(fail({ DATABASE_URL: 'mysql://x' })).toMatch(/DATABASE_URL: expected a URL like postgres:/);
+  });
+
+  it('refuses to start in production without a long signing key', () => {
+    expect(fail({ ...base, NODE_ENV: 'production' })).toMatch(/SIGNING_KEY: is required when NODE_ENV=production/);
+    expect(fail({ ...base, NODE_ENV: 'production', SIGNING_KEY: 'short' })).toMatch(/at least 32 bytes/);
+    const { config, warnings } = loadConfig({ ...base, NODE_ENV: 'production', SIGNING_KEY: 'x'.repeat(32) });
+    expect(config.env).toBe('production');
+    expect(warnings).toEqual([]);
+  });
+
+  it('rejects a zero lifetime and odd header types', () => {
+    expect(fail({ ...base, ACCESS_TOKEN_LIFETIME: '0' })).toMatch(/ACCESS_TOKEN_LIFETIME/);
+    expect(fail({ ...base, AUTH_HEADER_TYPES: 'Bea rer"' })).toMatch(/AUTH_HEADER_TYPES/);
+  });
+});
