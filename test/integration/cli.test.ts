@@ -1,0 +1,207 @@
+// The ops CLI, run as a person runs it (`npm run cli -- …` is `node scripts/run.js cli …`), against a
+// real database; logins go through the real app.
+import { execFile } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeJwt } from '../support/http';
+import { ROOT } from '../support/images';
+import { freshDatabase, startTestApp, type TestApp } from '../support/test-app';
+
+let databaseUrl: string;
+let t: TestApp;
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[], options: { stdin?: string; env?: Record<string, string> } = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = execFile(
+      process.execPath,
+      [path.join(ROOT, 'scripts/run.js'), 'cli', ...args],
+      { cwd: ROOT, env: { ...process.env, DATABASE_URL: databaseUrl, NODE_ENV: 'test', ...options.env } },
+      (err, stdout, stderr) => resolve({ code: err ? Number(err.code) : 0, stdout, stderr }),
+    );
+    child.stdin!.end(options.stdin ?? '');
+  });
+}
+
+beforeAll(async () => {
+  databaseUrl = await freshDatabase();
+  const migrated = await cli(['migrate']);
+  expect(migrated.stdout, migrated.stderr).toMatch(/applied 1 migration/);
+  t = await startTestApp({}, databaseUrl);
+});
+afterAll(() => t?.stop());
+
+describe('migrate', () => {
+  it('reports status, reverts and re-applies', async () => {
+    expect((await cli(['migrate'])).stdout).toMatch(/no pending migrations/);
+    expect((await cli(['migrate', 'status'])).stdout).toMatch(/applied {2}0001_initial/);
+    const scratch = await freshDatabase();
+    const env = { DATABASE_URL: scratch };
+    expect((await cli(['migrate'], { env })).code).toBe(0);
+    const down = await cli(['migrate', 'down', '--all'], { env });
+    expect(down.stdout).toMatch(/reverted 0001_initial/);
+    expect((await cli(['migrate', 'status'], { env })).stdout).toMatch(/pending {2}0001_initial/);
+    expect((await cli(['migrate', 'up'], { env })).stdout).toMatch(/applied 1 migration/);
+  });
+});
+
+describe('createuser', () => {
+  it('creates active and inactive users from a password on stdin', async () => {
+    const a = await cli(['createuser', 'alice', '--password-stdin'], { stdin: 'alice-password-1\n' });
+    expect(a.code, a.stderr).toBe(0);
+    expect(a.stdout).toMatch(/created user alice \(id \d+\)/);
+    expect((await cli(['createuser', 'carol', '--password-stdin', '--inactive'], { stdin: 'carol-password-1' })).code).toBe(0);
+    expect((await t.post('/api/token/', { username: 'alice', password: 'alice-password-1' })).status).toBe(200);
+    expect((await t.post('/api/token/', { username: 'carol', password: 'carol-password-1' })).status).toBe(401);
+  });
+
+  it('refuses a taken username, a short password and a bad username, with exit code 1', async () => {
+    const taken = await cli(['createuser', 'alice', '--password-stdin'], { stdin: 'another-password' });
+    expect(taken.code).toBe(1);
+    expect(taken.stderr).toMatch(/the username "alice" is taken/);
+    const short = await cli(['createuser', 'zed', '--password-stdin'], { stdin: 'short' });
+    expect(short.code).toBe(1);
+    expect(short.stderr).toMatch(/at least 8 characters/);
+    const bad = await cli(['createuser', 'has space', '--password-stdin'], { stdin: 'long-enough-pw' });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/a username is/);
+  });
+
+  it('refuses to prompt without a terminal', async () => {
+    const r = await cli(['createuser', 'zed']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--password-stdin/);
+  });
+
+  it('normalises usernames (NFKC) on create and on login', async () => {
+    expect((await cli(['createuser', 'ｂｅｎ', '--password-stdin'], { stdin: 'ben-password-1' })).stdout).toMatch(/created user ben /);
+    expect((await t.post('/api/token/', { username: 'ben', password: 'ben-password-1' })).status).toBe(200);
+    expect((await t.post('/api/token/', { username: 'ｂｅｎ', password: 'ben-password-1' })).status).toBe(200);
+  });
+});
+
+describe('usage', () => {
+  it('prints help, and exits 2 on unknown commands and options', async () => {
+    const help = await cli(['--help']);
+    expect(help.code).toBe(0);
+    for (const c of ['migrate', 'createuser', 'changepassword', 'deactivate', 'importusers', 'flushexpiredtokens']) {
+      expect(help.stdout).toContain(c);
+    }
+    expect((await cli([])).code).toBe(2);
+    const unknown = await cli(['frobnicate']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/unknown command "frobnicate"/);
+    expect((await cli(['deactivate', 'alice', '--force'])).code).toBe(2);
+  });
+
+  it('explains a bad DATABASE_URL', async () => {
+    const r = await cli(['migrate'], { env: { DATABASE_URL: 'nonsense' } });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/DATABASE_URL: expected a URL like postgres:/);
+  });
+});
+
+describe('changepassword and deactivate', () => {
+  it('changepassword ends every session and swaps the password', async () => {
+    await cli(['createuser', 'dan', '--password-stdin'], { stdin: 'dan-password-1' });
+    const pair = (await t.post('/api/token/', { username: 'dan', password: 'dan-password-1' })).json;
+    const r = await cli(['changepassword', 'dan', '--password-stdin'], { stdin: 'dan-password-2\n' });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/ended 1 session/);
+    expect((await t.post('/api/token/refresh/', { refresh: pair.refresh })).status).toBe(401);
+    expect((await t.post('/api/token/', { username: 'dan', password: 'dan-password-2' })).status).toBe(200);
+    expect((await cli(['changepassword', 'nobody', '--password-stdin'], { stdin: 'whatever-123' })).stderr).toMatch(/no user "nobody"/);
+  });
+
+  it('deactivate refuses login and refresh', async () => {
+    await cli(['createuser', 'eve', '--password-stdin'], { stdin: 'eve-password-1' });
+    const pair = (await t.post('/api/token/', { username: 'eve', password: 'eve-password-1' })).json;
+    expect((await cli(['deactivate', 'eve'])).stdout).toMatch(/deactivated eve; ended 1 session/);
+    expect((await t.post('/api/token/', { username: 'eve', password: 'eve-password-1' })).status).toBe(401);
+    expect((await t.post('/api/token/refresh/', { refresh: pair.refresh })).json.code).toBe('no_active_account');
+  });
+});
+
+describe('importusers', () => {
+  // Django's own test vector: make_password("lètmein", "seasalt", "pbkdf2_sha256").
+  const DJANGO_HASH = 'pbkdf2_sha256$870000$seasalt$wJSpLMQRQz0Dhj/pFpbyjMj71B2gUYp6HJS5AU+32Ac=';
+
+  it('imports Django users with their ids; their passwords work and are upgraded to argon2id', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'import-'));
+    const rows = path.join(dir, 'users.json');
+    await writeFile(rows, JSON.stringify([
+      { id: 501, username: 'django-user', password: DJANGO_HASH, is_active: true },
+      { id: 502, username: 'django-gone', password: DJANGO_HASH, is_active: false },
+    ]));
+    const dumpdata = path.join(dir, 'dumpdata.json');
+    await writeFile(dumpdata, JSON.stringify([
+      { model: 'auth.user', pk: 503, fields: { username: 'django-dump', password: DJANGO_HASH, is_active: true, email: 'x@y' } },
+    ]));
+    const r = await cli(['importusers', rows]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/imported 2 user/);
+    expect((await cli(['importusers', dumpdata])).stdout).toMatch(/imported 1 user/);
+    const again = await cli(['importusers', rows]);
+    expect(again.stdout).toMatch(/imported 0 user/);
+    expect(again.stdout).toMatch(/skipped 2 existing/);
+
+    const login = await t.post('/api/token/', { username: 'django-user', password: 'lètmein' });
+    expect(login.status).toBe(200);
+    expect(decodeJwt(login.json.access).payload.user_id).toBe(501);
+    const user = await t.db.models.User.findByPk(501);
+    expect(user!.passwordHash).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
+    // The upgraded hash keeps working; the wrong password still fails; inactive stays refused.
+    expect((await t.post('/api/token/', { username: 'django-user', password: 'lètmein' })).status).toBe(200);
+    expect((await t.post('/api/token/', { username: 'django-user', password: 'letmein' })).status).toBe(401);
+    expect((await t.post('/api/token/', { username: 'django-gone', password: 'lètmein' })).status).toBe(401);
+    expect((await t.post('/api/token/', { username: 'django-dump', password: 'lètmein' })).status).toBe(200);
+    // New users get ids after the imported ones.
+    expect((await cli(['createuser', 'after-import', '--password-stdin'], { stdin: 'after-import-1' })).stdout).toMatch(/id 50[4-9]/);
+  });
+
+  it('refuses a file that is not a list of users, importing nothing', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'import-'));
+    const file = path.join(dir, 'bad.json');
+    await writeFile(file, JSON.stringify([{ id: 600, username: 'ok', password: 'x', is_active: true }, { id: 'x' }]));
+    const r = await cli(['importusers', file]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/is not a list of Django users/);
+    expect(await t.db.models.User.findByPk(600)).toBeNull();
+    expect((await cli(['importusers', path.join(dir, 'missing.json')])).stderr).toMatch(/cannot read/);
+  });
+});
+
+describe('flushexpiredtokens', () => {
+  it('deletes expired refresh tokens and the families they leave empty, keeping live ones', async () => {
+    await cli(['createuser', 'flo', '--password-stdin'], { stdin: 'flo-password-1' });
+    // Two sessions minted two days ago (the app's clock moved back), one now.
+    t.clock.advance(-2 * 86400);
+    const old1 = (await t.post('/api/token/', { username: 'flo', password: 'flo-password-1' })).json;
+    const old2 = (await t.post('/api/token/', { username: 'flo', password: 'flo-password-1' })).json;
+    await t.post('/api/token/refresh/', { refresh: old2.refresh }); // a rotated chain of two
+    t.clock.advance(2 * 86400);
+    const live = (await t.post('/api/token/', { username: 'flo', password: 'flo-password-1' })).json;
+    const liveJti = decodeJwt(live.refresh).payload.jti as string;
+    const before = await t.db.models.RefreshToken.count();
+
+    const r = await cli(['flushexpiredtokens']);
+    expect(r.code, r.stderr).toBe(0);
+    const m = /deleted (\d+) expired refresh token\(s\) and (\d+) empty famil/.exec(r.stdout);
+    expect(Number(m![1])).toBeGreaterThanOrEqual(3);
+    expect(Number(m![2])).toBeGreaterThanOrEqual(2);
+    expect(await t.db.models.RefreshToken.count()).toBe(before - Number(m![1]));
+    expect(await t.db.models.RefreshToken.findByPk(liveJti)).not.toBeNull();
+    for (const old of [old1, old2]) {
+      expect(await t.db.models.RefreshToken.findByPk(decodeJwt(old.refresh).payload.jti)).toBeNull();
+    }
+    expect((await t.post('/api/token/refresh/', { refresh: live.refresh })).status).toBe(200);
+    expect((await cli(['flushexpiredtokens'])).stdout).toMatch(/deleted 0 expired refresh token\(s\) and 0 empty families/);
+  });
+});

@@ -1,0 +1,182 @@
+// Refresh-token families: atomic rotation, reuse detection, logout, expiry, account state.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { changePassword, deactivateUser } from '../../app/auth/users';
+import { decodeJwt } from '../support/http';
+import { startTestApp, type TestApp } from '../support/test-app';
+
+let t: TestApp;
+beforeAll(async () => {
+  t = await startTestApp();
+  await t.user('alice', 'alice-password-1');
+});
+afterAll(() => t.stop());
+
+const refresh = (token: string) => t.post('/api/token/refresh/', { refresh: token });
+const me = (access: string) => t.request('GET', '/api/me/', { headers: { Authorization: `Bearer ${access}` } });
+const blacklisted = { detail: 'Token is blacklisted', code: 'token_not_valid' };
+
+async function familyOf(refreshToken: string) {
+  const jti = decodeJwt(refreshToken).payload.jti as string;
+  const row = await t.db.models.RefreshToken.findByPk(jti);
+  return t.db.models.TokenFamily.findByPk(row!.familyId);
+}
+
+describe('rotation', () => {
+  it('chains tokens in one family, parent to child, and stores no raw token', async () => {
+    const pair = await t.login('alice', 'alice-password-1');
+    const r1 = await refresh(pair.refresh);
+    const r2 = await refresh(r1.json.refresh);
+    expect(r2.status).toBe(200);
+    const jtis = [pair.refresh, r1.json.refresh, r2.json.refresh].map((tok) => decodeJwt(tok).payload.jti as string);
+    const rows = await t.db.models.RefreshToken.findAll({ where: { jti: jtis } });
+    const byJti = new Map(rows.map((r) => [r.jti, r]));
+    expect(new Set(rows.map((r) => r.familyId)).size).toBe(1);
+    expect(byJti.get(jtis[0]!)!.parentJti).toBeNull();
+    expect(byJti.get(jtis[1]!)!.parentJti).toBe(jtis[0]);
+    expect(byJti.get(jtis[2]!)!.parentJti).toBe(jtis[1]);
+    expect(byJti.get(jtis[0]!)!.rotatedAt).not.toBeNull();
+    expect(byJti.get(jtis[2]!)!.rotatedAt).toBeNull();
+    // The access tokens name their family.
+    expect(decodeJwt(r2.json.access).payload.sid).toBe(rows[0]!.familyId);
+    const dump = JSON.stringify(await t.db.rows('SELECT * FROM refresh_tokens', []));
+    for (const tok of [pair.refresh, r1.json.refresh]) expect(dump).not.toContain(tok.split('.')[2]);
+  });
+
+  it('revokes the whole family when a rotated token is replayed', async () => {
+    const pair = await t.login('alice', 'alice-password-1');
+    const r1 = await refresh(pair.refresh);
+    const r2 = await refresh(r1.json.refresh);
+    expect(r2.status).toBe(200);
+    // An attacker replays the first token: refused, and every descendant dies with it.
+    const replay = await refresh(pair.refresh);
+    expect(replay.status).toBe(401);
+    expect(replay.json).toEqual(blacklisted);
+    expect((await refresh(r2.json.refresh)).json).toEqual(blacklisted);
+    expect((await t.post('/api/token/blacklist/', { refresh: r2.json.refresh })).status).toBe(401);
+    const family = await familyOf(pair.refresh);
+    expect(family!.revokedAt).not.toBeNull();
+    expect(family!.revokeReason).toBe('reuse');
+    // Other sessions of the same user are untouched.
+    const other = await t.login('alice', 'alice-password-1');
+    expect((await refresh(other.refresh)).status).toBe(200);
+  });
+
+  it('lets exactly one of 50 concurrent refreshes of one token through', async () => {
+    const pair = await t.login('alice', 'alice-password-1');
+    const results = await Promise.all(Array.from({ length: 50 }, () => refresh(pair.refresh)));
+    const statuses = results.map((r) => r.status);
+    expect(statuses.filter((s) => s === 200)).toHaveLength(1);
+    expect(statuses.filter((s) => s === 401)).toHaveLength(49);
+    for (const r of results.filter((x) => x.status === 401)) expect(r.json).toEqual(blacklisted);
+    // One child token only.
+    const jti = decodeJwt(pair.refresh).payload.jti;
+    expect(await t.db.models.RefreshToken.count({ where: { parentJti: jti } })).toBe(1);
+  });
+});
+
+describe('blacklist (logout of one session)', () => {
+  it('revokes the family: no refresh from any of its tokens', async () => {
+    const pair = await t.login('alice', 'alice-password-1');
+    const r1 = await refresh(pair.refresh);
+    expect((await t.post('/api/token/blacklist/', { refresh: r1.json.refresh })).status).toBe(200);
+    const family = await familyOf(r1.json.refresh);
+    expect(family!.revokeReason).toBe('logout');
+    expect((await refresh(r1.json.refresh)).json).toEqual(blacklisted);
+  });
+
+  it('treats logging out with an already-rotated token as a replay', async () => {
+    const pair = await t.login('alice', 'alice-password-1');
+    const r1 = await refresh(pair.refresh);
+    const r = await t.post('/api/token/blacklist/', { refresh: pair.refresh });
+    expect(r.status).toBe(401);
+    expect(r.json).toEqual(blacklisted);
+    expect((await refresh(r1.json.refresh)).json).toEqual(blacklisted);
+    expect((await familyOf(pair.refresh))!.revokeReason).toBe('reuse');
+  });
+});
+
+describe('expiry (injected clock)', () => {
+  it('expires access tokens after ACCESS_TOKEN_LIFETIME and refresh tokens after REFRESH_TOKEN_LIFETIME', async () => {
+    const pair = await t.login('alice', 'alice-password-1');
+    t.clock.advance(299);
+    expect((await me(pair.access)).status).toBe(200);
+    t.clock.advance(1);
+    expect((await me(pair.access)).json.messages[0].message).toBe('Token is invalid or expired');
+    const renewed = await refresh(pair.refresh);
+    expect(renewed.status).toBe(200);
+    expect((await me(renewed.json.access)).status).toBe(200);
+    t.clock.advance(86400);
+    const late = await refresh(renewed.json.refresh);
+    expect(late.status).toBe(401);
+    expect(late.json).toEqual({ detail: 'Token is invalid or expired', code: 'token_not_valid' });
+  });
+});
+
+describe('account state', () => {
+  const noActive = { detail: 'No active account found with the given credentials', code: 'no_active_account' };
+
+  it('refuses refresh for an inactive user, and deactivation ends every session', async () => {
+    await t.user('dora', 'dora-password-1');
+    const a = await t.login('dora', 'dora-password-1');
+    const b = await t.login('dora', 'dora-password-1');
+    const { revokedSessions } = await deactivateUser(t.db, 'dora', new Date(t.clock()));
+    expect(revokedSessions).toBe(2);
+    for (const pair of [a, b]) {
+      const r = await refresh(pair.refresh);
+      expect(r.status).toBe(401);
+      expect(r.json).toEqual(noActive);
+    }
+  });
+
+  it('refuses refresh for a deleted user', async () => {
+    const id = await t.user('erin', 'erin-password-1');
+    const pair = await t.login('erin', 'erin-password-1');
+    await t.db.models.User.destroy({ where: { id } });
+    const r = await refresh(pair.refresh);
+    expect(r.status).toBe(401);
+    expect(r.json).toEqual(noActive);
+    expect((await me(pair.access)).json).toEqual({ detail: 'User not found', code: 'user_not_found' });
+  });
+
+  it('ends every session on a password change; the new password works, the old does not', async () => {
+    await t.user('fay', 'fay-password-1');
+    const pair = await t.login('fay', 'fay-password-1');
+    await changePassword(t.db, t.hasher, 'fay', 'fay-password-2', new Date(t.clock()));
+    expect((await refresh(pair.refresh)).json).toEqual(blacklisted);
+    expect((await t.post('/api/token/', { username: 'fay', password: 'fay-password-1' })).status).toBe(401);
+    expect((await t.post('/api/token/', { username: 'fay', password: 'fay-password-2' })).status).toBe(200);
+  });
+});
+
+describe('settings', () => {
+  it('ROTATE_REFRESH_TOKENS=false: refresh gives only an access token and the refresh token stays valid', async () => {
+    const app = await startTestApp({ ROTATE_REFRESH_TOKENS: 'false' });
+    try {
+      await app.user('gus', 'gus-password-1');
+      const pair = await app.login('gus', 'gus-password-1');
+      for (let i = 0; i < 2; i++) {
+        const r = await app.post('/api/token/refresh/', { refresh: pair.refresh });
+        expect(r.status).toBe(200);
+        expect(Object.keys(r.json)).toEqual(['access']);
+      }
+      expect((await app.post('/api/token/blacklist/', { refresh: pair.refresh })).status).toBe(200);
+      expect((await app.post('/api/token/refresh/', { refresh: pair.refresh })).json).toEqual(blacklisted);
+    } finally {
+      await app.stop();
+    }
+  });
+
+  it('BLACKLIST_AFTER_ROTATION=false: rotation leaves the old token usable', async () => {
+    const app = await startTestApp({ BLACKLIST_AFTER_ROTATION: 'false' });
+    try {
+      await app.user('hal', 'hal-password-1');
+      const pair = await app.login('hal', 'hal-password-1');
+      const r1 = await app.post('/api/token/refresh/', { refresh: pair.refresh });
+      const r2 = await app.post('/api/token/refresh/', { refresh: pair.refresh });
+      expect([r1.status, r2.status]).toEqual([200, 200]);
+      expect(Object.keys(r1.json)).toEqual(['access', 'refresh']);
+    } finally {
+      await app.stop();
+    }
+  });
+});
