@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { apiRoutes } from './api/me';
 import { createGuard } from './auth/guard';
 import type { PasswordHasher } from './auth/passwords';
+import type { RevocationCheck } from './auth/revocations';
 import { tokenRoutes } from './auth/routes';
 import type { Clock, TokenService } from './auth/tokens';
 import type { Config } from './config';
@@ -20,10 +21,11 @@ export interface AppDeps {
   tokens: TokenService;
   hasher: PasswordHasher;
   clock: Clock;
+  revocations: RevocationCheck;
 }
 
 export function createApp(deps: AppDeps): Koa {
-  const { config, db, logger, tokens, hasher, clock } = deps;
+  const { config, db, logger, tokens, hasher, clock, revocations } = deps;
   const app = new Koa();
   // Behind nginx exactly one hop is trusted, so ctx.ip is the client nginx saw, not a header a client
   // wrote.
@@ -31,10 +33,10 @@ export function createApp(deps: AppDeps): Koa {
   app.maxIpsCount = config.proxyHops;
   app.silent = true; // errors are logged by errorHandler, once, with the request id
 
-  const guard = createGuard({ tokens, authHeaderTypes: config.jwt.authHeaderTypes });
+  const guard = createGuard({ tokens, authHeaderTypes: config.jwt.authHeaderTypes, revocations });
   const routers = [
     healthRoutes({ db }),
-    tokenRoutes({ db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes }),
+    tokenRoutes({ db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard }),
     apiRoutes({ db, guard }),
   ];
 

@@ -1,14 +1,12 @@
 // Process entry: config → database → listen → tell PM2 we are ready; drain and exit on SIGINT/SIGTERM.
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createApp } from './app';
-import { keySetFromSettings } from './auth/keys';
-import { createPasswordHasher } from './auth/passwords';
-import { createTokenService } from './auth/tokens';
-import { ConfigError, loadConfig, type Config } from './config';
-import { createDatabase, type Database } from './db/database';
-import { createLogger } from './logger';
 import type { Logger } from 'pino';
+import { createApp } from './app';
+import { ConfigError, loadConfig, type Config } from './config';
+import type { Database } from './db/database';
+import { createLogger } from './logger';
+import { createServices } from './services';
 
 /** Waits for the database to answer, retrying with backoff, so a worker never reports ready too early. */
 async function waitForDatabase(db: Database, timeoutMs: number, logger: Logger): Promise<void> {
@@ -26,11 +24,21 @@ async function waitForDatabase(db: Database, timeoutMs: number, logger: Logger):
 }
 
 export async function start(config: Config, logger: Logger): Promise<{ server: http.Server; stop: () => Promise<void> }> {
-  const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax });
-  await waitForDatabase(db, config.dbConnectTimeoutMs, logger);
   const clock = Date.now;
-  const tokens = createTokenService(config.jwt, keySetFromSettings(config.jwt), clock);
-  const app = createApp({ config, db, logger, tokens, hasher: createPasswordHasher(), clock });
+  const services = createServices(config, logger, clock);
+  await waitForDatabase(services.db, config.dbConnectTimeoutMs, logger);
+  // Never serve before the revocation state is loaded: a revoked token must not slip through.
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    services.feed.ready,
+    new Promise((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error('could not load the revocation state (have the migrations run? npm run migrate)')),
+        config.dbConnectTimeoutMs,
+      );
+    }),
+  ]).finally(() => clearTimeout(timer));
+  const app = createApp({ config, logger, clock, ...services });
 
   let closing = false;
   const server = http.createServer(app.callback());
@@ -54,7 +62,7 @@ export async function start(config: Config, logger: Logger): Promise<{ server: h
     const timer = setTimeout(() => server.closeAllConnections(), config.shutdownTimeoutMs);
     await drained;
     clearTimeout(timer);
-    await db.close();
+    await services.close();
   }
   return { server, stop };
 }

@@ -14,6 +14,7 @@ export type Refusal =
   | 'unknown'; // no such token (or it names another user, or has expired)
 
 export type Outcome = { ok: true; familyId: string } | { ok: false; refusal: Refusal };
+export type Renewal = { ok: true; familyId: string; username: string } | { ok: false; refusal: Refusal };
 
 export interface RefreshTokenRef {
   jti: string;
@@ -56,26 +57,30 @@ export async function rotate(
   ref: RefreshTokenRef,
   next: NewToken,
   options: { blacklistOld: boolean; now: Date },
-): Promise<Outcome> {
+): Promise<Renewal> {
   const claim = options.blacklistOld
-    ? `UPDATE refresh_tokens t SET rotated_at = $3 FROM token_families f, users u WHERE ${USABLE} RETURNING t.family_id`
-    : `SELECT t.family_id FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}`;
-  const [row] = await db.rows<{ family_id: string }>(
-    `WITH claimed AS (${claim})
-     INSERT INTO refresh_tokens (jti, family_id, parent_jti, created_at, expires_at)
-     SELECT $4, family_id, $1, $3, $5 FROM claimed RETURNING family_id`,
+    ? `UPDATE refresh_tokens t SET rotated_at = $3 FROM token_families f, users u WHERE ${USABLE}
+       RETURNING t.family_id, u.username`
+    : `SELECT t.family_id, u.username FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}`;
+  const [row] = await db.rows<{ family_id: string; username: string }>(
+    `WITH claimed AS (${claim}),
+     inserted AS (
+       INSERT INTO refresh_tokens (jti, family_id, parent_jti, created_at, expires_at)
+       SELECT $4, family_id, $1, $3, $5 FROM claimed RETURNING family_id
+     )
+     SELECT inserted.family_id, claimed.username FROM inserted, claimed`,
     [ref.jti, ref.userId, options.now, next.jti, next.expiresAt],
   );
-  return row ? { ok: true, familyId: row.family_id } : refuse(db, ref, options.now, { checkUser: true });
+  return row ? { ok: true, familyId: row.family_id, username: row.username } : refuse(db, ref, options.now, { checkUser: true });
 }
 
 /** Checks a refresh token without rotating it (ROTATE_REFRESH_TOKENS off). */
-export async function use(db: Database, ref: RefreshTokenRef, now: Date): Promise<Outcome> {
-  const [row] = await db.rows<{ family_id: string }>(
-    `SELECT t.family_id FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}`,
+export async function use(db: Database, ref: RefreshTokenRef, now: Date): Promise<Renewal> {
+  const [row] = await db.rows<{ family_id: string; username: string }>(
+    `SELECT t.family_id, u.username FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}`,
     [ref.jti, ref.userId, now],
   );
-  return row ? { ok: true, familyId: row.family_id } : refuse(db, ref, now, { checkUser: true });
+  return row ? { ok: true, familyId: row.family_id, username: row.username } : refuse(db, ref, now, { checkUser: true });
 }
 
 /** Logout of one session: revokes the token's family (and so every token of it). */
@@ -118,7 +123,12 @@ interface Diagnosis {
 
 // Explains a refusal; a replay of a rotated token revokes its family here, in its own statement, so
 // the revocation stands whatever happens to the request that found it.
-async function refuse(db: Database, ref: RefreshTokenRef, now: Date, options: { checkUser: boolean }): Promise<Outcome> {
+async function refuse(
+  db: Database,
+  ref: RefreshTokenRef,
+  now: Date,
+  options: { checkUser: boolean },
+): Promise<{ ok: false; refusal: Refusal }> {
   const [d] = await db.rows<Diagnosis>(
     `SELECT (SELECT is_active FROM users WHERE id = $2) AS user_active,
             t.family_id, f.user_id, t.rotated_at, t.revoked_at, f.revoked_at AS family_revoked_at, t.expires_at
@@ -149,19 +159,30 @@ export async function revokeFamily(db: Database, familyId: string, reason: Revok
   return rows.length > 0;
 }
 
-/** Revokes every live family of a user: logout everywhere, password change, deactivation. */
+/**
+ * Revokes every live family of a user: logout everywhere, password change, deactivation. With
+ * `cutAccessTokens` it also records "access tokens issued before now are void" (password changes and
+ * deactivations get that from a trigger on users).
+ */
 export async function revokeAllForUser(
   db: Database,
   userId: number,
   reason: RevokeReason,
   now: Date,
-  transaction?: Transaction,
+  options: { transaction?: Transaction; cutAccessTokens?: boolean } = {},
 ): Promise<number> {
   const rows = await db.rows(
     `UPDATE token_families SET revoked_at = $2, revoke_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL RETURNING id`,
     [userId, now, reason],
-    transaction,
+    options.transaction,
   );
+  if (options.cutAccessTokens) {
+    await db.rows(
+      'INSERT INTO user_revocations (user_id, not_before, reason) VALUES ($1, $2, $3) RETURNING id',
+      [userId, now, reason],
+      options.transaction,
+    );
+  }
   return rows.length;
 }
 

@@ -1,10 +1,11 @@
-// The guard for protected routes: koa-jwt reads and verifies the bearer token, then simplejwt's claim
-// checks run; failures answer exactly as simplejwt's JWTAuthentication does. No database query: a
-// route that needs the user's row asks for it with `requireUser`.
+// The guard for protected routes: koa-jwt reads and verifies the bearer token and asks the in-memory
+// revocation state (its isRevoked hook), then simplejwt's claim checks run; failures answer exactly
+// as simplejwt's JWTAuthentication does. No database query for an ordinary request.
 import type { Context, Middleware } from 'koa';
 import koaJwt from 'koa-jwt';
 import type { Database } from '../db/database';
 import { ApiError, authenticationFailed, notAuthenticated } from '../http/errors';
+import type { RevocationCheck } from './revocations';
 import { TOKEN_MESSAGES, TokenError, type Claims, type TokenService } from './tokens';
 
 export interface AuthState {
@@ -54,16 +55,25 @@ export interface GuardOptions {
   tokens: TokenService;
   authHeaderTypes: readonly string[];
   /** Access tokens revoked before they expire (logout, family revocation); answered from memory. */
-  isRevoked?: (claims: Claims, userId: number) => boolean;
+  revocations: RevocationCheck;
 }
 
-export function createGuard({ tokens, authHeaderTypes, isRevoked }: GuardOptions): Middleware {
+export function createGuard({ tokens, authHeaderTypes, revocations }: GuardOptions): Middleware {
+  // koa-jwt's hook sees the payload before simplejwt's checks; a payload too odd to judge is left to
+  // them (they reject it with the right message). Throwing a TokenError keeps our wording.
+  const isRevoked = async (_ctx: Context, payload: object) => {
+    const claims = payload as Claims;
+    const userId = claims[tokens.settings.userIdClaim];
+    if (typeof userId === 'number' && revocations.isRevoked(claims, userId)) throw new TokenError(TOKEN_MESSAGES.blacklisted);
+    return false;
+  };
   // koa-jwt hands its whole options object to jsonwebtoken.verify; copying the descriptors keeps the
   // clock getter of the shared verify options live.
   const options = Object.defineProperties(
     {
       secret: (header: Parameters<TokenService['keyFor']>[0]) => tokens.keyFor(header),
       getToken: (ctx: Context) => bearerToken(ctx.get('authorization'), authHeaderTypes),
+      isRevoked,
       key: 'jwtPayload',
     },
     Object.getOwnPropertyDescriptors(tokens.verifyOptions),
@@ -94,17 +104,24 @@ export function createGuard({ tokens, authHeaderTypes, isRevoked }: GuardOptions
       // simplejwt answers this one without `messages`.
       throw authenticationFailed((err as TokenError).message, 'token_not_valid');
     }
-    if (isRevoked?.(claims, userId)) throw invalidAccessToken(TOKEN_MESSAGES.blacklisted);
     ctx.state.auth = { userId, claims };
     await next();
   };
 }
 
-/** Loads the authenticated user's row: "User not found" / "User is inactive" as simplejwt words them. */
+/**
+ * The authenticated user. Tokens we issue name the user (`username`), and deactivation or deletion
+ * revokes them at once, so no query is needed; a token without the claim (crafted, or from an older
+ * release) is checked against the database: "User not found" / "User is inactive", simplejwt's words.
+ */
 export function requireUser(db: Database): Middleware {
   return async function loadUser(ctx, next) {
     const auth = ctx.state.auth;
     if (!auth) throw notAuthenticated();
+    if (typeof auth.claims.username === 'string') {
+      ctx.state.user = { id: auth.userId, username: auth.claims.username };
+      return next();
+    }
     const [user] = await db.rows<{ id: number; username: string; is_active: boolean }>(
       'SELECT id, username, is_active FROM users WHERE id = $1',
       [auth.userId],

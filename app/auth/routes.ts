@@ -1,5 +1,6 @@
-// The token endpoints, wire-compatible with simplejwt's views: obtain, refresh, verify, blacklist.
-// Handlers are thin: parse, validate, call the domain functions, answer.
+// The token endpoints, wire-compatible with simplejwt's views: obtain, refresh, verify, blacklist;
+// and logout-all, which simplejwt lacks. Handlers are thin: parse, validate, call the domain
+// functions, answer.
 import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
@@ -12,6 +13,7 @@ import { charFields } from '../http/fields';
 import { sendJson } from '../http/respond';
 import * as families from './families';
 import type { PasswordHasher } from './passwords';
+import type { RevocationCheck } from './revocations';
 import { TOKEN_MESSAGES, TokenError, type Claims, type Clock, type TokenService, type TokenType } from './tokens';
 import { authenticate } from './users';
 
@@ -22,8 +24,10 @@ export interface TokenRouteDeps {
   settings: JwtSettings;
   clock: Clock;
   maxBodyBytes: number;
-  /** Whether an access token was revoked (verify answers "blacklisted" for it). */
-  isAccessRevoked?: (claims: Claims, userId: number) => boolean;
+  /** Revoked access tokens: verify answers "blacklisted" for them. */
+  revocations: RevocationCheck;
+  /** The bearer-token guard, for logout-all. */
+  guard: Middleware;
 }
 
 const noActiveAccount = (withCode: boolean) =>
@@ -74,7 +78,7 @@ export function tokenRoutes(deps: TokenRouteDeps): Router {
     if (!user) throw noActiveAccount(false);
     const familyId = randomUUID();
     const refresh = tokens.sign('refresh', user.id, now.getTime());
-    const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId });
+    const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username });
     await families.startFamily(db, { familyId, userId: user.id, token: refresh, now });
     sendJson(ctx, 200, { refresh: refresh.token, access: access.token });
   }
@@ -87,13 +91,13 @@ export function tokenRoutes(deps: TokenRouteDeps): Router {
     if (!settings.rotateRefreshTokens) {
       const outcome = await families.use(db, ref, now);
       if (!outcome.ok) throw refused(outcome.refusal);
-      const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId });
+      const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username });
       return sendJson(ctx, 200, { access: access.token });
     }
     const next = tokens.sign('refresh', userId, now.getTime());
     const outcome = await families.rotate(db, ref, next, { blacklistOld: settings.blacklistAfterRotation, now });
     if (!outcome.ok) throw refused(outcome.refusal);
-    const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId });
+    const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username });
     sendJson(ctx, 200, { access: access.token, refresh: next.token });
   }
 
@@ -103,7 +107,7 @@ export function tokenRoutes(deps: TokenRouteDeps): Router {
     const current =
       claims.token_type === 'refresh'
         ? await families.isCurrent(db, claims.jti)
-        : !deps.isAccessRevoked?.(claims, userId);
+        : !deps.revocations.isRevoked(claims, userId);
     // simplejwt answers this one with a validation error, not a 401.
     if (!current) throw new ApiError(400, { non_field_errors: [TOKEN_MESSAGES.blacklisted] });
     sendJson(ctx, 200, {});
@@ -117,11 +121,18 @@ export function tokenRoutes(deps: TokenRouteDeps): Router {
     sendJson(ctx, 200, {});
   }
 
+  /** Ends every session of the caller: all families, and every access token issued until now. */
+  async function logoutAll(ctx: Context) {
+    await families.revokeAllForUser(db, ctx.state.auth!.userId, 'logout_all', new Date(clock()), { cutAccessTokens: true });
+    sendJson(ctx, 200, {});
+  }
+
   const router = new Router();
   router.use(noStore);
   router.all('/api/token', endpoint({ POST: obtain }));
   router.all('/api/token/refresh', endpoint({ POST: refresh }));
   router.all('/api/token/verify', endpoint({ POST: verify }));
   router.all('/api/token/blacklist', endpoint({ POST: blacklist }));
+  router.all('/api/token/logout-all', deps.guard, endpoint({ POST: logoutAll }));
   return router;
 }

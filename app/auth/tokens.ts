@@ -31,6 +31,8 @@ export interface Claims {
   jti: string;
   /** The family (one per login) an access token belongs to. */
   sid?: string;
+  /** The account's username, so routes can name the user without a query. */
+  username?: string;
   [claim: string]: unknown;
 }
 
@@ -47,9 +49,15 @@ const MAX_USER_ID = 2_147_483_647; // Postgres integer
 
 export const newJti = (): string => randomUUID().replaceAll('-', '');
 
+/** What access tokens carry beyond simplejwt's claims. */
+export interface AccessExtras {
+  sid?: string;
+  username?: string;
+}
+
 export interface TokenService {
   readonly settings: JwtSettings;
-  sign(type: TokenType, userId: number, now: number, extra?: { sid?: string }): IssuedToken;
+  sign(type: TokenType, userId: number, now: number, extra?: AccessExtras): IssuedToken;
   /** Verifies signature, lifetime and simplejwt's claim checks; `type` undefined accepts either type. */
   verify(token: string, type: TokenType | undefined): Claims;
   /** Options for jsonwebtoken.verify, shared with the koa-jwt guard so both check the same things. */
@@ -75,12 +83,13 @@ export function createTokenService(settings: JwtSettings, keys: KeySet, clock: C
   // clock's current time (koa-jwt passes this same object).
   Object.defineProperty(verifyOptions, 'clockTimestamp', { enumerable: true, get: nowSeconds });
 
-  function sign(type: TokenType, userId: number, now: number, extra: { sid?: string } = {}): IssuedToken {
+  function sign(type: TokenType, userId: number, now: number, extra: AccessExtras = {}): IssuedToken {
     const iat = Math.floor(now / 1000);
     const exp = iat + (type === 'access' ? settings.accessTokenLifetime : settings.refreshTokenLifetime);
     const jti = newJti();
     const payload: Record<string, unknown> = { token_type: type, exp, iat, jti, [settings.userIdClaim]: userId };
     if (extra.sid !== undefined) payload.sid = extra.sid;
+    if (extra.username !== undefined) payload.username = extra.username;
     if (settings.audience !== undefined) payload.aud = settings.audience;
     if (settings.issuer !== undefined) payload.iss = settings.issuer;
     const key = keys.active;

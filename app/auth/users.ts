@@ -1,5 +1,5 @@
 // Accounts: who may log in, and the account changes ops make from the CLI.
-import { UniqueConstraintError } from 'sequelize';
+import { UniqueConstraintError, type Transaction } from 'sequelize';
 import type { Database } from '../db/database';
 import { revokeAllForUser } from './families';
 import type { PasswordHasher } from './passwords';
@@ -31,12 +31,14 @@ export function validatePassword(password: string): void {
 
 interface LoginRow {
   id: number;
+  username: string;
   password_hash: string;
   is_active: boolean;
 }
 
 export interface Authenticated {
   id: number;
+  username: string;
 }
 
 /**
@@ -50,7 +52,7 @@ export async function authenticate(
   password: string,
   options: { updateLastLogin: boolean; now: Date },
 ): Promise<Authenticated | null> {
-  const [user] = await db.rows<LoginRow>('SELECT id, password_hash, is_active FROM users WHERE username = $1', [
+  const [user] = await db.rows<LoginRow>('SELECT id, username, password_hash, is_active FROM users WHERE username = $1', [
     normalizeUsername(username),
   ]);
   if (!user) {
@@ -70,7 +72,7 @@ export async function authenticate(
   if (options.updateLastLogin) {
     await db.rows('UPDATE users SET last_login = $2 WHERE id = $1 RETURNING id', [user.id, options.now]);
   }
-  return { id: user.id };
+  return { id: user.id, username: user.username };
 }
 
 export async function createUser(
@@ -93,6 +95,16 @@ export async function createUser(
   }
 }
 
+async function lockUser(db: Database, username: string, transaction: Transaction): Promise<{ id: number }> {
+  const [user] = await db.rows<{ id: number }>(
+    'SELECT id FROM users WHERE username = $1 FOR UPDATE',
+    [normalizeUsername(username.trim())],
+    transaction,
+  );
+  if (!user) throw new UserError(`no user "${username}"`);
+  return user;
+}
+
 /** Sets a new password and revokes every session of the user, in one transaction. */
 export async function changePassword(
   db: Database,
@@ -104,26 +116,21 @@ export async function changePassword(
   validatePassword(password);
   const passwordHash = await hasher.hash(password);
   return db.sequelize.transaction(async (transaction) => {
-    const [user] = await db.rows<{ id: number }>(
-      'UPDATE users SET password_hash = $2, password_changed_at = $3 WHERE username = $1 RETURNING id',
-      [normalizeUsername(username.trim()), passwordHash, now],
-      transaction,
-    );
-    if (!user) throw new UserError(`no user "${username}"`);
-    return { id: user.id, revokedSessions: await revokeAllForUser(db, user.id, 'password_change', now, transaction) };
+    const user = await lockUser(db, username, transaction);
+    // Sessions first, so the count is ours; the trigger on users then adds the access-token cutoff.
+    const revokedSessions = await revokeAllForUser(db, user.id, 'password_change', now, { transaction });
+    await db.rows('UPDATE users SET password_hash = $2, password_changed_at = $3 WHERE id = $1 RETURNING id', [user.id, passwordHash, now], transaction);
+    return { id: user.id, revokedSessions };
   });
 }
 
 /** Marks a user inactive (login refused, refresh refused) and revokes every session, in one transaction. */
 export async function deactivateUser(db: Database, username: string, now: Date): Promise<{ id: number; revokedSessions: number }> {
   return db.sequelize.transaction(async (transaction) => {
-    const [user] = await db.rows<{ id: number }>(
-      'UPDATE users SET is_active = false WHERE username = $1 RETURNING id',
-      [normalizeUsername(username.trim())],
-      transaction,
-    );
-    if (!user) throw new UserError(`no user "${username}"`);
-    return { id: user.id, revokedSessions: await revokeAllForUser(db, user.id, 'deactivated', now, transaction) };
+    const user = await lockUser(db, username, transaction);
+    const revokedSessions = await revokeAllForUser(db, user.id, 'deactivated', now, { transaction });
+    await db.rows('UPDATE users SET is_active = false WHERE id = $1 RETURNING id', [user.id], transaction);
+    return { id: user.id, revokedSessions };
   });
 }
 

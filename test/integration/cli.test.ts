@@ -33,22 +33,22 @@ function cli(args: string[], options: { stdin?: string; env?: Record<string, str
 beforeAll(async () => {
   databaseUrl = await freshDatabase();
   const migrated = await cli(['migrate']);
-  expect(migrated.stdout, migrated.stderr).toMatch(/applied 1 migration/);
-  t = await startTestApp({}, databaseUrl);
+  expect(migrated.stdout, migrated.stderr).toMatch(/applied 2 migration/);
+  t = await startTestApp({}, { databaseUrl });
 });
 afterAll(() => t?.stop());
 
 describe('migrate', () => {
   it('reports status, reverts and re-applies', async () => {
     expect((await cli(['migrate'])).stdout).toMatch(/no pending migrations/);
-    expect((await cli(['migrate', 'status'])).stdout).toMatch(/applied {2}0001_initial/);
+    expect((await cli(['migrate', 'status'])).stdout).toMatch(/applied {2}0001_initial\napplied {2}0002_revocations/);
     const scratch = await freshDatabase();
     const env = { DATABASE_URL: scratch };
     expect((await cli(['migrate'], { env })).code).toBe(0);
     const down = await cli(['migrate', 'down', '--all'], { env });
-    expect(down.stdout).toMatch(/reverted 0001_initial/);
-    expect((await cli(['migrate', 'status'], { env })).stdout).toMatch(/pending {2}0001_initial/);
-    expect((await cli(['migrate', 'up'], { env })).stdout).toMatch(/applied 1 migration/);
+    expect(down.stdout).toMatch(/reverted 0002_revocations, 0001_initial/);
+    expect((await cli(['migrate', 'status'], { env })).stdout).toMatch(/pending {2}0001_initial\npending {2}0002_revocations/);
+    expect((await cli(['migrate', 'up'], { env })).stdout).toMatch(/applied 2 migration/);
   });
 });
 

@@ -7,13 +7,14 @@ import pg from 'pg';
 import pino from 'pino';
 import { inject } from 'vitest';
 import { createApp } from '../../app/app';
-import { keySetFromSettings } from '../../app/auth/keys';
-import { createPasswordHasher, type PasswordHasher } from '../../app/auth/passwords';
-import { createTokenService, type TokenService } from '../../app/auth/tokens';
+import type { PasswordHasher } from '../../app/auth/passwords';
+import type { RevocationStore } from '../../app/auth/revocations';
+import type { TokenService } from '../../app/auth/tokens';
 import { createUser } from '../../app/auth/users';
 import { loadConfig, type Config } from '../../app/config';
 import { createDatabase, type Database } from '../../app/db/database';
 import { createMigrator } from '../../app/db/migrator';
+import { createServices, type Services } from '../../app/services';
 import { request, type Reply, type RequestOptions } from './http';
 
 export const TEST_SIGNING_KEY = 'test-signing-key-for-integration-tests-only-0123456789';
@@ -21,6 +22,8 @@ export const TEST_SIGNING_KEY = 'test-signing-key-for-integration-tests-only-012
 export interface TestClock {
   (): number;
   advance(seconds: number): void;
+  /** Back to real time (the database's now() knows no other). */
+  reset(): void;
 }
 
 export function testClock(): TestClock {
@@ -29,7 +32,19 @@ export function testClock(): TestClock {
   clock.advance = (seconds) => {
     offset += seconds * 1000;
   };
+  clock.reset = () => {
+    offset = 0;
+  };
   return clock;
+}
+
+/** Polls `check` until it returns true (revocations reach workers asynchronously, by NOTIFY). */
+export async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 let counter = 0;
@@ -56,6 +71,8 @@ export interface TestApp {
   db: Database;
   tokens: TokenService;
   hasher: PasswordHasher;
+  revocations: RevocationStore;
+  services: Services;
   clock: TestClock;
   logs: string[];
   request(method: string, path: string, opts?: RequestOptions): Promise<Reply>;
@@ -65,7 +82,14 @@ export interface TestApp {
   stop(): Promise<void>;
 }
 
-export async function startTestApp(env: Record<string, string> = {}, existingDatabaseUrl?: string): Promise<TestApp> {
+export interface TestAppOptions {
+  /** Reuse a database (several "workers" on one database) instead of making a fresh one. */
+  databaseUrl?: string;
+  reconnectDelayMs?: number;
+}
+
+export async function startTestApp(env: Record<string, string> = {}, options: TestAppOptions = {}): Promise<TestApp> {
+  const existingDatabaseUrl = options.databaseUrl;
   const databaseUrl = existingDatabaseUrl ?? (await freshDatabase());
   const { config } = loadConfig({
     NODE_ENV: 'test',
@@ -74,8 +98,6 @@ export async function startTestApp(env: Record<string, string> = {}, existingDat
     LOG_LEVEL: 'info',
     ...env,
   });
-  const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax });
-  await createMigrator(db.sequelize, { info: () => {} }).up();
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
@@ -84,10 +106,14 @@ export async function startTestApp(env: Record<string, string> = {}, existingDat
     },
   });
   const logger = pino({ level: config.logLevel }, sink);
+  const migrationDb = createDatabase({ url: config.databaseUrl, poolMax: 2 });
+  await createMigrator(migrationDb.sequelize, { info: () => {} }).up();
+  await migrationDb.close();
   const clock = testClock();
-  const tokens = createTokenService(config.jwt, keySetFromSettings(config.jwt), clock);
-  const hasher = createPasswordHasher();
-  const app = createApp({ config, db, logger, tokens, hasher, clock });
+  const services = createServices(config, logger, clock, options);
+  const { db, tokens, hasher, revocations } = services;
+  await services.feed.ready;
+  const app = createApp({ config, logger, clock, ...services });
   const server = http.createServer(app.callback());
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -98,6 +124,8 @@ export async function startTestApp(env: Record<string, string> = {}, existingDat
     db,
     tokens,
     hasher,
+    revocations,
+    services,
     clock,
     logs,
     request: (method, path, opts) => request(url, method, path, opts),
@@ -113,7 +141,7 @@ export async function startTestApp(env: Record<string, string> = {}, existingDat
     async stop() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      await db.close();
+      await services.close();
     },
   };
   return t;

@@ -1,0 +1,50 @@
+// Everything a worker runs on, built from the Config: the pool, the token service, the hasher and
+// the revocation state with its feed. Shared by server.ts and the tests.
+import type { Logger } from 'pino';
+import { keySetFromSettings } from './auth/keys';
+import { createPasswordHasher, type Argon2Params, type PasswordHasher } from './auth/passwords';
+import { RevocationStore, startRevocationFeed, type RevocationFeed } from './auth/revocations';
+import { createTokenService, type Clock, type TokenService } from './auth/tokens';
+import type { Config } from './config';
+import { createDatabase, type Database } from './db/database';
+
+export interface Services {
+  db: Database;
+  tokens: TokenService;
+  hasher: PasswordHasher;
+  revocations: RevocationStore;
+  feed: RevocationFeed;
+  close(): Promise<void>;
+}
+
+export function createServices(
+  config: Config,
+  logger: Logger,
+  clock: Clock,
+  options: { argon2?: Argon2Params; reconnectDelayMs?: number } = {},
+): Services {
+  const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax });
+  const tokens = createTokenService(config.jwt, keySetFromSettings(config.jwt), clock);
+  // An entry matters while an access token issued before it can still be valid.
+  const windowMs = (config.jwt.accessTokenLifetime + config.jwt.leeway) * 1000;
+  const revocations = new RevocationStore(windowMs, clock);
+  const feed = startRevocationFeed({
+    databaseUrl: config.databaseUrl,
+    store: revocations,
+    windowMs,
+    clock,
+    logger,
+    ...(options.reconnectDelayMs !== undefined ? { reconnectDelayMs: options.reconnectDelayMs } : {}),
+  });
+  return {
+    db,
+    tokens,
+    hasher: createPasswordHasher(options.argon2),
+    revocations,
+    feed,
+    async close() {
+      await feed.stop();
+      await db.close();
+    },
+  };
+}
