@@ -1,0 +1,50 @@
+# The app image: PM2 running a cluster of Koa workers.
+#   docker build -t koa-auth-stack-app .
+#   docker build --build-arg NODE_IMAGE=koa-auth-stack-airgap/node:24 .   (machines with no registry)
+# Extra CA certificates for npm behind an intercepting proxy: see deploy/extra-ca/README.md.
+ARG NODE_IMAGE=node:24-bookworm-slim
+
+# --- dependencies, all of them (the build needs TypeScript) -------------------------------------
+FROM ${NODE_IMAGE} AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+COPY deploy/extra-ca/ /tmp/extra-ca/
+RUN set -e; \
+    cat /tmp/extra-ca/*.pem /tmp/extra-ca/*.crt > /tmp/extra-ca.pem 2>/dev/null || true; \
+    if [ -s /tmp/extra-ca.pem ]; then export NODE_EXTRA_CA_CERTS=/tmp/extra-ca.pem; fi; \
+    npm ci --no-audit --no-fund --loglevel=warn; \
+    rm -rf /tmp/extra-ca /tmp/extra-ca.pem /root/.npm
+
+# --- compile TypeScript to dist/ ---------------------------------------------------------------
+FROM deps AS build
+COPY tsconfig.json tsconfig.build.json ./
+COPY app ./app
+RUN npm run build
+
+# --- production dependencies only, without what never runs -------------------------------------
+FROM deps AS prod-deps
+RUN set -e; \
+    npm prune --omit=dev --no-audit --no-fund --loglevel=warn; \
+    find node_modules -type f \( -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.map' \
+      -o -name '*.md' -o -name '*.markdown' -o -name '*.ts' -o -name '*.mts' -o -name '*.cts' \) -delete; \
+    find node_modules -depth -type d \( -name test -o -name tests -o -name __tests__ -o -name docs \
+      -o -name example -o -name examples \) -exec rm -rf {} +; \
+    rm -rf node_modules/moment/min node_modules/moment/src node_modules/moment/dist \
+      node_modules/moment-timezone/builds node_modules/zod/src node_modules/@types
+
+# --- runtime ---------------------------------------------------------------------------------------
+FROM ${NODE_IMAGE}
+ENV NODE_ENV=production \
+    PORT=3000 \
+    PATH=/app/node_modules/.bin:$PATH \
+    PM2_HOME=/home/node/.pm2
+WORKDIR /app
+COPY --from=prod-deps /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY package.json ecosystem.config.js ./
+COPY scripts/run.js scripts/healthcheck.js ./scripts/
+USER node
+EXPOSE 3000
+HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 CMD ["node", "scripts/healthcheck.js"]
+# pm2-runtime stays in the foreground as PID 1 and forwards SIGTERM/SIGINT to the workers.
+CMD ["pm2-runtime", "start", "ecosystem.config.js"]

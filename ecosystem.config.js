@@ -1,0 +1,67 @@
+// PM2: the API as a cluster of Koa workers (PM2's cluster plays uWSGI's worker pool).
+//   pm2-runtime ecosystem.config.js      the container's command (npm start)
+//   pm2 reload api                       roll every worker, one at a time, no failed request
+//   pm2 scale api 4                      resize the pool
+'use strict';
+const fs = require('node:fs');
+const os = require('node:os');
+
+// CPUs this container may use: the CFS quota (docker --cpus) when there is one, else the CPUs the
+// process may run on. os.cpus() would count the host's.
+function containerCpus() {
+  let quota = Infinity;
+  const read = (file) => {
+    try {
+      return fs.readFileSync(file, 'utf8').trim();
+    } catch {
+      return undefined;
+    }
+  };
+  const v2 = read('/sys/fs/cgroup/cpu.max'); // "max 100000" or "150000 100000"
+  if (v2) {
+    const [max, period] = v2.split(/\s+/);
+    if (max !== 'max') quota = Number(max) / Number(period);
+  } else {
+    const max = Number(read('/sys/fs/cgroup/cpu/cpu.cfs_quota_us'));
+    const period = Number(read('/sys/fs/cgroup/cpu/cpu.cfs_period_us'));
+    if (max > 0 && period > 0) quota = max / period;
+  }
+  return Math.max(1, Math.min(os.availableParallelism(), Math.ceil(quota)));
+}
+
+function instances() {
+  const raw = process.env.WEB_CONCURRENCY;
+  if (raw === undefined || raw === '') return containerCpus();
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`WEB_CONCURRENCY: expected a whole number of workers ≥ 1 (got "${raw}")`);
+  return n;
+}
+
+const workers = instances();
+if (!process.env.SIGNING_KEY && workers > 1) {
+  // Without a key each worker would make up its own, and tokens from one would fail on the others.
+  throw new Error('SIGNING_KEY must be set when running more than one worker (generate one: openssl rand -base64 48)');
+}
+
+module.exports = {
+  apps: [
+    {
+      name: 'api',
+      script: 'dist/server.js',
+      exec_mode: 'cluster',
+      instances: workers,
+      // A worker counts as up when it says so (process.send('ready') after the database answers),
+      // not when it first listens; a reload moves on only then.
+      wait_ready: true,
+      // Above the slowest start: the worker waits up to DB_CONNECT_TIMEOUT (30 s) for the database.
+      listen_timeout: 40_000,
+      // Above the drain: in-flight requests get SHUTDOWN_TIMEOUT (10 s) before connections are cut.
+      kill_timeout: 15_000,
+      // Restart a worker that crashes, with backoff; do not give up on a flapping database.
+      exp_backoff_restart_delay: 200,
+      max_restarts: 1000,
+      merge_logs: true,
+      env: { NODE_ENV: process.env.NODE_ENV || 'production' },
+    },
+  ],
+};
