@@ -45,6 +45,22 @@ export interface LoadedConfig {
 }
 
 const MIN_PRODUCTION_KEY_BYTES = 32;
+// Keys that are public (our compose development default, the contract's test key) or plainly
+// placeholders: refused in production whatever their length.
+const PUBLIC_KEYS = new Set([
+  'insecure-development-signing-key-do-not-use-in-production',
+  'ref-simplejwt-signing-key-test-only-do-not-deploy',
+]);
+const PLACEHOLDER = /insecure|do-not-(use|deploy)|change-?me|replace-?me|example|^(secret|password)/i;
+
+function weakKeyReason(key: string): string | undefined {
+  if (Buffer.byteLength(key) < MIN_PRODUCTION_KEY_BYTES) {
+    return `must be at least ${MIN_PRODUCTION_KEY_BYTES} bytes when NODE_ENV=production`;
+  }
+  if (PUBLIC_KEYS.has(key) || PLACEHOLDER.test(key)) return 'is a published default or a placeholder, not a secret';
+  if (new Set(key).size < 10) return 'is too repetitive to be a random secret';
+  return undefined;
+}
 
 const DURATION = /^(\d+)\s*(s|m|h|d)?$/i;
 const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
@@ -149,11 +165,9 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
   let signingKey = e.SIGNING_KEY;
   if (e.NODE_ENV === 'production') {
     if (!signingKey) throw new ConfigError('Invalid configuration:\n  SIGNING_KEY: is required when NODE_ENV=production');
-    if (Buffer.byteLength(signingKey) < MIN_PRODUCTION_KEY_BYTES) {
-      throw new ConfigError(
-        `Invalid configuration:\n  SIGNING_KEY: must be at least ${MIN_PRODUCTION_KEY_BYTES} bytes when NODE_ENV=production ` +
-          `(generate one with: openssl rand -base64 48)`,
-      );
+    const weak = weakKeyReason(signingKey);
+    if (weak) {
+      throw new ConfigError(`Invalid configuration:\n  SIGNING_KEY: ${weak} (generate one with: openssl rand -base64 48)`);
     }
   } else if (!signingKey) {
     signingKey = randomBytes(48).toString('base64url');

@@ -1,6 +1,7 @@
 // Error responses. Every error is JSON; contract errors keep DRF's exact shapes, our own add a `code`.
 import type { Context, Middleware } from 'koa';
 import type { Logger } from 'pino';
+import { ConnectionError, DatabaseError } from 'sequelize';
 import { sendJson } from './respond';
 
 /** An error with the response it should produce. */
@@ -41,6 +42,20 @@ function isHttpError(err: unknown): err is { status: number; expose: boolean; me
     (err as { expose?: unknown }).expose === true;
 }
 
+// Postgres going away mid-query: admin shutdown, crash, cannot connect now (SQLSTATE classes 08, 57P).
+const UNAVAILABLE_SQLSTATE = /^(08|57P0[1-3])/;
+
+/** The database cannot be reached: a 503 the client may retry, not a 500. */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  if (err instanceof ConnectionError) return true;
+  if (err instanceof DatabaseError) {
+    const original = err.original as { code?: unknown; message?: unknown };
+    if (typeof original.code === 'string' && UNAVAILABLE_SQLSTATE.test(original.code)) return true;
+    return typeof original.message === 'string' && /Connection terminated|ECONNREFUSED|ECONNRESET/.test(original.message);
+  }
+  return false;
+}
+
 export function errorHandler({ logger, authScheme }: ErrorOptions): Middleware {
   const render = (ctx: Context, status: number, body: Record<string, unknown>, headers: Record<string, string>) => {
     ctx.set(headers);
@@ -55,6 +70,10 @@ export function errorHandler({ logger, authScheme }: ErrorOptions): Middleware {
       if (err instanceof ApiError) return render(ctx, err.status, err.body, err.headers);
       if (isHttpError(err) && err.status >= 400 && err.status < 500) {
         return render(ctx, err.status, { detail: err.message, code: KOA_CODES[err.status] ?? 'client_error' }, {});
+      }
+      if (isDatabaseUnavailable(err)) {
+        (ctx.state.log ?? logger).warn({ err }, 'database unavailable');
+        return render(ctx, 503, { detail: 'The database is not answering; try again shortly.', code: 'database_unavailable' }, { 'Retry-After': '2' });
       }
       // Never a stack trace to the client; the log has it, under the request's id.
       (ctx.state.log ?? logger).error({ err }, 'unhandled error');

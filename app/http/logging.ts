@@ -14,6 +14,8 @@ declare module 'koa' {
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+// Docker and nginx probe these every few seconds; a healthy answer is not worth a log line.
+const PROBES = new Set(['/healthz', '/readyz']);
 
 export function requestLogging(logger: Logger): Middleware {
   return async function logRequest(ctx, next) {
@@ -27,7 +29,7 @@ export function requestLogging(logger: Logger): Middleware {
       await next();
     } finally {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      ctx.state.log.info(
+      if (!(PROBES.has(ctx.path) && ctx.status < 300)) ctx.state.log.info(
         { method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(ms * 100) / 100, ip: ctx.ip },
         'request',
       );

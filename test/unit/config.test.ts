@@ -80,9 +80,23 @@ describe('loadConfig', () => {
   it('refuses to start in production without a long signing key', () => {
     expect(fail({ ...base, NODE_ENV: 'production' })).toMatch(/SIGNING_KEY: is required when NODE_ENV=production/);
     expect(fail({ ...base, NODE_ENV: 'production', SIGNING_KEY: 'short' })).toMatch(/at least 32 bytes/);
-    const { config, warnings } = loadConfig({ ...base, NODE_ENV: 'production', SIGNING_KEY: 'x'.repeat(32) });
+    const { config, warnings } = loadConfig({ ...base, NODE_ENV: 'production', SIGNING_KEY: 'q8Vt1mZx4LwP0sKe7RbN2yHc5JdA9uGf' });
     expect(config.env).toBe('production');
     expect(warnings).toEqual([]);
+  });
+
+  it('refuses published, placeholder and repetitive keys in production', () => {
+    for (const key of [
+      'insecure-development-signing-key-do-not-use-in-production', // docker-compose.yml's default
+      'ref-simplejwt-signing-key-test-only-do-not-deploy',
+      'changeme-changeme-changeme-changeme',
+      'secretsecretsecretsecretsecretsecret',
+      'x'.repeat(64),
+    ]) {
+      expect(fail({ ...base, NODE_ENV: 'production', SIGNING_KEY: key })).toMatch(/SIGNING_KEY: (is a published default|is too repetitive)/);
+    }
+    // The same keys are fine for development.
+    expect(loadConfig({ ...base, SIGNING_KEY: 'x'.repeat(64) }).config.jwt.signingKey).toBe('x'.repeat(64));
   });
 
   it('rejects a zero lifetime and odd header types', () => {

@@ -1,0 +1,317 @@
+// The production stack end to end: docker-compose.yml as users run it, acting only as a client through
+// nginx's published port and as an operator through `docker exec`.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeJwt, request, type Reply } from '../support/http';
+import { startStack, type Stack } from '../support/stack';
+
+const SIGNING_KEY = 'e2e-signing-key-0123456789abcdefghijklmnopqrstuvwxyz';
+let stack: Stack;
+
+beforeAll(async () => {
+  stack = await startStack({
+    project: `kase2e${process.pid}`,
+    env: {
+      NODE_ENV: 'production',
+      SIGNING_KEY,
+      POSTGRES_PASSWORD: 'e2e-db-password',
+      WEB_CONCURRENCY: '2',
+      // The load tests below come from one address; only login keeps its production limit.
+      TOKEN_RATE: '1000r/s',
+      TOKEN_BURST: '1000',
+    },
+  });
+}, 600_000);
+
+afterAll(async () => {
+  await stack?.down({ removeVolumes: true });
+}, 120_000);
+
+const get = (path: string, headers: Record<string, string> = {}) => request(stack.url, 'GET', path, { headers });
+const post = (path: string, json: unknown, headers: Record<string, string> = {}) => request(stack.url, 'POST', path, { json, headers });
+const bearer = (access: string) => ({ Authorization: `Bearer ${access}` });
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Logs in, waiting out nginx's per-address login limit if an earlier test used it up. */
+async function login(username: string, password: string): Promise<{ access: string; refresh: string }> {
+  for (let attempt = 0; ; attempt++) {
+    const r = await post('/api/token/', { username, password });
+    if (r.status === 200) return r.json;
+    if (r.status !== 429 || attempt > 10) throw new Error(`login ${username}: ${r.status} ${r.text}`);
+    await sleep(1000 * Number(r.headers.get('retry-after') ?? 1));
+  }
+}
+
+async function createUser(username: string, password: string, flags: string[] = []) {
+  const r = await stack.exec('app', ['npm', 'run', '-s', 'cli', '--', 'createuser', username, '--password-stdin', ...flags], password);
+  expect(r.code, r.stderr).toBe(0);
+  return r.stdout;
+}
+
+interface Pm2Process {
+  name: string;
+  pid: number;
+  pm_id: number;
+  pm2_env: { status: string; restart_time: number };
+}
+async function workers(): Promise<Pm2Process[]> {
+  const r = await stack.exec('app', ['pm2', 'jlist']);
+  expect(r.code, r.stderr).toBe(0);
+  return (JSON.parse(r.stdout) as Pm2Process[]).filter((p) => p.name === 'api');
+}
+
+interface LoadResult {
+  total: number;
+  failures: { status: number; text: string }[];
+}
+
+/**
+ * Steady traffic until `stop` resolves: `clients` loops, each sending one request after another,
+ * with `step(i)` choosing each request. Every non-expected answer is a failure.
+ */
+async function load(clients: number, step: (client: number) => Promise<Reply>, stop: Promise<unknown>): Promise<LoadResult> {
+  let done = false;
+  void stop.then(() => (done = true));
+  const result: LoadResult = { total: 0, failures: [] };
+  await Promise.all(
+    Array.from({ length: clients }, async (_, c) => {
+      while (!done) {
+        let r: Reply;
+        try {
+          r = await step(c);
+        } catch (err) {
+          r = { status: 0, text: String(err) } as Reply;
+        }
+        result.total += 1;
+        if (r.status !== 200) result.failures.push({ status: r.status, text: r.text });
+      }
+    }),
+  );
+  return result;
+}
+
+describe('the client flow through nginx', () => {
+  it('creates users with the CLI inside the app container', async () => {
+    expect(await createUser('alice', 'alice-password-1')).toMatch(/created user alice \(id 1\)/);
+    expect(await createUser('bob', 'bob-password-1')).toMatch(/created user bob/);
+    expect(await createUser('carol', 'carol-password-1', ['--inactive'])).toMatch(/inactive/);
+  });
+
+  it('obtain → /api/me/ → refresh → replay (family revoked) → blacklist', async () => {
+    const pair = await login('alice', 'alice-password-1');
+    const me = await get('/api/me/', bearer(pair.access));
+    expect(me.status).toBe(200);
+    expect(me.json).toEqual({ id: 1, username: 'alice' });
+
+    const refreshed = await post('/api/token/refresh/', { refresh: pair.refresh });
+    expect(refreshed.status).toBe(200);
+    expect((await get('/api/me/', bearer(refreshed.json.access))).status).toBe(200);
+
+    const replay = await post('/api/token/refresh/', { refresh: pair.refresh });
+    expect(replay.status).toBe(401);
+    expect(replay.json).toEqual({ detail: 'Token is blacklisted', code: 'token_not_valid' });
+    expect(replay.headers.get('www-authenticate')).toBe('Bearer realm="api"');
+    // The family is gone: the rotated refresh token and its access token too.
+    expect((await post('/api/token/refresh/', { refresh: refreshed.json.refresh })).status).toBe(401);
+    const revoked = await get('/api/me/', bearer(refreshed.json.access));
+    expect(revoked.status).toBe(401);
+    expect(revoked.json.messages[0].message).toBe('Token is blacklisted');
+
+    const session = await login('alice', 'alice-password-1');
+    const out = await post('/api/token/blacklist/', { refresh: session.refresh });
+    expect(out.status).toBe(200);
+    expect(out.json).toEqual({});
+    expect((await post('/api/token/blacklist/', { refresh: session.refresh })).status).toBe(401);
+    expect((await get('/api/me/', bearer(session.access))).status).toBe(401);
+
+    expect((await post('/api/token/', { username: 'carol', password: 'carol-password-1' })).status).toBe(401);
+  });
+
+  it('passes the contract details through nginx unchanged', async () => {
+    const r = await post('/api/token/', {});
+    expect(r.status).toBe(400);
+    expect(r.headers.get('content-type')).toBe('application/json');
+    expect(r.json).toEqual({ username: ['This field is required.'], password: ['This field is required.'] });
+    const m = await get('/api/token/');
+    expect(m.status).toBe(405);
+    expect(m.headers.get('allow')).toBe('POST, OPTIONS');
+    expect((await get('/api/me')).status).toBe(401); // no trailing slash: served
+    const nginxHealth = await get('/healthz');
+    expect(nginxHealth.json).toEqual({ status: 'ok' });
+    expect((await get('/readyz')).json).toEqual({ status: 'ok', database: 'ok' });
+    expect(r.headers.get('server')).toBe('nginx'); // server_tokens off: no version
+  });
+});
+
+describe('request ids', () => {
+  it('every response carries X-Request-Id, and the app logs the same id', async () => {
+    const pair = await login('bob', 'bob-password-1');
+    const replies = [
+      await get('/api/me/', bearer(pair.access)),
+      await get('/api/me/'),
+      await post('/api/token/verify/', { token: pair.access }),
+      await get('/nowhere'),
+      await get('/healthz'),
+    ];
+    const ids = replies.map((r) => r.headers.get('x-request-id'));
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{32}$/);
+    expect(new Set(ids).size).toBe(ids.length);
+    const appLogs = await stack.logs('app');
+    for (const id of ids.slice(0, 4)) {
+      const line = appLogs.split('\n').find((l) => l.includes(`"request_id":"${id}"`));
+      expect(line, `app log line for ${id}`).toBeDefined();
+      expect(JSON.parse(line!.slice(line!.indexOf('{')))).toMatchObject({ request_id: id, msg: 'request' });
+    }
+    const nginxLogs = await stack.logs('nginx');
+    expect(nginxLogs).toContain(`"request_id":"${ids[0]}"`);
+    // Logs carry no credentials.
+    expect(appLogs).not.toContain(pair.access);
+    expect(nginxLogs).not.toContain(pair.access);
+  });
+});
+
+describe('the PM2 cluster', () => {
+  it('runs WEB_CONCURRENCY workers, and requests are served by more than one', async () => {
+    const list = await workers();
+    expect(list).toHaveLength(2);
+    expect(list.every((p) => p.pm2_env.status === 'online')).toBe(true);
+    const pair = await login('bob', 'bob-password-1');
+    const replies = await Promise.all(Array.from({ length: 40 }, () => get('/api/me/', bearer(pair.access))));
+    expect(replies.every((r) => r.status === 200)).toBe(true);
+    const ids = new Set(replies.map((r) => r.headers.get('x-request-id')));
+    const servedBy = new Set(
+      (await stack.logs('app'))
+        .split('\n')
+        .filter((l) => l.includes('"msg":"request"'))
+        .map((l) => JSON.parse(l.slice(l.indexOf('{'))) as { request_id: string; worker: string })
+        .filter((l) => ids.has(l.request_id))
+        .map((l) => l.worker),
+    );
+    expect(servedBy.size).toBeGreaterThan(1);
+  });
+
+  it('pm2 reload during a steady stream of requests: zero failed requests', async () => {
+    const before = await workers();
+    const chains = await Promise.all([0, 1].map(() => login('bob', 'bob-password-1')));
+    const reload = stack.exec('app', ['pm2', 'reload', 'api']);
+    const result = await load(
+      6,
+      async (c) => {
+        if (c < 2) {
+          // Each of these clients rotates its own refresh chain: a retried POST would show as a replay.
+          const r = await post('/api/token/refresh/', { refresh: chains[c]!.refresh });
+          if (r.status === 200) chains[c] = r.json;
+          return r;
+        }
+        return c % 2 ? get('/api/me/', bearer(chains[0]!.access)) : post('/api/token/verify/', { token: chains[1]!.access });
+      },
+      reload.then(() => sleep(500)),
+    );
+    const reloaded = await reload;
+    expect(reloaded.code, reloaded.stderr).toBe(0);
+    const after = await workers();
+    console.log(`pm2 reload: ${result.total} requests, ${result.failures.length} failed`);
+    expect(result.failures).toEqual([]);
+    expect(result.total).toBeGreaterThan(100);
+    expect(after).toHaveLength(2);
+    for (const w of after) expect(before.map((b) => b.pid)).not.toContain(w.pid); // every worker replaced
+  });
+
+  it('pm2 scale resizes the pool', async () => {
+    expect((await stack.exec('app', ['pm2', 'scale', 'api', '3'])).code).toBe(0);
+    await expect.poll(async () => (await workers()).filter((w) => w.pm2_env.status === 'online').length, { timeout: 30_000 }).toBe(3);
+    expect((await stack.exec('app', ['pm2', 'scale', 'api', '2'])).code).toBe(0);
+    await expect.poll(async () => (await workers()).length, { timeout: 30_000 }).toBe(2);
+  });
+
+  it('a killed worker is replaced and requests keep succeeding', async () => {
+    const pair = await login('bob', 'bob-password-1');
+    const [victim] = await workers();
+    const clients = 4;
+    // The image has no kill(1); node sends the signal.
+    const killed = sleep(300).then(() => stack.exec('app', ['node', '-e', `process.kill(${victim!.pid}, 'SIGKILL')`]));
+    const result = await load(clients, () => get('/api/me/', bearer(pair.access)), killed.then(() => sleep(3000)));
+    expect((await killed).code).toBe(0);
+    console.log(`killed worker ${victim!.pid}: ${result.total} requests, ${result.failures.length} failed`, result.failures);
+    // nginx resends what the dead worker dropped; only a request caught inside the kill itself can be
+    // lost (at most one per client), never the stream.
+    expect(result.failures.length).toBeLessThanOrEqual(clients);
+    expect(result.total).toBeGreaterThan(100);
+    await expect
+      .poll(async () => {
+        const list = await workers();
+        return list.length === 2 && list.every((w) => w.pm2_env.status === 'online') && !list.some((w) => w.pid === victim!.pid);
+      }, { timeout: 30_000 })
+      .toBe(true);
+    const replaced = (await workers()).find((w) => w.pm_id === victim!.pm_id);
+    expect(replaced!.pm2_env.restart_time).toBeGreaterThan(victim!.pm2_env.restart_time);
+    const after = await Promise.all(Array.from({ length: 100 }, () => get('/api/me/', bearer(pair.access))));
+    expect(after.filter((r) => r.status !== 200)).toEqual([]);
+  });
+});
+
+describe('a database outage', () => {
+  it('readyz turns 503 and protected GETs keep working; the token endpoints recover with no restart', async () => {
+    const pair = await login('alice', 'alice-password-1');
+    const pidsBefore = (await workers()).map((w) => w.pid).sort();
+    expect((await stack.docker('stop', stack.container('postgres'))).code).toBe(0);
+    try {
+      await expect.poll(async () => (await get('/readyz')).status, { timeout: 20_000 }).toBe(503);
+      const ready = await get('/readyz');
+      expect(ready.json).toEqual({ detail: 'The database is not answering.', code: 'database_unavailable' });
+      for (let i = 0; i < 10; i++) expect((await get('/api/me/', bearer(pair.access))).status).toBe(200);
+      expect((await post('/api/token/verify/', { token: pair.access })).status).toBe(200);
+      const down = await post('/api/token/', { username: 'alice', password: 'alice-password-1' });
+      expect(down.status).toBe(503);
+      expect(down.json.code).toBe('database_unavailable');
+    } finally {
+      expect((await stack.docker('start', stack.container('postgres'))).code).toBe(0);
+    }
+    await expect.poll(async () => (await post('/api/token/', { username: 'alice', password: 'alice-password-1' })).status, {
+      timeout: 60_000,
+      interval: 1_000,
+    }).toBe(200);
+    expect((await get('/readyz')).status).toBe(200);
+    expect((await post('/api/token/refresh/', { refresh: pair.refresh })).status).toBe(200);
+    expect((await workers()).map((w) => w.pid).sort()).toEqual(pidsBefore); // no worker restarted
+  });
+});
+
+describe('persistence', () => {
+  it('docker compose down then up: users and refresh tokens survive (the volume)', async () => {
+    const pair = await login('bob', 'bob-password-1');
+    await stack.down();
+    await stack.up();
+    const r = await post('/api/token/refresh/', { refresh: pair.refresh });
+    expect(r.status, r.text).toBe(200);
+    expect(decodeJwt(r.json.access).payload.username).toBe('bob');
+    await login('alice', 'alice-password-1');
+  });
+});
+
+describe('nginx limits', () => {
+  it('a login burst gets 429 from nginx, as JSON with Retry-After', async () => {
+    const replies = await Promise.all(
+      Array.from({ length: 30 }, () => post('/api/token/', { username: 'alice', password: 'wrong-password' })),
+    );
+    const throttled = replies.filter((r) => r.status === 429);
+    expect(throttled.length).toBeGreaterThan(0);
+    expect(replies.filter((r) => r.status === 401).length).toBeGreaterThan(0);
+    for (const r of throttled) {
+      expect(r.json).toMatchObject({ code: 'throttled' });
+      expect(r.headers.get('retry-after')).toBe('1');
+      expect(r.headers.get('x-request-id')).toMatch(/^[0-9a-f]{32}$/);
+    }
+  });
+
+  it('a body over client_max_body_size gets 413, a huge header 431, both JSON', async () => {
+    const big = await request(stack.url, 'POST', '/api/token/', {
+      body: JSON.stringify({ username: 'x', password: 'y'.repeat(100_000) }),
+      headers: { 'Content-Type': 'application/json' },
+    });
+    expect(big.status).toBe(413);
+    expect(big.json.code).toBe('request_too_large');
+    const header = await get('/api/me/', { Authorization: `Bearer ${'a'.repeat(10_000)}` });
+    expect(header.status).toBe(431);
+    expect(header.json.code).toBe('headers_too_large');
+  });
+});

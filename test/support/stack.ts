@@ -1,0 +1,105 @@
+// The docker compose stack under test: docker-compose.yml itself, brought up by testcontainers with
+// whichever compose the machine has (v2 plugin or Debian's v1), reached only through nginx's port
+// published on 127.0.0.1 and, as an operator would, through `docker exec`.
+import { execFile, execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { DockerComposeEnvironment, Wait, type StartedDockerComposeEnvironment } from 'testcontainers';
+import { images, ROOT } from './images';
+
+export interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function run(cmd: string, args: string[], options: { stdin?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = execFile(cmd, args, { maxBuffer: 64 * 1024 * 1024, env: options.env ?? process.env }, (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+    );
+    child.stdin?.end(options.stdin ?? '');
+  });
+}
+
+function composeFlavour(): 'v2' | 'v1' {
+  try {
+    execFileSync('docker', ['compose', 'version'], { stdio: 'ignore' });
+    return 'v2';
+  } catch {
+    return 'v1';
+  }
+}
+
+export interface StackOptions {
+  project: string;
+  env?: Record<string, string>;
+}
+
+export interface Stack {
+  url: string;
+  env: Record<string, string>;
+  flavour: 'v1' | 'v2';
+  /** The container name of a service (its first replica). */
+  container(service: string): string;
+  exec(service: string, command: string[], stdin?: string): Promise<Run>;
+  logs(service: string): Promise<string>;
+  docker(...args: string[]): Promise<Run>;
+  /** `docker compose down` (keeping volumes unless asked) and `up` again. */
+  down(options?: { removeVolumes?: boolean }): Promise<void>;
+  up(): Promise<void>;
+}
+
+// The image build runs `npm ci`; behind an intercepting proxy it must trust the same extra CA as
+// the host (see deploy/extra-ca/README.md).
+function shareHostCa(): void {
+  const bundle = process.env.NODE_EXTRA_CA_CERTS;
+  if (bundle && existsSync(bundle)) copyFileSync(bundle, path.join(ROOT, 'deploy/extra-ca/host-ca.pem'));
+}
+
+export async function startStack(options: StackOptions): Promise<Stack> {
+  shareHostCa();
+  const flavour = composeFlavour();
+  const env: Record<string, string> = {
+    ...images(),
+    HTTP_BIND: '127.0.0.1',
+    HTTP_PORT: '0', // a free port, read back below
+    ...options.env,
+  };
+  const name = (service: string) => (flavour === 'v2' ? `${service}-1` : `${options.project}_${service}_1`);
+  const environment = () => {
+    let e = new DockerComposeEnvironment(ROOT, 'docker-compose.yml')
+      .withProjectName(options.project)
+      .withEnvironment(env)
+      .withBuild()
+      .withWaitStrategy(name('nginx'), Wait.forHttp('/healthz', 80).forStatusCode(200))
+      .withWaitStrategy(name('app'), Wait.forHealthCheck())
+      .withWaitStrategy(name('postgres'), Wait.forHealthCheck())
+      .withStartupTimeout(240_000);
+    if (flavour === 'v1') e = e.withClientOptions({ executable: { standalone: true, executablePath: 'docker-compose' } });
+    return e;
+  };
+
+  let started: StartedDockerComposeEnvironment = await environment().up();
+  const stack: Stack = {
+    url: '',
+    env,
+    flavour,
+    container: (service) => started.getContainer(name(service)).getName().replace(/^\//, ''),
+    exec: (service, command, stdin) => run('docker', ['exec', '-i', stack.container(service), ...command], { stdin: stdin ?? '' }),
+    logs: async (service) => {
+      const r = await run('docker', ['logs', stack.container(service)]);
+      return r.stdout + r.stderr;
+    },
+    docker: (...args) => run('docker', args),
+    async down({ removeVolumes = false } = {}) {
+      await started.down({ removeVolumes, timeout: 30_000 });
+    },
+    async up() {
+      started = await environment().up();
+      stack.url = `http://127.0.0.1:${started.getContainer(name('nginx')).getMappedPort(80)}`;
+    },
+  };
+  stack.url = `http://127.0.0.1:${started.getContainer(name('nginx')).getMappedPort(80)}`;
+  return stack;
+}
