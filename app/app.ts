@@ -4,6 +4,7 @@ import Koa from 'koa';
 import type { Logger } from 'pino';
 import { apiRoutes } from './api/me';
 import { createGuard } from './auth/guard';
+import { jwksRoutes } from './auth/jwks';
 import type { PasswordHasher } from './auth/passwords';
 import type { RevocationCheck } from './auth/revocations';
 import { tokenRoutes } from './auth/routes';
@@ -36,7 +37,8 @@ export function createApp(deps: AppDeps): Koa {
   const guard = createGuard({ tokens, authHeaderTypes: config.jwt.authHeaderTypes, revocations });
   const routers = [
     healthRoutes({ db }),
-    tokenRoutes({ db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard }),
+    tokenRoutes({ db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard, throttle: config.throttle }),
+    jwksRoutes(config.jwt.keys),
     apiRoutes({ db, guard }),
   ];
 

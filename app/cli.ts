@@ -1,9 +1,12 @@
 // Ops commands, run as `npm run cli -- <command>` on the host or inside the app container.
 // Exit codes: 0 done, 1 the command failed (the message says why), 2 a usage error.
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { flushExpired } from './auth/families';
+import { ALGORITHMS, isHmac, type Algorithm } from './auth/jws';
+import { generateKey } from './auth/keys';
+import { flushThrottle } from './auth/throttle';
 import { createPasswordHasher } from './auth/passwords';
 import { UserError, changePassword, createUser, deactivateUser, importUsers, type DjangoUser } from './auth/users';
 import { ConfigError, loadConfig } from './config';
@@ -27,6 +30,9 @@ Commands:
                                    Django password hashes keep working and upgrade at the next login
   flushexpiredtokens               delete expired refresh tokens and families left with none
                                    (run it daily, as simplejwt's command of the same name)
+  genkey <HS256|HS384|HS512|RS256|ES256|EdDSA> [--out FILE]
+                                   make a signing key (the PEM or secret goes to FILE, mode 0600,
+                                   or to stdout) and print its kid and JWK; see README, "Keys"
 
 Reads DATABASE_URL (and the rest of the configuration) from the environment.
 `;
@@ -75,6 +81,30 @@ async function password(stdin: boolean): Promise<string> {
 
 type Out = (line: string) => void;
 
+async function genkey(alg: string, file: string | undefined, out: Out): Promise<number> {
+  if (!(ALGORITHMS as readonly string[]).includes(alg)) throw new UsageError(`genkey takes one of ${ALGORITHMS.join(', ')}`);
+  const key = generateKey(alg as Algorithm);
+  const info = [
+    `kid: ${key.kid}`,
+    isHmac(key.alg)
+      ? `set ALGORITHM=${key.alg}, SIGNING_KEY (or SIGNING_KEY_FILE) and SIGNING_KEY_ID=${key.kid}`
+      : `set ALGORITHM=${key.alg} and SIGNING_KEY_FILE (or SIGNING_KEY)`,
+    `${isHmac(key.alg) ? 'secret' : 'public'} JWK, for a VERIFYING_KEYS_FILE once this key retires: ${JSON.stringify(key.jwk)}`,
+  ];
+  if (file) {
+    await writeFile(file, `${key.signingKey}\n`, { mode: 0o600, flag: 'wx' }).catch((err: NodeJS.ErrnoException) => {
+      throw new UserError(err.code === 'EEXIST' ? `${file} exists: not overwriting a key` : `cannot write ${file}: ${err.message}`);
+    });
+    out(`wrote ${file}`);
+    for (const line of info) out(line);
+  } else {
+    // stdout carries only the key, so `genkey ES256 > key.pem` works; the rest goes to stderr.
+    out(key.signingKey.trimEnd());
+    for (const line of info) process.stderr.write(`${line}\n`);
+  }
+  return 0;
+}
+
 async function migrate(db: Database, args: string[], all: boolean, out: Out): Promise<void> {
   const migrator = createMigrator(db.sequelize, { info: out });
   const [action = 'up'] = args;
@@ -112,7 +142,12 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
     parsed = parseArgs({
       args: rest,
       allowPositionals: true,
-      options: { 'password-stdin': { type: 'boolean' }, inactive: { type: 'boolean' }, all: { type: 'boolean' } },
+      options: {
+        'password-stdin': { type: 'boolean' },
+        inactive: { type: 'boolean' },
+        all: { type: 'boolean' },
+        out: { type: 'string' },
+      },
     });
   } catch (err) {
     throw new UsageError((err as Error).message);
@@ -122,6 +157,8 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
     if (positionals.length !== 1) throw new UsageError(`${command} takes one ${what}`);
     return positionals[0]!;
   };
+
+  if (command === 'genkey') return genkey(one('algorithm'), flags.out, out);
 
   const { config } = loadConfig(process.env);
   const db = createDatabase({ url: config.databaseUrl, poolMax: 2, applicationName: `koa-auth-stack cli ${command}` });
@@ -162,7 +199,9 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
       }
       case 'flushexpiredtokens': {
         const r = await flushExpired(db, now());
+        const stale = await flushThrottle(db, now(), config.throttle);
         out(`deleted ${r.tokens} expired refresh token(s) and ${r.families} empty famil${r.families === 1 ? 'y' : 'ies'}`);
+        if (stale) out(`deleted ${stale} stale throttle record(s)`);
         break;
       }
       default:

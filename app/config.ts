@@ -1,7 +1,11 @@
 // The environment, read and validated once at start into one typed Config.
 // Token settings keep djangorestframework-simplejwt's names so a Django team recognises them.
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { ALGORITHMS, isHmac, type Algorithm } from './auth/jws';
+import { buildKeySet, generateKey, KeyError, type KeySet } from './auth/keys';
+import type { ThrottleSettings } from './auth/throttle';
 
 export type Environment = 'production' | 'development' | 'test';
 
@@ -11,8 +15,8 @@ export interface JwtSettings {
   rotateRefreshTokens: boolean;
   blacklistAfterRotation: boolean;
   updateLastLogin: boolean;
-  algorithm: 'HS256' | 'HS384' | 'HS512';
-  signingKey: string;
+  algorithm: Algorithm;
+  keys: KeySet;
   audience: string | undefined;
   issuer: string | undefined;
   leeway: number; // seconds
@@ -33,6 +37,7 @@ export interface Config {
   shutdownTimeoutMs: number;
   maxBodyBytes: number;
   jwt: JwtSettings;
+  throttle: ThrottleSettings;
 }
 
 export class ConfigError extends Error {
@@ -131,8 +136,13 @@ const schema = z.object({
   ROTATE_REFRESH_TOKENS: bool.default(true),
   BLACKLIST_AFTER_ROTATION: bool.default(true),
   UPDATE_LAST_LOGIN: bool.default(false),
-  ALGORITHM: z.enum(['HS256', 'HS384', 'HS512']).default('HS256'),
+  ALGORITHM: z.enum(ALGORITHMS).default('HS256'),
   SIGNING_KEY: optionalText.optional(),
+  SIGNING_KEY_FILE: optionalText.optional(),
+  SIGNING_KEY_ID: z.string().regex(/^[A-Za-z0-9._~-]{1,64}$/, 'expected 1 to 64 letters, digits and . _ ~ -').optional(),
+  VERIFYING_KEY: optionalText.optional(),
+  VERIFYING_KEY_FILE: optionalText.optional(),
+  VERIFYING_KEYS_FILE: optionalText.optional(),
   AUDIENCE: optionalText.optional(),
   ISSUER: optionalText.optional(),
   LEEWAY: int(0, 3600).default(0),
@@ -143,8 +153,27 @@ const schema = z.object({
       message: 'expected one or more comma-separated scheme names, such as Bearer or Bearer,JWT',
     })
     .default(['Bearer']),
+  LOGIN_THROTTLE_FREE_ATTEMPTS: int(1, 1000).default(5),
+  LOGIN_THROTTLE_MAX_DELAY: duration('a duration').default(300),
+  LOGIN_THROTTLE_QUIET: duration('a duration').default(900),
+  REFRESH_THROTTLE_PER_MINUTE: int(0, 1_000_000).default(60),
   USER_ID_CLAIM: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected a claim name such as user_id').default('user_id'),
 });
+
+function invalid(name: string, message: string): ConfigError {
+  return new ConfigError(`Invalid configuration:\n  ${name}: ${message}`);
+}
+
+/** A value given inline (NAME) or in a file (NAME_FILE), as Docker secrets are. */
+function inlineOrFile(name: string, inline: string | undefined, file: string | undefined): string | undefined {
+  if (inline !== undefined && file !== undefined) throw invalid(name, `set ${name} or ${name}_FILE, not both`);
+  if (file === undefined) return inline;
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    throw invalid(`${name}_FILE`, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
 
 /** Reads the given environment (normally process.env). Throws ConfigError naming every bad variable. */
 export function loadConfig(env: Record<string, string | undefined>): LoadedConfig {
@@ -162,16 +191,27 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
   const e = parsed.data;
   const warnings: string[] = [];
 
-  let signingKey = e.SIGNING_KEY;
+  let signingKey = inlineOrFile('SIGNING_KEY', e.SIGNING_KEY, e.SIGNING_KEY_FILE);
   if (e.NODE_ENV === 'production') {
-    if (!signingKey) throw new ConfigError('Invalid configuration:\n  SIGNING_KEY: is required when NODE_ENV=production');
-    const weak = weakKeyReason(signingKey);
-    if (weak) {
-      throw new ConfigError(`Invalid configuration:\n  SIGNING_KEY: ${weak} (generate one with: openssl rand -base64 48)`);
-    }
+    if (!signingKey) throw invalid('SIGNING_KEY', 'is required when NODE_ENV=production');
+    const weak = isHmac(e.ALGORITHM) ? weakKeyReason(signingKey) : undefined;
+    if (weak) throw invalid('SIGNING_KEY', `${weak} (generate one with: npm run cli -- genkey ${e.ALGORITHM})`);
   } else if (!signingKey) {
-    signingKey = randomBytes(48).toString('base64url');
+    signingKey = isHmac(e.ALGORITHM) ? randomBytes(48).toString('base64url') : generateKey(e.ALGORITHM).signingKey;
     warnings.push('SIGNING_KEY is not set: using a random key for this process only; tokens will not survive a restart');
+  }
+  let keys: KeySet;
+  try {
+    keys = buildKeySet({
+      algorithm: e.ALGORITHM,
+      signingKey,
+      verifyingKey: inlineOrFile('VERIFYING_KEY', e.VERIFYING_KEY, e.VERIFYING_KEY_FILE),
+      signingKeyId: e.SIGNING_KEY_ID,
+      verifyingKeys: inlineOrFile('VERIFYING_KEYS', undefined, e.VERIFYING_KEYS_FILE),
+    });
+  } catch (err) {
+    if (err instanceof KeyError) throw new ConfigError(`Invalid configuration:\n  ${err.message}`);
+    throw err;
   }
 
   return {
@@ -195,12 +235,18 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
         blacklistAfterRotation: e.BLACKLIST_AFTER_ROTATION,
         updateLastLogin: e.UPDATE_LAST_LOGIN,
         algorithm: e.ALGORITHM,
-        signingKey,
+        keys,
         audience: e.AUDIENCE,
         issuer: e.ISSUER,
         leeway: e.LEEWAY,
         authHeaderTypes: e.AUTH_HEADER_TYPES,
         userIdClaim: e.USER_ID_CLAIM,
+      },
+      throttle: {
+        loginFreeAttempts: e.LOGIN_THROTTLE_FREE_ATTEMPTS,
+        loginMaxDelaySeconds: e.LOGIN_THROTTLE_MAX_DELAY,
+        loginQuietSeconds: e.LOGIN_THROTTLE_QUIET,
+        refreshPerMinute: e.REFRESH_THROTTLE_PER_MINUTE,
       },
     },
   };

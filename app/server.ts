@@ -1,10 +1,11 @@
 // Process entry: config → database → listen → tell PM2 we are ready; drain and exit on SIGINT/SIGTERM.
-import http from 'node:http';
+import type http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { createApp } from './app';
 import { ConfigError, loadConfig, type Config } from './config';
 import type { Database } from './db/database';
+import { createHttpServer } from './http/listen';
 import { createLogger } from './logger';
 import { createServices } from './services';
 
@@ -41,11 +42,7 @@ export async function start(config: Config, logger: Logger): Promise<{ server: h
   const app = createApp({ config, logger, clock, ...services });
 
   let closing = false;
-  const server = http.createServer(app.callback());
-  // Node must keep idle keep-alive sockets open longer than nginx does (see KEEP_ALIVE_TIMEOUT).
-  server.keepAliveTimeout = config.keepAliveTimeoutMs;
-  server.headersTimeout = config.keepAliveTimeoutMs + 5_000;
-  server.requestTimeout = 30_000;
+  const server = createHttpServer(app.callback(), { keepAliveTimeoutMs: config.keepAliveTimeoutMs });
   // While draining, answer in-flight requests with Connection: close so keep-alive peers move on.
   server.on('request', (_req, res: http.ServerResponse) => {
     if (closing) res.setHeader('Connection', 'close');

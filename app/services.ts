@@ -1,7 +1,6 @@
 // Everything a worker runs on, built from the Config: the pool, the token service, the hasher and
 // the revocation state with its feed. Shared by server.ts and the tests.
 import type { Logger } from 'pino';
-import { keySetFromSettings } from './auth/keys';
 import { createPasswordHasher, type Argon2Params, type PasswordHasher } from './auth/passwords';
 import { RevocationStore, startRevocationFeed, type RevocationFeed } from './auth/revocations';
 import { createTokenService, type Clock, type TokenService } from './auth/tokens';
@@ -24,7 +23,7 @@ export function createServices(
   options: { argon2?: Argon2Params; reconnectDelayMs?: number } = {},
 ): Services {
   const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax });
-  const tokens = createTokenService(config.jwt, keySetFromSettings(config.jwt), clock);
+  const tokens = createTokenService(config.jwt, clock);
   // An entry matters while an access token issued before it can still be valid.
   const windowMs = (config.jwt.accessTokenLifetime + config.jwt.leeway) * 1000;
   const revocations = new RevocationStore(windowMs, clock);

@@ -1,8 +1,8 @@
-// The guard for protected routes: koa-jwt reads and verifies the bearer token and asks the in-memory
-// revocation state (its isRevoked hook), then simplejwt's claim checks run; failures answer exactly
-// as simplejwt's JWTAuthentication does. No database query for an ordinary request.
+// The guard for protected routes, shaped like koa-jwt (token from the Authorization header → verify →
+// revocation hook → ctx.state) but verifying with our JWS (koa-jwt's jsonwebtoken has no EdDSA).
+// Failures answer exactly as simplejwt's JWTAuthentication does. No database query for an ordinary
+// request: revocation is answered from memory.
 import type { Context, Middleware } from 'koa';
-import koaJwt from 'koa-jwt';
 import type { Database } from '../db/database';
 import { ApiError, authenticationFailed, notAuthenticated } from '../http/errors';
 import type { RevocationCheck } from './revocations';
@@ -51,6 +51,15 @@ export function bearerToken(header: string, types: readonly string[]): string {
   return parts[1]!;
 }
 
+/** The Authorization header, refused when sent more than once (Node would silently keep the first). */
+function authorizationHeader(ctx: Context): string {
+  const values = ctx.req.headersDistinct.authorization;
+  if (values && values.length > 1) {
+    throw authenticationFailed('Authorization header must be sent once', 'bad_authorization_header');
+  }
+  return values?.[0] ?? '';
+}
+
 export interface GuardOptions {
   tokens: TokenService;
   authHeaderTypes: readonly string[];
@@ -59,51 +68,23 @@ export interface GuardOptions {
 }
 
 export function createGuard({ tokens, authHeaderTypes, revocations }: GuardOptions): Middleware {
-  // koa-jwt's hook sees the payload before simplejwt's checks; a payload too odd to judge is left to
-  // them (they reject it with the right message). Throwing a TokenError keeps our wording.
-  const isRevoked = async (_ctx: Context, payload: object) => {
-    const claims = payload as Claims;
-    const userId = claims[tokens.settings.userIdClaim];
-    if (typeof userId === 'number' && revocations.isRevoked(claims, userId)) throw new TokenError(TOKEN_MESSAGES.blacklisted);
-    return false;
-  };
-  // koa-jwt hands its whole options object to jsonwebtoken.verify; copying the descriptors keeps the
-  // clock getter of the shared verify options live.
-  const options = Object.defineProperties(
-    {
-      secret: (header: Parameters<TokenService['keyFor']>[0]) => tokens.keyFor(header),
-      getToken: (ctx: Context) => bearerToken(ctx.get('authorization'), authHeaderTypes),
-      isRevoked,
-      key: 'jwtPayload',
-    },
-    Object.getOwnPropertyDescriptors(tokens.verifyOptions),
-  );
-  const verifyJwt = koaJwt(options as unknown as koaJwt.Options);
-  const done = async () => {};
-
   return async function guard(ctx, next) {
-    try {
-      await verifyJwt(ctx, done);
-    } catch (err) {
-      if (err instanceof ApiError) throw err; // from getToken: not provided / bad header
-      const cause = (err as { originalError?: unknown }).originalError;
-      throw invalidAccessToken(cause instanceof TokenError ? cause.message : TOKEN_MESSAGES.invalidOrExpired);
-    }
-    const payload: unknown = ctx.state.jwtPayload;
-    delete ctx.state.jwtPayload;
+    const raw = bearerToken(authorizationHeader(ctx), authHeaderTypes);
     let claims: Claims;
-    try {
-      claims = tokens.checkClaims(payload, 'access');
-    } catch (err) {
-      throw invalidAccessToken((err as TokenError).message);
-    }
     let userId: number;
+    try {
+      claims = tokens.verify(raw, 'access');
+    } catch (err) {
+      if (err instanceof TokenError) throw invalidAccessToken(err.message);
+      throw err;
+    }
     try {
       userId = tokens.userIdOf(claims);
     } catch (err) {
       // simplejwt answers this one without `messages`.
       throw authenticationFailed((err as TokenError).message, 'token_not_valid');
     }
+    if (revocations.isRevoked(claims, userId)) throw invalidAccessToken(TOKEN_MESSAGES.blacklisted);
     ctx.state.auth = { userId, claims };
     await next();
   };

@@ -1,28 +1,195 @@
-// The keys tokens are signed and verified with. One active key signs; every key in the set verifies.
-import type { Algorithm } from 'jsonwebtoken';
-import type { JwtSettings } from '../config';
+// The key set: one active key signs; it and older verify-only keys verify, each found by the `kid` in
+// a token's header and bound to one algorithm. Public keys are published as a JWK Set.
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  createSecretKey,
+  generateKeyPairSync,
+  randomBytes,
+  type JsonWebKey,
+  type KeyObject,
+} from 'node:crypto';
+import { ALGORITHMS, isHmac, type Algorithm } from './jws';
 
 export interface Key {
-  /** The JWT header's `kid`; undefined for a key configured without one (tokens then carry no kid). */
+  /** The JWT header's `kid`; undefined for a key without one (its tokens carry none). */
   kid: string | undefined;
   alg: Algorithm;
-  signWith: string | Buffer;
-  verifyWith: string | Buffer;
+  verifying: KeyObject;
+}
+
+export interface SigningKey extends Key {
+  signing: KeyObject;
 }
 
 export interface KeySet {
-  active: Key;
-  /** The algorithms tokens may be verified with: exactly those of the configured keys. */
-  algorithms: Algorithm[];
+  active: SigningKey;
+  keys: readonly Key[];
   /** The key a token's header names, or undefined: an unknown kid is never guessed at. */
   find(kid: unknown): Key | undefined;
+  /** The public keys as a JWK Set; HMAC secrets are never in it. */
+  jwks(): { keys: JsonWebKey[] };
 }
 
-export function keySetFromSettings(jwt: Pick<JwtSettings, 'algorithm' | 'signingKey'>): KeySet {
-  const active: Key = { kid: undefined, alg: jwt.algorithm, signWith: jwt.signingKey, verifyWith: jwt.signingKey };
+export class KeyError extends Error {
+  override name = 'KeyError';
+}
+
+export interface KeyMaterial {
+  algorithm: Algorithm;
+  /** The HMAC secret, or a PEM private key for RS256, ES256 and EdDSA. */
+  signingKey: string;
+  /** A PEM public key; derived from the private key when absent. */
+  verifyingKey?: string | undefined;
+  signingKeyId?: string | undefined;
+  /** A JWK Set (JSON) of further keys that verify only: retired ones, or the next one. */
+  verifyingKeys?: string | undefined;
+}
+
+// What each algorithm's key must be (RFC 7518, RFC 8037).
+function checkAsymmetric(alg: Algorithm, key: KeyObject, what: string): void {
+  const type = key.asymmetricKeyType;
+  const details = key.asymmetricKeyDetails;
+  if (alg === 'RS256' && !(type === 'rsa' && (details?.modulusLength ?? 0) >= 2048)) {
+    throw new KeyError(`${what} must be an RSA key of at least 2048 bits for RS256`);
+  }
+  if (alg === 'ES256' && !(type === 'ec' && details?.namedCurve === 'prime256v1')) {
+    throw new KeyError(`${what} must be an EC key on P-256 for ES256`);
+  }
+  if (alg === 'EdDSA' && type !== 'ed25519') throw new KeyError(`${what} must be an Ed25519 key for EdDSA`);
+}
+
+const REQUIRED_MEMBERS: Record<string, string[]> = { RSA: ['e', 'kty', 'n'], EC: ['crv', 'kty', 'x', 'y'], OKP: ['crv', 'kty', 'x'] };
+
+/** RFC 7638 JWK thumbprint (SHA-256, base64url): a kid that names the key itself. */
+export function thumbprint(publicKey: KeyObject): string {
+  const jwk = publicKey.export({ format: 'jwk' }) as Record<string, string>;
+  const members = REQUIRED_MEMBERS[jwk.kty!];
+  if (!members) throw new KeyError(`no thumbprint for key type ${jwk.kty}`);
+  const canonical = `{${members.map((m) => `${JSON.stringify(m)}:${JSON.stringify(jwk[m])}`).join(',')}}`;
+  return createHash('sha256').update(canonical).digest('base64url');
+}
+
+function importSigningKey(m: KeyMaterial): SigningKey {
+  const alg = m.algorithm;
+  if (isHmac(alg)) {
+    const secret = createSecretKey(Buffer.from(m.signingKey, 'utf8'));
+    return { kid: m.signingKeyId, alg, signing: secret, verifying: secret };
+  }
+  let signing: KeyObject;
+  try {
+    signing = createPrivateKey(m.signingKey);
+  } catch {
+    throw new KeyError(`SIGNING_KEY must be a PEM private key for ${alg} (make one: npm run cli -- genkey ${alg})`);
+  }
+  checkAsymmetric(alg, signing, 'SIGNING_KEY');
+  const derived = createPublicKey(signing);
+  let verifying = derived;
+  if (m.verifyingKey) {
+    try {
+      verifying = createPublicKey(m.verifyingKey);
+    } catch {
+      throw new KeyError('VERIFYING_KEY must be a PEM public key');
+    }
+    if (thumbprint(verifying) !== thumbprint(derived)) throw new KeyError('VERIFYING_KEY is not the public half of SIGNING_KEY');
+  }
+  return { kid: m.signingKeyId ?? thumbprint(verifying), alg, signing, verifying };
+}
+
+function importVerifyingKeys(json: string): Key[] {
+  let set: unknown;
+  try {
+    set = JSON.parse(json);
+  } catch {
+    throw new KeyError('VERIFYING_KEYS is not JSON (expected a JWK Set: {"keys": [...]})');
+  }
+  const list = (set as { keys?: unknown })?.keys;
+  if (!Array.isArray(list)) throw new KeyError('VERIFYING_KEYS must be a JWK Set: {"keys": [...]}');
+  return list.map((entry, i) => {
+    const jwk = entry as Record<string, unknown>;
+    const where = `VERIFYING_KEYS key ${i}${typeof jwk.kid === 'string' ? ` (kid ${jwk.kid})` : ''}`;
+    if (typeof jwk.alg !== 'string' || !(ALGORITHMS as readonly string[]).includes(jwk.alg)) {
+      throw new KeyError(`${where}: "alg" must be one of ${ALGORITHMS.join(', ')}`);
+    }
+    const alg = jwk.alg as Algorithm;
+    if (jwk.kid !== undefined && typeof jwk.kid !== 'string') throw new KeyError(`${where}: "kid" must be a string`);
+    if (isHmac(alg)) {
+      if (jwk.kty !== 'oct' || typeof jwk.k !== 'string') throw new KeyError(`${where}: an ${alg} key is {"kty":"oct","k":…}`);
+      const secret = createSecretKey(Buffer.from(jwk.k, 'base64url'));
+      return { kid: jwk.kid as string | undefined, alg, verifying: secret };
+    }
+    let verifying: KeyObject;
+    try {
+      // Only the public members: a private JWK pasted here must not become a signing key.
+      const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...publicMembers } = jwk;
+      verifying = createPublicKey({ key: publicMembers as JsonWebKey, format: 'jwk' });
+    } catch {
+      throw new KeyError(`${where}: not a valid public JWK`);
+    }
+    checkAsymmetric(alg, verifying, where);
+    return { kid: (jwk.kid as string | undefined) ?? thumbprint(verifying), alg, verifying };
+  });
+}
+
+export function buildKeySet(material: KeyMaterial): KeySet {
+  const active = importSigningKey(material);
+  const others = material.verifyingKeys ? importVerifyingKeys(material.verifyingKeys) : [];
+  // The active key may also be listed (a JWK Set saved from our own endpoint): keep one copy.
+  const same = (k: Key) => k.kid === active.kid && k.alg === active.alg && k.verifying.equals(active.verifying);
+  const keys: Key[] = [active, ...others.filter((k) => !same(k))];
+  const byKid = new Map<string | undefined, Key>();
+  for (const key of keys) {
+    if (byKid.has(key.kid)) {
+      throw new KeyError(
+        key.kid === undefined
+          ? 'two keys have no kid: give the new signing key one (SIGNING_KEY_ID) so tokens can say which key signed them'
+          : `two keys have the kid "${key.kid}"`,
+      );
+    }
+    byKid.set(key.kid, key);
+  }
+  const jwks = {
+    keys: keys
+      .filter((k) => !isHmac(k.alg))
+      .map((k) => ({ ...(k.verifying.export({ format: 'jwk' }) as JsonWebKey), kid: k.kid, alg: k.alg, use: 'sig' })),
+  };
   return {
     active,
-    algorithms: [active.alg],
-    find: (kid) => (kid === undefined ? active : undefined),
+    keys,
+    find: (kid) => (kid === undefined || typeof kid === 'string' ? byKid.get(kid) : undefined),
+    jwks: () => jwks,
+  };
+}
+
+export interface GeneratedKey {
+  alg: Algorithm;
+  kid: string;
+  /** What SIGNING_KEY takes: the HMAC secret, or the PEM private key. */
+  signingKey: string;
+  /** The key as a JWK for a VERIFYING_KEYS file (for HMAC, the secret itself: keep it private). */
+  jwk: JsonWebKey;
+}
+
+/** A new key for `alg`, for the CLI's genkey. */
+export function generateKey(alg: Algorithm): GeneratedKey {
+  if (isHmac(alg)) {
+    const bytes = alg === 'HS256' ? 32 : alg === 'HS384' ? 48 : 64;
+    const secret = randomBytes(bytes + 16).toString('base64url');
+    const kid = `hs-${createHash('sha256').update(secret).digest('base64url').slice(0, 16)}`;
+    return { alg, kid, signingKey: secret, jwk: { kty: 'oct', kid, alg, k: Buffer.from(secret, 'utf8').toString('base64url') } };
+  }
+  const pair =
+    alg === 'RS256'
+      ? generateKeyPairSync('rsa', { modulusLength: 3072 })
+      : alg === 'ES256'
+        ? generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
+        : generateKeyPairSync('ed25519');
+  const kid = thumbprint(pair.publicKey);
+  return {
+    alg,
+    kid,
+    signingKey: pair.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+    jwk: { ...(pair.publicKey.export({ format: 'jwk' }) as JsonWebKey), kid, alg, use: 'sig' },
   };
 }

@@ -14,8 +14,9 @@ import { sendJson } from '../http/respond';
 import * as families from './families';
 import type { PasswordHasher } from './passwords';
 import type { RevocationCheck } from './revocations';
+import * as throttle from './throttle';
 import { TOKEN_MESSAGES, TokenError, type Claims, type Clock, type TokenService, type TokenType } from './tokens';
-import { authenticate } from './users';
+import { authenticate, normalizeUsername } from './users';
 
 export interface TokenRouteDeps {
   db: Database;
@@ -28,6 +29,16 @@ export interface TokenRouteDeps {
   revocations: RevocationCheck;
   /** The bearer-token guard, for logout-all. */
   guard: Middleware;
+  throttle: throttle.ThrottleSettings;
+}
+
+/** DRF's Throttled, with Retry-After. */
+function throttled(seconds: number): ApiError {
+  return new ApiError(
+    429,
+    { detail: `Request was throttled. Expected available in ${seconds} second${seconds === 1 ? '' : 's'}.`, code: 'throttled' },
+    { 'Retry-After': String(seconds) },
+  );
 }
 
 const noActiveAccount = (withCode: boolean) =>
@@ -74,8 +85,15 @@ export function tokenRoutes(deps: TokenRouteDeps): Router {
   async function obtain(ctx: Context) {
     const { username, password } = await fields(ctx, ['username', 'password'] as const);
     const now = new Date(clock());
+    const key = throttle.loginKey(normalizeUsername(username), ctx.ip);
+    const state = await throttle.loginState(db, key, now);
+    if (state.waitSeconds > 0) throw throttled(state.waitSeconds);
     const user = await authenticate(db, hasher, username, password, { updateLastLogin: settings.updateLastLogin, now });
-    if (!user) throw noActiveAccount(false);
+    if (!user) {
+      await throttle.recordLoginFailure(db, key, now, deps.throttle);
+      throw noActiveAccount(false);
+    }
+    if (state.recorded) await throttle.clearLoginFailures(db, key);
     const familyId = randomUUID();
     const refresh = tokens.sign('refresh', user.id, now.getTime());
     const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username });
@@ -87,6 +105,8 @@ export function tokenRoutes(deps: TokenRouteDeps): Router {
     const { refresh: presented } = await fields(ctx, ['refresh'] as const);
     const { claims, userId } = verified(presented, 'refresh');
     const now = new Date(clock());
+    const wait = await throttle.refreshWaitSeconds(db, userId, now, deps.throttle);
+    if (wait > 0) throw throttled(wait);
     const ref = { jti: claims.jti, userId };
     if (!settings.rotateRefreshTokens) {
       const outcome = await families.use(db, ref, now);

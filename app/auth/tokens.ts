@@ -1,9 +1,8 @@
 // Token claims, signing and verification, with simplejwt's claim set and error messages:
 // header {"alg","typ"} (+ kid), claims token_type, exp, iat, jti, <user id claim>, then our own.
 import { randomUUID } from 'node:crypto';
-import jwt, { type JwtHeader, type VerifyOptions } from 'jsonwebtoken';
 import type { JwtSettings } from '../config';
-import type { KeySet } from './keys';
+import * as jws from './jws';
 
 export type TokenType = 'access' | 'refresh';
 export type Clock = () => number; // milliseconds since the epoch
@@ -27,7 +26,7 @@ export class TokenError extends Error {
 export interface Claims {
   token_type: TokenType;
   exp: number;
-  iat: number;
+  iat?: number;
   jti: string;
   /** The family (one per login) an access token belongs to. */
   sid?: string;
@@ -42,46 +41,38 @@ export interface IssuedToken {
   expiresAt: Date;
 }
 
-// Column and sanity bounds: a validly signed token must still never reach the database with values
-// it cannot hold.
-const MAX_JTI_LENGTH = 64;
-const MAX_USER_ID = 2_147_483_647; // Postgres integer
-
-export const newJti = (): string => randomUUID().replaceAll('-', '');
-
 /** What access tokens carry beyond simplejwt's claims. */
 export interface AccessExtras {
   sid?: string;
   username?: string;
 }
 
+// Bounds that keep a validly signed but odd token away from the database and from arithmetic
+// surprises: our tokens are a few hundred bytes, their ids short, their times whole seconds.
+export const MAX_TOKEN_LENGTH = 4096;
+const MAX_JTI_LENGTH = 64;
+const MAX_USER_ID = 2_147_483_647; // Postgres integer
+const MAX_SID_LENGTH = 64;
+const MAX_USERNAME_LENGTH = 150;
+
+export const newJti = (): string => randomUUID().replaceAll('-', '');
+
 export interface TokenService {
   readonly settings: JwtSettings;
   sign(type: TokenType, userId: number, now: number, extra?: AccessExtras): IssuedToken;
-  /** Verifies signature, lifetime and simplejwt's claim checks; `type` undefined accepts either type. */
+  /** Signature, lifetime and simplejwt's claim checks; `type` undefined accepts either type. */
   verify(token: string, type: TokenType | undefined): Claims;
-  /** Options for jsonwebtoken.verify, shared with the koa-jwt guard so both check the same things. */
-  readonly verifyOptions: VerifyOptions;
-  /** The key for a token header (koa-jwt's secret provider). */
-  keyFor(header: JwtHeader | undefined): string | Buffer;
-  /** The simplejwt checks that follow the signature check. */
-  checkClaims(payload: unknown, type: TokenType | undefined): Claims;
   /** The user id claim as a positive integer, or a TokenError. */
   userIdOf(claims: Claims): number;
 }
 
-export function createTokenService(settings: JwtSettings, keys: KeySet, clock: Clock): TokenService {
-  const nowSeconds = () => Math.floor(clock() / 1000);
+const isSeconds = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
-  const verifyOptions: VerifyOptions = {
-    algorithms: keys.algorithms,
-    clockTolerance: settings.leeway,
-    ...(settings.audience !== undefined ? { audience: settings.audience } : {}),
-    ...(settings.issuer !== undefined ? { issuer: settings.issuer } : {}),
-  };
-  // jsonwebtoken copies its options on every call, so a getter gives each verification the injected
-  // clock's current time (koa-jwt passes this same object).
-  Object.defineProperty(verifyOptions, 'clockTimestamp', { enumerable: true, get: nowSeconds });
+export function createTokenService(settings: JwtSettings, clock: Clock): TokenService {
+  const { keys, leeway } = settings;
+  // No token we sign lives longer than this; a signed exp further out is not ours.
+  const longestLifetime = Math.max(settings.accessTokenLifetime, settings.refreshTokenLifetime);
+  const invalid = () => new TokenError(TOKEN_MESSAGES.invalidOrExpired);
 
   function sign(type: TokenType, userId: number, now: number, extra: AccessExtras = {}): IssuedToken {
     const iat = Math.floor(now / 1000);
@@ -93,52 +84,45 @@ export function createTokenService(settings: JwtSettings, keys: KeySet, clock: C
     if (settings.audience !== undefined) payload.aud = settings.audience;
     if (settings.issuer !== undefined) payload.iss = settings.issuer;
     const key = keys.active;
-    const token = jwt.sign(payload, key.signWith, {
-      algorithm: key.alg,
-      ...(key.kid !== undefined ? { keyid: key.kid } : {}),
-    });
-    return { token, jti, expiresAt: new Date(exp * 1000) };
+    const header = key.kid === undefined ? { alg: key.alg, typ: 'JWT' } : { alg: key.alg, typ: 'JWT', kid: key.kid };
+    return { token: jws.sign(header, payload, key.alg, key.signing), jti, expiresAt: new Date(exp * 1000) };
   }
 
-  function keyFor(header: JwtHeader | undefined): string | Buffer {
-    const key = header ? keys.find(header.kid) : undefined;
-    if (!key || key.alg !== header?.alg) throw new TokenError(TOKEN_MESSAGES.invalidOrExpired);
-    return key.verifyWith;
+  // The checks PyJWT makes before simplejwt's: signature, algorithm, times, audience, issuer. All of
+  // them answer "Token is invalid or expired".
+  function verifyJwt(token: string): Record<string, unknown> {
+    const decoded = jws.decode(token, MAX_TOKEN_LENGTH);
+    if (!decoded) throw invalid();
+    const { header, payload } = decoded;
+    // We implement no JWS extension, so a critical one can only be refused (RFC 7515 §4.1.11).
+    if (header.crit !== undefined) throw invalid();
+    const key = keys.find(header.kid);
+    if (!key || header.alg !== key.alg || !jws.verifySignature(decoded, key.alg, key.verifying)) throw invalid();
+
+    const now = Math.floor(clock() / 1000);
+    const { exp, iat, nbf } = payload;
+    if (exp !== undefined && !(isSeconds(exp) && exp > now - leeway && exp <= now + longestLifetime + leeway)) throw invalid();
+    if (iat !== undefined && !(isSeconds(iat) && iat <= now + leeway)) throw invalid();
+    if (nbf !== undefined && !(isSeconds(nbf) && nbf <= now + leeway)) throw invalid();
+    if (settings.audience !== undefined) {
+      const aud = payload.aud;
+      if (!(aud === settings.audience || (Array.isArray(aud) && aud.includes(settings.audience)))) throw invalid();
+    }
+    if (settings.issuer !== undefined && payload.iss !== settings.issuer) throw invalid();
+    return payload;
   }
 
-  function checkClaims(payload: unknown, type: TokenType | undefined): Claims {
-    if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
-      throw new TokenError(TOKEN_MESSAGES.invalidOrExpired);
-    }
-    const p = payload as Record<string, unknown>;
-    // PyJWT rejects a non-numeric or future iat before simplejwt looks at anything else.
-    if (p.iat !== undefined) {
-      if (typeof p.iat !== 'number' || !Number.isFinite(p.iat) || p.iat > nowSeconds() + settings.leeway) {
-        throw new TokenError(TOKEN_MESSAGES.invalidOrExpired);
-      }
-    }
+  function checkClaims(p: Record<string, unknown>, type: TokenType | undefined): Claims {
     if (p.exp === undefined) throw new TokenError(TOKEN_MESSAGES.noExp);
     if (p.jti === undefined) throw new TokenError(TOKEN_MESSAGES.noId);
-    if (typeof p.jti !== 'string' || p.jti.length === 0 || p.jti.length > MAX_JTI_LENGTH) {
-      throw new TokenError(TOKEN_MESSAGES.invalidOrExpired);
-    }
+    if (typeof p.jti !== 'string' || p.jti.length === 0 || p.jti.length > MAX_JTI_LENGTH) throw invalid();
     if (p.token_type === undefined) throw new TokenError(TOKEN_MESSAGES.noType);
     if (type !== undefined ? p.token_type !== type : p.token_type !== 'access' && p.token_type !== 'refresh') {
       throw new TokenError(TOKEN_MESSAGES.wrongType);
     }
+    if (p.sid !== undefined && !(typeof p.sid === 'string' && p.sid.length <= MAX_SID_LENGTH)) throw invalid();
+    if (p.username !== undefined && !(typeof p.username === 'string' && p.username.length <= MAX_USERNAME_LENGTH)) throw invalid();
     return p as Claims;
-  }
-
-  function verify(token: string, type: TokenType | undefined): Claims {
-    let payload: unknown;
-    try {
-      const decoded = jwt.decode(token, { complete: true });
-      payload = jwt.verify(token, keyFor(decoded?.header), verifyOptions);
-    } catch {
-      // PyJWT's own reasons are never shown: all of them read "Token is invalid or expired".
-      throw new TokenError(TOKEN_MESSAGES.invalidOrExpired);
-    }
-    return checkClaims(payload, type);
   }
 
   function userIdOf(claims: Claims): number {
@@ -149,5 +133,5 @@ export function createTokenService(settings: JwtSettings, keys: KeySet, clock: C
     return id;
   }
 
-  return { settings, sign, verify, verifyOptions, keyFor, checkClaims, userIdOf };
+  return { settings, sign, verify: (token, type) => checkClaims(verifyJwt(token), type), userIdOf };
 }

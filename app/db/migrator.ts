@@ -4,10 +4,11 @@ import type { Sequelize } from 'sequelize';
 import { SequelizeStorage, Umzug, type RunnableMigration } from 'umzug';
 import { initial } from './migrations/0001_initial';
 import { revocations } from './migrations/0002_revocations';
+import { throttle } from './migrations/0003_throttle';
 
 export type Migration = RunnableMigration<Sequelize>;
 
-export const MIGRATIONS: readonly Migration[] = [initial, revocations];
+export const MIGRATIONS: readonly Migration[] = [initial, revocations, throttle];
 
 // Any fixed number: every process that migrates takes the same Postgres advisory lock, so two
 // migrators started at once (two deploys, a CLI beside a start) run one after the other.

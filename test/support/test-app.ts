@@ -1,7 +1,6 @@
 // The real Koa app over real HTTP, on its own fresh database in the shared Postgres container, with
 // a clock the test can move.
 import type { AddressInfo } from 'node:net';
-import http from 'node:http';
 import { Writable } from 'node:stream';
 import pg from 'pg';
 import pino from 'pino';
@@ -14,6 +13,7 @@ import { createUser } from '../../app/auth/users';
 import { loadConfig, type Config } from '../../app/config';
 import { createDatabase, type Database } from '../../app/db/database';
 import { createMigrator } from '../../app/db/migrator';
+import { createHttpServer } from '../../app/http/listen';
 import { createServices, type Services } from '../../app/services';
 import { request, type Reply, type RequestOptions } from './http';
 
@@ -96,6 +96,8 @@ export async function startTestApp(env: Record<string, string> = {}, options: Te
     DATABASE_URL: databaseUrl,
     SIGNING_KEY: TEST_SIGNING_KEY,
     LOG_LEVEL: 'info',
+    // Tests refresh one account far more often than a person does; throttle.test.ts tests the limit.
+    REFRESH_THROTTLE_PER_MINUTE: '0',
     ...env,
   });
   const logs: string[] = [];
@@ -114,7 +116,7 @@ export async function startTestApp(env: Record<string, string> = {}, options: Te
   const { db, tokens, hasher, revocations } = services;
   await services.feed.ready;
   const app = createApp({ config, logger, clock, ...services });
-  const server = http.createServer(app.callback());
+  const server = createHttpServer(app.callback(), { keepAliveTimeoutMs: config.keepAliveTimeoutMs });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 

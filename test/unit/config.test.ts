@@ -29,12 +29,13 @@ describe('loadConfig', () => {
     });
     expect(config.port).toBe(3000);
     expect(config.env).toBe('development');
-    expect(config.jwt.signingKey.length).toBeGreaterThanOrEqual(32);
+    expect(config.jwt.keys.active.signing.symmetricKeySize).toBeGreaterThanOrEqual(32);
     expect(warnings.join()).toMatch(/SIGNING_KEY is not set/);
   });
 
   it('gives a random key per start in development', () => {
-    expect(loadConfig(base).config.jwt.signingKey).not.toBe(loadConfig(base).config.jwt.signingKey);
+    const secret = () => loadConfig(base).config.jwt.keys.active.signing.export().toString('hex');
+    expect(secret()).not.toBe(secret());
   });
 
   it('reads durations, booleans, lists and numbers', () => {
@@ -96,7 +97,7 @@ describe('loadConfig', () => {
       expect(fail({ ...base, NODE_ENV: 'production', SIGNING_KEY: key })).toMatch(/SIGNING_KEY: (is a published default|is too repetitive)/);
     }
     // The same keys are fine for development.
-    expect(loadConfig({ ...base, SIGNING_KEY: 'x'.repeat(64) }).config.jwt.signingKey).toBe('x'.repeat(64));
+    expect(loadConfig({ ...base, SIGNING_KEY: 'x'.repeat(64) }).config.jwt.keys.active.signing.export().toString()).toBe('x'.repeat(64));
   });
 
   it('rejects a zero lifetime and odd header types', () => {

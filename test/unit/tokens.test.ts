@@ -1,15 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { keySetFromSettings } from '../../app/auth/keys';
 import { createTokenService, TokenError } from '../../app/auth/tokens';
 import { loadConfig } from '../../app/config';
 import { decodeJwt, signHs } from '../support/http';
 
 const KEY = 'unit-test-signing-key-0123456789abcdef';
-const T0 = Date.UTC(2026, 0, 1) ;
+const T0 = Date.UTC(2026, 0, 1);
+const S0 = T0 / 1000;
 
 function service(env: Record<string, string> = {}, now = () => T0) {
   const { config } = loadConfig({ DATABASE_URL: 'postgres://x/y', SIGNING_KEY: KEY, ...env });
-  return createTokenService(config.jwt, keySetFromSettings(config.jwt), now);
+  return createTokenService(config.jwt, now);
 }
 const message = (f: () => unknown) => {
   try {
@@ -20,15 +20,20 @@ const message = (f: () => unknown) => {
   }
   return 'no error';
 };
+const ok = { token_type: 'access', exp: S0 + 300, iat: S0, jti: 'a'.repeat(32), user_id: 1 };
+const sign = (p: object, header?: Record<string, unknown>) => signHs(p, KEY, header);
+const without = (k: string) => Object.fromEntries(Object.entries(ok).filter(([key]) => key !== k));
 
 describe('token service', () => {
   it('signs simplejwt claims in order, with the header {"alg":"HS256","typ":"JWT"}', () => {
     const s = service();
-    const { token, jti, expiresAt } = s.sign('access', 7, T0, { sid: 'fam' });
+    const { token, jti, expiresAt } = s.sign('access', 7, T0, { sid: 'fam', username: 'ann' });
     const { header, payload } = decodeJwt(token);
+    expect(token.split('.')[0]).toBe('eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9');
     expect(header).toEqual({ alg: 'HS256', typ: 'JWT' });
-    expect(Object.keys(payload)).toEqual(['token_type', 'exp', 'iat', 'jti', 'user_id', 'sid']);
-    expect(payload).toMatchObject({ token_type: 'access', iat: T0 / 1000, exp: T0 / 1000 + 300, jti, user_id: 7, sid: 'fam' });
+    expect(Object.keys(payload)).toEqual(['token_type', 'exp', 'iat', 'jti', 'user_id', 'sid', 'username']);
+    expect(payload).toMatchObject({ token_type: 'access', iat: S0, exp: S0 + 300, jti, user_id: 7, sid: 'fam', username: 'ann' });
+    expect(jti).toMatch(/^[0-9a-f]{32}$/);
     expect(expiresAt.getTime()).toBe(T0 + 300_000);
     expect(s.sign('refresh', 7, T0).expiresAt.getTime()).toBe(T0 + 86_400_000);
   });
@@ -38,7 +43,10 @@ describe('token service', () => {
     const { token } = s.sign('access', 1, T0);
     expect(decodeJwt(token).payload).toMatchObject({ aud: 'api', iss: 'auth' });
     expect(s.verify(token, 'access').user_id).toBe(1);
+    expect(s.verify(sign({ ...ok, aud: ['other', 'api'], iss: 'auth' }), 'access').jti).toBe(ok.jti);
     expect(message(() => s.verify(service().sign('access', 1, T0).token, 'access'))).toBe('Token is invalid or expired');
+    expect(message(() => s.verify(sign({ ...ok, aud: 'other', iss: 'auth' }), 'access'))).toBe('Token is invalid or expired');
+    expect(message(() => s.verify(sign({ ...ok, aud: 'api', iss: 'evil' }), 'access'))).toBe('Token is invalid or expired');
   });
 
   it('uses the USER_ID_CLAIM name', () => {
@@ -62,30 +70,49 @@ describe('token service', () => {
 
   it('gives simplejwt messages, in simplejwt order', () => {
     const s = service();
-    const iat = T0 / 1000;
-    const ok = { token_type: 'access', exp: iat + 300, iat, jti: 'a'.repeat(32), user_id: 1 };
-    const sign = (p: object) => signHs(p, KEY);
-    const drop = (k: string) => Object.fromEntries(Object.entries(ok).filter(([key]) => key !== k));
-    expect(message(() => s.verify(sign(drop('exp')), 'access'))).toBe("Token has no 'exp' claim");
-    expect(message(() => s.verify(sign(drop('jti')), 'access'))).toBe('Token has no id');
-    expect(message(() => s.verify(sign(drop('token_type')), 'access'))).toBe('Token has no type');
+    expect(message(() => s.verify(sign(without('exp')), 'access'))).toBe("Token has no 'exp' claim");
+    expect(message(() => s.verify(sign(without('jti')), 'access'))).toBe('Token has no id');
+    expect(message(() => s.verify(sign(without('token_type')), 'access'))).toBe('Token has no type');
     expect(message(() => s.verify(sign(ok), 'refresh'))).toBe('Token has wrong type');
     expect(message(() => s.verify(sign({ ...ok, token_type: 'other' }), undefined))).toBe('Token has wrong type');
-    expect(message(() => s.verify(sign({ ...drop('exp'), jti: undefined }), 'access'))).toBe("Token has no 'exp' claim");
-    expect(message(() => s.verify(sign({ ...ok, iat: iat + 5 }), 'access'))).toBe('Token is invalid or expired');
-    expect(message(() => s.verify(sign({ ...ok, iat: 'yesterday' }), 'access'))).toBe('Token is invalid or expired');
-    expect(message(() => s.verify(sign({ ...ok, exp: String(iat + 300) }), 'access'))).toBe('Token is invalid or expired');
-    expect(message(() => s.verify(sign({ ...ok, jti: 'x'.repeat(65) }), 'access'))).toBe('Token is invalid or expired');
+    expect(message(() => s.verify(sign({ ...without('exp'), jti: undefined }), 'access'))).toBe("Token has no 'exp' claim");
     expect(s.verify(sign(ok), undefined).jti).toBe(ok.jti);
+    expect(s.verify(sign(without('iat')), 'access').jti).toBe(ok.jti); // iat is optional, as in simplejwt
   });
 
-  it('refuses other algorithms, none, and a kid it does not know', () => {
+  it('refuses times of the wrong type or range', () => {
     const s = service();
-    const iat = T0 / 1000;
-    const p = { token_type: 'access', exp: iat + 300, iat, jti: 'a'.repeat(32), user_id: 1 };
-    for (const header of [{ alg: 'none', typ: 'JWT' }, { alg: 'HS512', typ: 'JWT' }, { alg: 'HS256', typ: 'JWT', kid: 'other' }]) {
-      expect(message(() => s.verify(signHs(p, KEY, header), 'access'))).toBe('Token is invalid or expired');
+    const bad: Record<string, unknown>[] = [
+      { exp: String(S0 + 300) }, { exp: S0 + 300.5 }, { exp: 1e308 }, { exp: null }, { exp: [S0 + 300] }, { exp: -1 },
+      { exp: S0 + 86400 * 365 }, // far beyond any lifetime we issue
+      { iat: S0 + 5 }, { iat: 'yesterday' }, { iat: 1.5 }, { iat: null },
+      { nbf: S0 + 5 }, { nbf: '0' }, { nbf: 1e308 },
+    ];
+    for (const over of bad) expect(message(() => s.verify(sign({ ...ok, ...over }), 'access')), JSON.stringify(over)).toBe('Token is invalid or expired');
+    expect(s.verify(sign({ ...ok, nbf: S0 }), 'access').jti).toBe(ok.jti);
+  });
+
+  it('refuses ids, families and usernames of the wrong type or size', () => {
+    const s = service();
+    for (const over of [{ jti: 'x'.repeat(65) }, { jti: 7 }, { jti: '' }, { sid: 5 }, { sid: 'x'.repeat(65) }, { username: ['a'] }, { username: 'u'.repeat(151) }]) {
+      expect(message(() => s.verify(sign({ ...ok, ...over }), 'access')), JSON.stringify(over)).toBe('Token is invalid or expired');
     }
+  });
+
+  it('refuses other algorithms, none, an unknown kid, crit, and over-long tokens', () => {
+    const s = service();
+    for (const header of [
+      { alg: 'none', typ: 'JWT' },
+      { alg: 'HS512', typ: 'JWT' },
+      { alg: 'HS256', typ: 'JWT', kid: 'other' },
+      { alg: 'HS256', typ: 'JWT', kid: 7 },
+      { alg: 'HS256', typ: 'JWT', crit: ['exp'] },
+    ]) {
+      expect(message(() => s.verify(sign(ok, header), 'access')), JSON.stringify(header)).toBe('Token is invalid or expired');
+    }
+    // jku / x5u are never fetched: a header naming them changes nothing.
+    expect(s.verify(sign(ok, { alg: 'HS256', typ: 'JWT', jku: 'https://evil.example/jwks' }), 'access').jti).toBe(ok.jti);
+    expect(message(() => s.verify(sign({ ...ok, pad: 'x'.repeat(5000) }), 'access'))).toBe('Token is invalid or expired');
   });
 
   it('reads user ids as positive Postgres integers only', () => {

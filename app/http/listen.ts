@@ -1,0 +1,44 @@
+// The Node HTTP server around the Koa callback: timeouts that suit nginx's keepalive, a header limit
+// above nginx's (so behind nginx it is nginx that refuses, as JSON, never a reset that reads as a 502),
+// and JSON answers for requests Node itself rejects before Koa sees them.
+import http, { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+
+// nginx accepts at most 4 × 8 KiB of request headers (large_client_header_buffers); Node's default
+// 16 KiB would cut in first with a bare 431.
+export const MAX_HEADER_BYTES = 64 * 1024;
+
+function rawJson(status: number, body: unknown): string {
+  const text = JSON.stringify(body);
+  return (
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
+    `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`
+  );
+}
+
+function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, body] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, { detail: 'Request headers are too large.', code: 'headers_too_large' }]
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, { detail: 'The request took too long to arrive.', code: 'request_timeout' }]
+        : [400, { detail: 'Malformed HTTP request.', code: 'bad_request' }];
+  socket.end(rawJson(status, body));
+}
+
+export function createHttpServer(
+  handler: http.RequestListener,
+  options: { keepAliveTimeoutMs: number },
+): http.Server {
+  const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES }, handler);
+  // Node must keep idle keep-alive sockets open longer than nginx does (see KEEP_ALIVE_TIMEOUT).
+  server.keepAliveTimeout = options.keepAliveTimeoutMs;
+  server.headersTimeout = options.keepAliveTimeoutMs + 5_000;
+  server.requestTimeout = 30_000;
+  server.on('clientError', onClientError);
+  return server;
+}
