@@ -122,7 +122,7 @@ function importVerifyingKeys(json: string): Key[] {
     let verifying: KeyObject;
     try {
       // Only the public members: a private JWK pasted here must not become a signing key.
-      const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...publicMembers } = jwk;
+      const { d, p, q, dp, dq, qi, ...publicMembers } = jwk;
       verifying = createPublicKey({ key: publicMembers as JsonWebKey, format: 'jwk' });
     } catch {
       throw new KeyError(`${where}: not a valid public JWK`);
