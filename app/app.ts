@@ -1,5 +1,6 @@
 // The Koa application: middleware order and routers. Everything it uses is passed in, so tests build
 // it against their own database and clock.
+import Router from '@koa/router';
 import Koa from 'koa';
 import type { Logger } from 'pino';
 import { apiRoutes } from './api/me';
@@ -35,12 +36,12 @@ export function createApp(deps: AppDeps): Koa {
   app.silent = true; // errors are logged by errorHandler, once, with the request id
 
   const guard = createGuard({ tokens, authHeaderTypes: config.jwt.authHeaderTypes, revocations });
-  const routers = [
-    healthRoutes({ db }),
-    tokenRoutes({ db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard, throttle: config.throttle }),
-    jwksRoutes(config.jwt.keys),
-    apiRoutes({ db, guard }),
-  ];
+  // One router for every route: one match per request.
+  const router = new Router();
+  healthRoutes(router, { db });
+  tokenRoutes(router, { db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard, throttle: config.throttle });
+  jwksRoutes(router, config.jwt.keys);
+  apiRoutes(router, { db, guard });
 
   app.use(requestLogging(logger));
   app.use(errorHandler({ logger, authScheme: config.jwt.authHeaderTypes[0]! }));
@@ -50,6 +51,6 @@ export function createApp(deps: AppDeps): Koa {
     ctx.set('Referrer-Policy', 'same-origin');
     await next();
   });
-  for (const router of routers) app.use(router.routes());
+  app.use(router.routes());
   return app;
 }

@@ -2,6 +2,7 @@
 // Token settings keep djangorestframework-simplejwt's names so a Django team recognises them.
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { ALGORITHMS, isHmac, type Algorithm } from './auth/jws';
 import { buildKeySet, generateKey, KeyError, type KeySet } from './auth/keys';
@@ -36,6 +37,8 @@ export interface Config {
   keepAliveTimeoutMs: number;
   shutdownTimeoutMs: number;
   maxBodyBytes: number;
+  /** Password hashes run at once in this process (PM2 sets it to the CPUs per worker). */
+  hashConcurrency: number;
   jwt: JwtSettings;
   throttle: ThrottleSettings;
 }
@@ -131,6 +134,7 @@ const schema = z.object({
   KEEP_ALIVE_TIMEOUT: duration('a duration').default(65),
   SHUTDOWN_TIMEOUT: duration('a duration').default(10),
   MAX_BODY_BYTES: int(64, 10 * 1024 * 1024).default(64 * 1024),
+  PASSWORD_HASH_CONCURRENCY: int(1, 256).optional(),
   ACCESS_TOKEN_LIFETIME: duration('a duration').default(300),
   REFRESH_TOKEN_LIFETIME: duration('a duration').default(86400),
   ROTATE_REFRESH_TOKENS: bool.default(true),
@@ -228,6 +232,7 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
       keepAliveTimeoutMs: e.KEEP_ALIVE_TIMEOUT * 1000,
       shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT * 1000,
       maxBodyBytes: e.MAX_BODY_BYTES,
+      hashConcurrency: e.PASSWORD_HASH_CONCURRENCY ?? availableParallelism(),
       jwt: {
         accessTokenLifetime: e.ACCESS_TOKEN_LIFETIME,
         refreshTokenLifetime: e.REFRESH_TOKEN_LIFETIME,

@@ -82,7 +82,7 @@ async function run(): Promise<void> {
 
   const { server, stop } = await start(config, logger);
   const address = server.address();
-  logger.info({ address }, 'listening');
+  logger.info({ address, node: process.version, execArgv: process.execArgv }, 'listening');
   process.send?.('ready'); // PM2 wait_ready: only now does a reload move on to the next worker
 
   let stopping = false;
@@ -90,14 +90,15 @@ async function run(): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'draining');
+    const exit = (code: number) => logger.flush(() => process.exit(code));
     stop().then(
       () => {
         logger.info('stopped');
-        process.exit(0);
+        exit(0);
       },
       (err: unknown) => {
         logger.error({ err }, 'unclean stop');
-        process.exit(1);
+        exit(1);
       },
     );
   };

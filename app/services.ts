@@ -38,7 +38,7 @@ export function createServices(
   return {
     db,
     tokens,
-    hasher: createPasswordHasher(options.argon2),
+    hasher: createPasswordHasher(options.argon2, config.hashConcurrency),
     revocations,
     feed,
     async close() {

@@ -1,6 +1,6 @@
 // GET /.well-known/jwks.json: the public keys tokens are verified with, for services that verify our
 // tokens themselves. HMAC secrets are never published (an HS* deployment answers an empty set).
-import Router from '@koa/router';
+import type Router from '@koa/router';
 import { endpoint } from '../http/endpoint';
 import { sendJson } from '../http/respond';
 import type { KeySet } from './keys';
@@ -9,8 +9,7 @@ import type { KeySet } from './keys';
 // a verifier that meets an unknown kid refetches at once anyway.
 const MAX_AGE_SECONDS = 300;
 
-export function jwksRoutes(keys: KeySet): Router {
-  const router = new Router();
+export function jwksRoutes(router: Router, keys: KeySet): void {
   const body = keys.jwks();
   router.all(
     '/.well-known/jwks.json',
@@ -21,5 +20,4 @@ export function jwksRoutes(keys: KeySet): Router {
       },
     }),
   );
-  return router;
 }

@@ -71,7 +71,7 @@ function parseArgon2(phc: string): ParsedArgon2 | null {
   return valid ? parsed : null;
 }
 
-async function argon2Raw(variant: Argon2Variant, password: string, salt: Buffer, p: Omit<Argon2Params, 'saltLength'>) {
+async function argon2Unlimited(variant: Argon2Variant, password: string, salt: Buffer, p: Omit<Argon2Params, 'saltLength'>) {
   return argon2Async(variant, {
     message: Buffer.from(password, 'utf8'),
     nonce: salt,
@@ -86,6 +86,27 @@ function safeEqual(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/**
+ * At most `limit` of the wrapped calls at once; the rest wait in line. Hashes are CPU- and
+ * memory-bound: running more at once than there are cores only makes each slower and the process
+ * larger (19 MiB per argon2id hash in flight).
+ */
+export function limiter(limit: number) {
+  let running = 0;
+  const waiting: (() => void)[] = [];
+  return async function run<T>(task: () => Promise<T>): Promise<T> {
+    if (running >= limit) await new Promise<void>((resolve) => waiting.push(resolve));
+    else running += 1;
+    try {
+      return await task();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else running -= 1;
+    }
+  };
+}
+
 export interface PasswordHasher {
   readonly params: Readonly<Argon2Params>;
   hash(password: string): Promise<string>;
@@ -94,8 +115,11 @@ export interface PasswordHasher {
   burn(password: string): Promise<void>;
 }
 
-export function createPasswordHasher(params: Readonly<Argon2Params> = OWASP_ARGON2ID): PasswordHasher {
+export function createPasswordHasher(params: Readonly<Argon2Params> = OWASP_ARGON2ID, concurrency = 1): PasswordHasher {
   let dummy: Promise<string> | undefined;
+  const limited = limiter(concurrency);
+  const argon2Raw = (...args: Parameters<typeof argon2Unlimited>) => limited(() => argon2Unlimited(...args));
+  const pbkdf2Limited = (...args: Parameters<typeof pbkdf2Async>) => limited(() => pbkdf2Async(...args));
 
   async function hash(password: string): Promise<string> {
     const salt = randomBytes(params.saltLength);
@@ -126,7 +150,7 @@ export function createPasswordHasher(params: Readonly<Argon2Params> = OWASP_ARGO
     if (n < 1 || n > MAX_PBKDF2_ITERATIONS) return { ok: false, needsRehash: false };
     const expected = Buffer.from(expectedB64!, 'base64');
     const keylen = digest === 'sha256' ? 32 : 20;
-    const computed = await pbkdf2Async(Buffer.from(password, 'utf8'), Buffer.from(salt!, 'utf8'), n, keylen, digest!);
+    const computed = await pbkdf2Limited(Buffer.from(password, 'utf8'), Buffer.from(salt!, 'utf8'), n, keylen, digest!);
     const ok = safeEqual(computed, expected);
     return { ok, needsRehash: ok };
   }

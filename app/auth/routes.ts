@@ -2,7 +2,7 @@
 // and logout-all, which simplejwt lacks. Handlers are thin: parse, validate, call the domain
 // functions, answer.
 import { randomUUID } from 'node:crypto';
-import Router from '@koa/router';
+import type Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
 import type { JwtSettings } from '../config';
 import type { Database } from '../db/database';
@@ -68,7 +68,7 @@ const noStore: Middleware = async (ctx, next) => {
   ctx.set('Pragma', 'no-cache');
 };
 
-export function tokenRoutes(deps: TokenRouteDeps): Router {
+export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
   const { db, tokens, hasher, settings, clock, maxBodyBytes } = deps;
   const fields = async <K extends string>(ctx: Context, names: readonly K[]) => charFields(await readFields(ctx, maxBodyBytes), names);
 
@@ -147,12 +147,9 @@ export function tokenRoutes(deps: TokenRouteDeps): Router {
     sendJson(ctx, 200, {});
   }
 
-  const router = new Router();
-  router.use(noStore);
-  router.all('/api/token', endpoint({ POST: obtain }));
-  router.all('/api/token/refresh', endpoint({ POST: refresh }));
-  router.all('/api/token/verify', endpoint({ POST: verify }));
-  router.all('/api/token/blacklist', endpoint({ POST: blacklist }));
-  router.all('/api/token/logout-all', deps.guard, endpoint({ POST: logoutAll }));
-  return router;
+  router.all('/api/token', noStore, endpoint({ POST: obtain }));
+  router.all('/api/token/refresh', noStore, endpoint({ POST: refresh }));
+  router.all('/api/token/verify', noStore, endpoint({ POST: verify }));
+  router.all('/api/token/blacklist', noStore, endpoint({ POST: blacklist }));
+  router.all('/api/token/logout-all', noStore, deps.guard, endpoint({ POST: logoutAll }));
 }

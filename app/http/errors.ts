@@ -45,15 +45,18 @@ function isHttpError(err: unknown): err is { status: number; expose: boolean; me
 // Postgres going away mid-query: admin shutdown, crash, cannot connect now (SQLSTATE classes 08, 57P).
 const UNAVAILABLE_SQLSTATE = /^(08|57P0[1-3])/;
 
-/** The database cannot be reached: a 503 the client may retry, not a 500. */
+const LOST_CONNECTION = /Connection terminated|ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN|timeout exceeded when trying to connect/;
+
+/**
+ * The database cannot be reached: a 503 the client may retry, not a 500. Errors come from Sequelize
+ * (pool, ORM queries) or from pg itself (the hand-written statements).
+ */
 export function isDatabaseUnavailable(err: unknown): boolean {
   if (err instanceof ConnectionError) return true;
-  if (err instanceof DatabaseError) {
-    const original = err.original as { code?: unknown; message?: unknown };
-    if (typeof original.code === 'string' && UNAVAILABLE_SQLSTATE.test(original.code)) return true;
-    return typeof original.message === 'string' && /Connection terminated|ECONNREFUSED|ECONNRESET/.test(original.message);
-  }
-  return false;
+  const e = (err instanceof DatabaseError ? err.original : err) as { code?: unknown; message?: unknown } | undefined;
+  if (!e || typeof e !== 'object') return false;
+  if (typeof e.code === 'string' && (UNAVAILABLE_SQLSTATE.test(e.code) || LOST_CONNECTION.test(e.code))) return true;
+  return typeof e.message === 'string' && LOST_CONNECTION.test(e.message);
 }
 
 export function errorHandler({ logger, authScheme }: ErrorOptions): Middleware {
@@ -72,11 +75,11 @@ export function errorHandler({ logger, authScheme }: ErrorOptions): Middleware {
         return render(ctx, err.status, { detail: err.message, code: KOA_CODES[err.status] ?? 'client_error' }, {});
       }
       if (isDatabaseUnavailable(err)) {
-        (ctx.state.log ?? logger).warn({ err }, 'database unavailable');
+        logger.warn({ request_id: ctx.state.requestId, err }, 'database unavailable');
         return render(ctx, 503, { detail: 'The database is not answering; try again shortly.', code: 'database_unavailable' }, { 'Retry-After': '2' });
       }
       // Never a stack trace to the client; the log has it, under the request's id.
-      (ctx.state.log ?? logger).error({ err }, 'unhandled error');
+      logger.error({ request_id: ctx.state.requestId, err }, 'unhandled error');
       render(ctx, 500, { detail: 'A server error occurred.', code: 'server_error' }, {});
     }
   };

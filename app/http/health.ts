@@ -1,13 +1,12 @@
 // Liveness and readiness, for nginx, Docker and PM2.
-import Router from '@koa/router';
+import type Router from '@koa/router';
 import type { Database } from '../db/database';
 import { endpoint } from './endpoint';
 import { sendJson } from './respond';
 
 const READY_TIMEOUT_MS = 2_000;
 
-export function healthRoutes(deps: { db: Database }): Router {
-  const router = new Router();
+export function healthRoutes(router: Router, deps: { db: Database }): void {
   // Alive: the event loop answers. No dependency is checked, so a database outage never gets a
   // healthy worker restarted.
   router.all('/healthz', endpoint({ GET: (ctx) => sendJson(ctx, 200, { status: 'ok' }) }));
@@ -30,5 +29,4 @@ export function healthRoutes(deps: { db: Database }): Router {
       },
     }),
   );
-  return router;
 }

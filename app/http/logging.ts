@@ -9,7 +9,6 @@ import type { Logger } from 'pino';
 declare module 'koa' {
   interface DefaultState {
     requestId?: string;
-    log?: Logger;
   }
 }
 
@@ -19,20 +18,18 @@ const PROBES = new Set(['/healthz', '/readyz']);
 
 export function requestLogging(logger: Logger): Middleware {
   return async function logRequest(ctx, next) {
-    const started = process.hrtime.bigint();
+    const started = performance.now();
     const incoming = ctx.get('x-request-id');
     const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID().replaceAll('-', '');
     ctx.state.requestId = requestId;
-    ctx.state.log = logger.child({ request_id: requestId });
     ctx.set('X-Request-Id', requestId);
     try {
       await next();
     } finally {
-      const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      if (!(PROBES.has(ctx.path) && ctx.status < 300)) ctx.state.log.info(
-        { method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(ms * 100) / 100, ip: ctx.ip },
-        'request',
-      );
+      if (!(PROBES.has(ctx.path) && ctx.status < 300)) {
+        const ms = Math.round((performance.now() - started) * 100) / 100;
+        logger.info({ request_id: requestId, method: ctx.method, path: ctx.path, status: ctx.status, ms, ip: ctx.ip }, 'request');
+      }
     }
   };
 }

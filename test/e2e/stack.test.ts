@@ -48,6 +48,16 @@ async function createUser(username: string, password: string, flags: string[] = 
   return r.stdout;
 }
 
+/** The app's log line for a request id; logs travel worker → PM2 → Docker, so wait a moment for it. */
+async function appLogLine(requestId: string | null): Promise<Record<string, unknown>> {
+  for (let i = 0; i < 50; i++) {
+    const line = (await stack.logs('app')).split('\n').find((l) => l.includes(`"request_id":"${requestId}"`));
+    if (line) return JSON.parse(line.slice(line.indexOf('{'))) as Record<string, unknown>;
+    await sleep(100);
+  }
+  throw new Error(`no app log line for request ${requestId}`);
+}
+
 interface Pm2Process {
   name: string;
   pid: number;
@@ -140,6 +150,22 @@ describe('the client flow through nginx', () => {
     expect(nginxHealth.json).toEqual({ status: 'ok' });
     expect((await get('/readyz')).json).toEqual({ status: 'ok', database: 'ok' });
     expect(r.headers.get('server')).toBe('nginx'); // server_tokens off: no version
+    // JSON is gzipped for clients that accept it (a token pair is large enough to be worth it).
+    const gz = await fetch(`${stack.url}/api/token/`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'Accept-Encoding': 'gzip' },
+      body: JSON.stringify({ username: 'bob', password: 'bob-password-1' }),
+    });
+    expect(gz.status).toBe(200);
+    expect(gz.headers.get('content-encoding')).toBe('gzip');
+    expect(Object.keys((await gz.json()) as object)).toEqual(['refresh', 'access']);
+  });
+
+  it('trusts exactly one proxy hop: a client cannot choose its own address', async () => {
+    const r = await get('/api/me/', { 'X-Forwarded-For': '203.0.113.66' });
+    const ip = (await appLogLine(r.headers.get('x-request-id'))).ip as string;
+    expect(ip).not.toBe('203.0.113.66');
+    expect(ip).toMatch(/^(\d+\.){3}\d+$/); // the address nginx saw: the client's, through Docker's port
   });
 });
 
@@ -156,12 +182,8 @@ describe('request ids', () => {
     const ids = replies.map((r) => r.headers.get('x-request-id'));
     for (const id of ids) expect(id).toMatch(/^[0-9a-f]{32}$/);
     expect(new Set(ids).size).toBe(ids.length);
+    for (const id of ids.slice(0, 4)) expect(await appLogLine(id)).toMatchObject({ request_id: id, msg: 'request' });
     const appLogs = await stack.logs('app');
-    for (const id of ids.slice(0, 4)) {
-      const line = appLogs.split('\n').find((l) => l.includes(`"request_id":"${id}"`));
-      expect(line, `app log line for ${id}`).toBeDefined();
-      expect(JSON.parse(line!.slice(line!.indexOf('{')))).toMatchObject({ request_id: id, msg: 'request' });
-    }
     const nginxLogs = await stack.logs('nginx');
     expect(nginxLogs).toContain(`"request_id":"${ids[0]}"`);
     // Logs carry no credentials.
@@ -179,6 +201,7 @@ describe('the PM2 cluster', () => {
     const replies = await Promise.all(Array.from({ length: 40 }, () => get('/api/me/', bearer(pair.access))));
     expect(replies.every((r) => r.status === 200)).toBe(true);
     const ids = new Set(replies.map((r) => r.headers.get('x-request-id')));
+    await appLogLine(replies.at(-1)!.headers.get('x-request-id')); // the lines are in
     const servedBy = new Set(
       (await stack.logs('app'))
         .split('\n')

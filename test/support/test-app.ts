@@ -3,7 +3,6 @@
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import pg from 'pg';
-import pino from 'pino';
 import { inject } from 'vitest';
 import { createApp } from '../../app/app';
 import type { PasswordHasher } from '../../app/auth/passwords';
@@ -14,6 +13,7 @@ import { loadConfig, type Config } from '../../app/config';
 import { createDatabase, type Database } from '../../app/db/database';
 import { createMigrator } from '../../app/db/migrator';
 import { createHttpServer } from '../../app/http/listen';
+import { createLogger } from '../../app/logger';
 import { createServices, type Services } from '../../app/services';
 import { request, type Reply, type RequestOptions } from './http';
 
@@ -107,7 +107,7 @@ export async function startTestApp(env: Record<string, string> = {}, options: Te
       done();
     },
   });
-  const logger = pino({ level: config.logLevel }, sink);
+  const logger = createLogger(config.logLevel, {}, sink);
   const migrationDb = createDatabase({ url: config.databaseUrl, poolMax: 2 });
   await createMigrator(migrationDb.sequelize, { info: () => {} }).up();
   await migrationDb.close();

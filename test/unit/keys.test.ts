@@ -62,6 +62,14 @@ describe('keys', () => {
     expect(set.find(undefined)).toBeUndefined(); // EdDSA keys always have a kid
   });
 
+  it('takes a VERIFYING_KEY that is the public half of SIGNING_KEY', () => {
+    const a = generateKey('EdDSA');
+    const publicPem = createPublicKey(a.signingKey).export({ format: 'pem', type: 'spki' }).toString();
+    const set = buildKeySet({ algorithm: 'EdDSA', signingKey: a.signingKey, verifyingKey: publicPem });
+    expect(set.active.kid).toBe(a.kid);
+    expect(set.active.verifying.type).toBe('public');
+  });
+
   it('reads a private JWK in the verify-only set as its public half', () => {
     const pair = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
     const privateJwk = { ...pair.privateKey.export({ format: 'jwk' }), alg: 'ES256', kid: 'old' };

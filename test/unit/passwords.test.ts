@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createPasswordHasher, formatArgon2id, OWASP_ARGON2ID } from '../../app/auth/passwords';
+import { createPasswordHasher, formatArgon2id, limiter, OWASP_ARGON2ID } from '../../app/auth/passwords';
 
 // Small parameters keep unit tests quick; the format and logic are the same.
 const fast = createPasswordHasher({ memory: 64, passes: 1, parallelism: 1, tagLength: 32, saltLength: 16 });
@@ -68,5 +68,34 @@ describe('Django hashes', () => {
 
   it('never verifies an unusable password', async () => {
     expect((await fast.verify('', '!abcdef'))).toEqual({ ok: false, needsRehash: false });
+  });
+});
+
+describe('the hashing limiter', () => {
+  it('runs at most `limit` tasks at once, in arrival order, and survives failures', async () => {
+    const run = limiter(2);
+    let running = 0;
+    let peak = 0;
+    const order: number[] = [];
+    const releases: (() => void)[] = [];
+    const task = (i: number, fail = false) =>
+      run(async () => {
+        running += 1;
+        peak = Math.max(peak, running);
+        order.push(i);
+        await new Promise<void>((resolve) => releases.push(resolve));
+        running -= 1;
+        if (fail) throw new Error('boom');
+        return i;
+      });
+    const settled = Promise.allSettled([task(0), task(1, true), task(2), task(3)]);
+    for (let i = 0; i < 4; i++) {
+      await new Promise((r) => setTimeout(r, 0));
+      releases.shift()?.();
+    }
+    const results = await settled;
+    expect(peak).toBe(2);
+    expect(order).toEqual([0, 1, 2, 3]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
   });
 });
