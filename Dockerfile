@@ -34,15 +34,17 @@ RUN set -e; \
 
 # --- runtime ---------------------------------------------------------------------------------------
 FROM ${NODE_IMAGE}
-# MALLOC_MMAP_THRESHOLD_: each argon2id hash allocates 19 MiB; with glibc's adaptive threshold those
-# blocks stay in the heap after the first free and a worker's RSS grows by ~100 MB under logins. A
-# fixed threshold keeps them mmapped, so each is returned to the system when its hash is done. (Set
-# here, not in ecosystem.config.js: PM2 hands a worker its app env only after the process has started.)
+# MALLOC_ARENA_MAX=1: each argon2id hash allocates 19 MiB on whichever libuv thread runs it; with
+# glibc's per-thread arenas every thread kept its own block and a worker's RSS grew by ~100 MB under
+# logins. One arena keeps one block per hash in flight, reused, at full hashing speed (a fixed
+# MALLOC_MMAP_THRESHOLD_ also bounds RSS but re-maps 19 MiB per hash: ~25% fewer logins per second;
+# docs/PERFORMANCE.md). Set here, not in ecosystem.config.js: PM2 hands a worker its app env only
+# after the process has started, too late for glibc.
 ENV NODE_ENV=production \
     PORT=3000 \
     PATH=/app/node_modules/.bin:$PATH \
     PM2_HOME=/home/node/.pm2 \
-    MALLOC_MMAP_THRESHOLD_=131072
+    MALLOC_ARENA_MAX=1
 WORKDIR /app
 COPY --from=prod-deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
