@@ -137,7 +137,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const { refresh: presented } = await fields(ctx, ['refresh'] as const);
     const { claims, userId } = verified(presented, 'refresh');
     const outcome = await families.logout(db, { jti: claims.jti, userId }, new Date(clock()));
-    if (!outcome.ok) throw refused(outcome.refusal === 'inactive' ? 'unknown' : outcome.refusal);
+    if (!outcome.ok) throw refused(outcome.refusal); // logout works for inactive accounts too: never 'inactive'
     sendJson(ctx, 200, {});
   }
 

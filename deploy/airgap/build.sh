@@ -165,22 +165,15 @@ build_node() {
   say "$NODE_IMAGE: built ($(image_size_mb "$NODE_IMAGE"))"
 }
 
-build_postgres() {
-  local hash; hash=$(recipe_hash "$here/postgres" "base=$(image_id "$BASE_IMAGE")")
-  if up_to_date "$POSTGRES_IMAGE" "$hash"; then say "$POSTGRES_IMAGE: up to date"; return; fi
-  say "$POSTGRES_IMAGE: docker build (Debian postgresql-15) ..."
-  docker_build postgres "$POSTGRES_IMAGE" "$hash" "$here/postgres"
-  verify postgres "$POSTGRES_IMAGE"
-  say "$POSTGRES_IMAGE: built ($(image_size_mb "$POSTGRES_IMAGE"))"
-}
-
-build_nginx() {
-  local hash; hash=$(recipe_hash "$here/nginx" "base=$(image_id "$BASE_IMAGE")")
-  if up_to_date "$NGINX_IMAGE" "$hash"; then say "$NGINX_IMAGE: up to date"; return; fi
-  say "$NGINX_IMAGE: docker build (Debian nginx) ..."
-  docker_build nginx "$NGINX_IMAGE" "$hash" "$here/nginx"
-  verify nginx "$NGINX_IMAGE"
-  say "$NGINX_IMAGE: built ($(image_size_mb "$NGINX_IMAGE"))"
+# build_from_debian NAME IMAGE WHAT: an image whose recipe is deploy/airgap/NAME/ on the base image.
+build_from_debian() {
+  local name=$1 image=$2 what=$3 hash
+  hash=$(recipe_hash "$here/$name" "base=$(image_id "$BASE_IMAGE")")
+  if up_to_date "$image" "$hash"; then say "$image: up to date"; return; fi
+  say "$image: docker build ($what) ..."
+  docker_build "$name" "$image" "$hash" "$here/$name"
+  verify "$name" "$image"
+  say "$image: built ($(image_size_mb "$image"))"
 }
 
 # Drop the images this run replaced (now untagged), children first; keep any still in use.
@@ -197,8 +190,8 @@ remove_replaced() {
 ensure_docker
 build_base
 build_node
-build_postgres
-build_nginx
+build_from_debian postgres "$POSTGRES_IMAGE" 'Debian postgresql-15'
+build_from_debian nginx "$NGINX_IMAGE" 'Debian nginx'
 remove_replaced
 
 # Only now that every image is there: the file compose (--env-file), tests and CI read.

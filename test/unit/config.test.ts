@@ -1,16 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../app/config';
+import { thrown } from '../support/thrown';
 
 const base = { DATABASE_URL: 'postgres://u:p@db:5432/app' };
-const fail = (env: Record<string, string | undefined>) => {
-  try {
-    loadConfig(env);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return (err as Error).message;
-  }
-  throw new Error('expected a ConfigError');
-};
+const fail = (env: Record<string, string | undefined>) => thrown(() => loadConfig(env), ConfigError).message;
 
 describe('loadConfig', () => {
   it('applies simplejwt defaults, with rotation and blacklisting on', () => {

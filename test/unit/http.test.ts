@@ -2,16 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { bearerToken } from '../../app/auth/guard';
 import { ApiError } from '../../app/http/errors';
 import { charFields } from '../../app/http/fields';
+import { thrown } from '../support/thrown';
 
-const thrown = (f: () => unknown): ApiError => {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(ApiError);
-    return err as ApiError;
-  }
-  throw new Error('expected an ApiError');
-};
+const apiError = (f: () => unknown) => thrown(f, ApiError);
 
 describe('bearerToken (simplejwt header rules)', () => {
   it('splits on runs of ASCII whitespace', () => {
@@ -22,13 +15,13 @@ describe('bearerToken (simplejwt header rules)', () => {
 
   it('treats no header or another scheme as no credentials', () => {
     for (const h of ['', '   ', 'bearer abc', 'Basic abc', 'abc']) {
-      expect(thrown(() => bearerToken(h, ['Bearer'])).body).toEqual({ detail: 'Authentication credentials were not provided.' });
+      expect(apiError(() => bearerToken(h, ['Bearer'])).body).toEqual({ detail: 'Authentication credentials were not provided.' });
     }
   });
 
   it('answers bad_authorization_header for the right scheme with other than one token', () => {
     for (const h of ['Bearer', 'Bearer a b']) {
-      expect(thrown(() => bearerToken(h, ['Bearer'])).body).toEqual({
+      expect(apiError(() => bearerToken(h, ['Bearer'])).body).toEqual({
         detail: 'Authorization header must contain two space-delimited values',
         code: 'bad_authorization_header',
       });
@@ -42,7 +35,7 @@ describe('charFields (DRF CharField)', () => {
   });
 
   it('collects every field error in field order', () => {
-    const e = thrown(() => charFields({ b: '', c: null, d: [], e: 'a\0b', f: 'x\ud800' }, ['a', 'b', 'c', 'd', 'e', 'f']));
+    const e = apiError(() => charFields({ b: '', c: null, d: [], e: 'a\0b', f: 'x\ud800' }, ['a', 'b', 'c', 'd', 'e', 'f']));
     expect(e.status).toBe(400);
     expect(e.body).toEqual({
       a: ['This field is required.'],
@@ -55,7 +48,7 @@ describe('charFields (DRF CharField)', () => {
   });
 
   it('does not read inherited properties', () => {
-    const e = thrown(() => charFields(JSON.parse('{"__proto__": {"a": "x"}}') as Record<string, unknown>, ['a', 'toString']));
+    const e = apiError(() => charFields(JSON.parse('{"__proto__": {"a": "x"}}') as Record<string, unknown>, ['a', 'toString']));
     expect(Object.keys(e.body)).toEqual(['a', 'toString']);
   });
 });

@@ -5,16 +5,9 @@ import { buildKeySet, generateKey, KeyError, thumbprint } from '../../app/auth/k
 import { createTokenService } from '../../app/auth/tokens';
 import { loadConfig } from '../../app/config';
 import { decodeJwt } from '../support/http';
+import { thrown } from '../support/thrown';
 
-const keyError = (f: () => unknown) => {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(KeyError);
-    return (err as Error).message;
-  }
-  throw new Error('expected a KeyError');
-};
+const keyError = (f: () => unknown) => thrown(f, KeyError).message;
 
 describe('keys', () => {
   it('computes RFC 7638 thumbprints (the RFC example)', () => {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { createTokenService, TokenError } from '../../app/auth/tokens';
 import { loadConfig } from '../../app/config';
 import { decodeJwt, signHs } from '../support/http';
+import { thrown } from '../support/thrown';
 
 const KEY = 'unit-test-signing-key-0123456789abcdef';
 const T0 = Date.UTC(2026, 0, 1);
@@ -11,15 +12,7 @@ function service(env: Record<string, string> = {}, now = () => T0) {
   const { config } = loadConfig({ DATABASE_URL: 'postgres://x/y', SIGNING_KEY: KEY, ...env });
   return createTokenService(config.jwt, now);
 }
-const message = (f: () => unknown) => {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(TokenError);
-    return (err as Error).message;
-  }
-  return 'no error';
-};
+const message = (f: () => unknown) => thrown(f, TokenError).message;
 const ok = { token_type: 'access', exp: S0 + 300, iat: S0, jti: 'a'.repeat(32), user_id: 1 };
 const sign = (p: object, header?: Record<string, unknown>) => signHs(p, KEY, header);
 const without = (k: string) => Object.fromEntries(Object.entries(ok).filter(([key]) => key !== k));
