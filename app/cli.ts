@@ -187,7 +187,7 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
       }
       case 'deactivate': {
         const username = one('username');
-        const r = await deactivateUser(db, username, now());
+        const r = await deactivateUser(db, username);
         out(`deactivated ${username}; ended ${r.revokedSessions} session(s)`);
         break;
       }

@@ -1,7 +1,6 @@
 // Refresh-token families: one per login. Every refresh token belongs to a family; rotation replaces a
 // token with its child in one atomic statement; presenting a token that was already rotated means it
 // was stolen or replayed, and revokes the whole family. Only jtis are stored, never tokens.
-import type { Transaction } from 'sequelize';
 import type { Database } from '../db/database';
 
 export type RevokeReason = 'logout' | 'reuse' | 'logout_all' | 'password_change' | 'deactivated';
@@ -160,30 +159,20 @@ export async function revokeFamily(db: Database, familyId: string, reason: Revok
 }
 
 /**
- * Revokes every live family of a user: logout everywhere, password change, deactivation. With
- * `cutAccessTokens` it also records "access tokens issued before now are void" (password changes and
- * deactivations get that from a trigger on users).
+ * Logout everywhere, in one statement: revokes every live family of the user and records "access
+ * tokens issued before now are void". Returns the number of sessions ended.
  */
-export async function revokeAllForUser(
-  db: Database,
-  userId: number,
-  reason: RevokeReason,
-  now: Date,
-  options: { transaction?: Transaction; cutAccessTokens?: boolean } = {},
-): Promise<number> {
-  const rows = await db.rows(
-    `UPDATE token_families SET revoked_at = $2, revoke_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL RETURNING id`,
+export async function revokeAllForUser(db: Database, userId: number, reason: RevokeReason, now: Date): Promise<number> {
+  const [row] = await db.rows<{ sessions: number }>(
+    `WITH revoked AS (
+       UPDATE token_families SET revoked_at = $2, revoke_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL RETURNING id
+     ), cut AS (
+       INSERT INTO user_revocations (user_id, not_before, reason) VALUES ($1, $2, $3) RETURNING id
+     )
+     SELECT (SELECT count(*) FROM revoked)::int AS sessions, (SELECT count(*) FROM cut) AS cut`,
     [userId, now, reason],
-    options.transaction,
   );
-  if (options.cutAccessTokens) {
-    await db.rows(
-      'INSERT INTO user_revocations (user_id, not_before, reason) VALUES ($1, $2, $3) RETURNING id',
-      [userId, now, reason],
-      options.transaction,
-    );
-  }
-  return rows.length;
+  return row!.sessions;
 }
 
 export interface FlushResult {

@@ -143,7 +143,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
 
   /** Ends every session of the caller: all families, and every access token issued until now. */
   async function logoutAll(ctx: Context) {
-    await families.revokeAllForUser(db, ctx.state.auth!.userId, 'logout_all', new Date(clock()), { cutAccessTokens: true });
+    await families.revokeAllForUser(db, ctx.state.auth!.userId, 'logout_all', new Date(clock()));
     sendJson(ctx, 200, {});
   }
 

@@ -1,7 +1,6 @@
 // Accounts: who may log in, and the account changes ops make from the CLI.
 import { UniqueConstraintError, type Transaction } from 'sequelize';
 import type { Database } from '../db/database';
-import { revokeAllForUser } from './families';
 import type { PasswordHasher } from './passwords';
 
 /** Usernames are compared after NFKC normalisation (as Django stores them), so "ａｌｉｃｅ" is alice. */
@@ -95,9 +94,15 @@ export async function createUser(
   }
 }
 
-async function lockUser(db: Database, username: string, transaction: Transaction): Promise<{ id: number }> {
-  const [user] = await db.rows<{ id: number }>(
-    'SELECT id FROM users WHERE username = $1 FOR UPDATE',
+/**
+ * The user, locked for the change, with the number of sessions (live families) it has. The change
+ * itself ends them: the trigger on users (migration 0002) revokes the families and voids the access
+ * tokens, for this CLI and for an operator's plain SQL alike.
+ */
+async function lockUser(db: Database, username: string, transaction: Transaction): Promise<{ id: number; sessions: number }> {
+  const [user] = await db.rows<{ id: number; sessions: number }>(
+    `SELECT id, (SELECT count(*) FROM token_families f WHERE f.user_id = users.id AND f.revoked_at IS NULL)::int AS sessions
+     FROM users WHERE username = $1 FOR UPDATE`,
     [normalizeUsername(username.trim())],
     transaction,
   );
@@ -105,7 +110,7 @@ async function lockUser(db: Database, username: string, transaction: Transaction
   return user;
 }
 
-/** Sets a new password and revokes every session of the user, in one transaction. */
+/** Sets a new password; every session of the user ends (trigger). One transaction. */
 export async function changePassword(
   db: Database,
   hasher: PasswordHasher,
@@ -117,25 +122,18 @@ export async function changePassword(
   const passwordHash = await hasher.hash(password);
   return db.sequelize.transaction(async (transaction) => {
     const user = await lockUser(db, username, transaction);
-    // Sessions first, so the count is ours; the trigger on users then adds the access-token cutoff.
-    const revokedSessions = await revokeAllForUser(db, user.id, 'password_change', now, { transaction });
     await db.rows('UPDATE users SET password_hash = $2, password_changed_at = $3 WHERE id = $1 RETURNING id', [user.id, passwordHash, now], transaction);
-    return { id: user.id, revokedSessions };
+    return { id: user.id, revokedSessions: user.sessions };
   });
 }
 
-/** Marks a user inactive (login refused, refresh refused) and revokes every session, in one transaction. */
-export async function deactivateUser(db: Database, username: string, now: Date): Promise<{ id: number; revokedSessions: number }> {
+/** Marks a user inactive (login and refresh refused); every session ends (trigger). One transaction. */
+export async function deactivateUser(db: Database, username: string): Promise<{ id: number; revokedSessions: number }> {
   return db.sequelize.transaction(async (transaction) => {
     const user = await lockUser(db, username, transaction);
-    const revokedSessions = await revokeAllForUser(db, user.id, 'deactivated', now, { transaction });
-    await db.rows('UPDATE users SET is_active = false WHERE id = $1 RETURNING id', [user.id], transaction);
-    return { id: user.id, revokedSessions };
+    await db.rows('UPDATE users SET is_active = false WHERE id = $1 AND is_active RETURNING id', [user.id], transaction);
+    return { id: user.id, revokedSessions: user.sessions };
   });
-}
-
-export async function findUser(db: Database, username: string) {
-  return db.models.User.findOne({ where: { username: normalizeUsername(username.trim()) } });
 }
 
 export interface DjangoUser {

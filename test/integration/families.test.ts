@@ -121,7 +121,7 @@ describe('account state', () => {
     await t.user('dora', 'dora-password-1');
     const a = await t.login('dora', 'dora-password-1');
     const b = await t.login('dora', 'dora-password-1');
-    const { revokedSessions } = await deactivateUser(t.db, 'dora', new Date(t.clock()));
+    const { revokedSessions } = await deactivateUser(t.db, 'dora');
     expect(revokedSessions).toBe(2);
     for (const pair of [a, b]) {
       const r = await refresh(pair.refresh);

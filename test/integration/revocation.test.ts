@@ -89,7 +89,7 @@ describe('revocation reaches every worker', () => {
 
     const w = await newUser();
     const t = await w.login();
-    await deactivateUser(a.db, w.name, new Date());
+    await deactivateUser(a.db, w.name);
     await eventually(() => rejectedBy(b, t.access));
   });
 

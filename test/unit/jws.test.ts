@@ -47,17 +47,18 @@ describe('JWS on node:crypto', () => {
 
   it('accepts only canonical base64url: no padding, no +/, no stray low bits', () => {
     const key = createSecretKey(Buffer.from('k'));
-    const token = jws.sign({ alg: 'HS256' }, { a: 1 }, 'HS256', key);
+    // A token whose signature has a '-' or '_', so that its standard-base64 spelling differs.
+    let token = '';
+    for (let n = 0; !/[-_]/.test(token.split('.')[2] ?? ''); n++) token = jws.sign({ alg: 'HS256' }, { n }, 'HS256', key);
     const [h, p, s] = token.split('.') as [string, string, string];
+    expect(jws.decode(token, 4096)).not.toBeNull();
     expect(jws.decode(`${token}=`, 4096)).toBeNull();
-    expect(jws.decode(`${h}.${p}.${Buffer.from(s, 'base64url').toString('base64')}`, 4096) === null || !s.match(/[-_]/)).toBe(true);
+    expect(jws.decode(`${h}.${p}.${s.replaceAll('-', '+').replaceAll('_', '/')}`, 4096)).toBeNull();
     const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
-    const sibling = alphabet[alphabet.indexOf(s.at(-1)!) ^ 1]!;
+    const sibling = alphabet[alphabet.indexOf(s.at(-1)!) ^ 1]!; // differs only in unused low bits
     expect(jws.decode(`${h}.${p}.${s.slice(0, -1)}${sibling}`, 4096)).toBeNull();
-    for (const bad of ['', 'a.b', 'a.b.c.d', `${h}.${p}.`, `${h}..${s}`, `e30.${p}.${s}` /* header {} is fine */]) {
-      if (bad.startsWith('e30.')) expect(jws.decode(bad, 4096)).not.toBeNull();
-      else expect(jws.decode(bad, 4096)).toBeNull();
-    }
+    for (const bad of ['', 'a.b', 'a.b.c.d', `${h}.${p}.`, `${h}..${s}`]) expect(jws.decode(bad, 4096)).toBeNull();
+    expect(jws.decode(`e30.${p}.${s}`, 4096)).not.toBeNull(); // header {} decodes; verification refuses it later
     expect(jws.decode(`${Buffer.from('[1]').toString('base64url')}.${p}.${s}`, 4096)).toBeNull(); // header not an object
     expect(jws.decode(token, token.length - 1)).toBeNull();
   });
