@@ -1,10 +1,12 @@
 // The docker compose stack under test: docker-compose.yml itself, brought up by testcontainers with
 // whichever compose the machine has (v2 plugin or Debian's v1), reached only through nginx's port
-// published on 127.0.0.1 and, as an operator would, through `docker exec`.
+// published on the one address testcontainers reaches Docker's ports by, and, as an operator would,
+// through `docker exec`.
 import { execFile, execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
-import { DockerComposeEnvironment, Wait, type StartedDockerComposeEnvironment } from 'testcontainers';
+import { isIP } from 'node:net';
+import { DockerComposeEnvironment, getContainerRuntimeClient, Wait, type StartedDockerComposeEnvironment } from 'testcontainers';
 import { images, ROOT } from './images';
 
 export interface Run {
@@ -57,12 +59,23 @@ function shareHostCa(): void {
   if (bundle && existsSync(bundle)) copyFileSync(bundle, path.join(ROOT, 'deploy/extra-ca/host-ca.pem'));
 }
 
+// The address to publish nginx's port on: the one testcontainers (its wait strategies) and these
+// tests connect to. That is `localhost` on a plain host, but inside a container (/.dockerenv) it is
+// the bridge gateway (172.17.0.1 here), where a port published on 127.0.0.1 cannot be reached. A
+// host name (a remote engine) gets every interface.
+async function reachableHost(): Promise<{ host: string; bind: string }> {
+  const host = (await getContainerRuntimeClient()).info.containerRuntime.host;
+  if (host === 'localhost') return { host: '127.0.0.1', bind: '127.0.0.1' };
+  return { host, bind: isIP(host) ? host : '0.0.0.0' };
+}
+
 export async function startStack(options: StackOptions): Promise<Stack> {
   shareHostCa();
   const flavour = composeFlavour();
+  const { host, bind } = await reachableHost();
   const env: Record<string, string> = {
     ...images(),
-    HTTP_BIND: '127.0.0.1',
+    HTTP_BIND: bind,
     HTTP_PORT: '0', // a free port, read back below
     ...options.env,
   };
@@ -97,9 +110,9 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     },
     async up() {
       started = await environment().up();
-      stack.url = `http://127.0.0.1:${started.getContainer(name('nginx')).getMappedPort(80)}`;
+      stack.url = `http://${host}:${started.getContainer(name('nginx')).getMappedPort(80)}`;
     },
   };
-  stack.url = `http://127.0.0.1:${started.getContainer(name('nginx')).getMappedPort(80)}`;
+  stack.url = `http://${host}:${started.getContainer(name('nginx')).getMappedPort(80)}`;
   return stack;
 }
