@@ -62,17 +62,19 @@ function shareHostCa(): void {
 // The address to publish nginx's port on: the one testcontainers (its wait strategies) and these
 // tests connect to. That is `localhost` on a plain host, but inside a container (/.dockerenv) it is
 // the bridge gateway (172.17.0.1 here), where a port published on 127.0.0.1 cannot be reached. A
-// host name (a remote engine) gets every interface.
+// host name (a remote engine) or an IPv6 address (compose's short port syntax has no brackets) gets
+// every interface.
 async function reachableHost(): Promise<{ host: string; bind: string }> {
   const host = (await getContainerRuntimeClient()).info.containerRuntime.host;
   if (host === 'localhost') return { host: '127.0.0.1', bind: '127.0.0.1' };
-  return { host, bind: isIP(host) ? host : '0.0.0.0' };
+  return { host, bind: isIP(host) === 4 ? host : '0.0.0.0' };
 }
 
 export async function startStack(options: StackOptions): Promise<Stack> {
   shareHostCa();
   const flavour = composeFlavour();
   const { host, bind } = await reachableHost();
+  const hostInUrl = isIP(host) === 6 ? `[${host}]` : host;
   const env: Record<string, string> = {
     ...images(),
     HTTP_BIND: bind,
@@ -80,6 +82,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     ...options.env,
   };
   const name = (service: string) => (flavour === 'v2' ? `${service}-1` : `${options.project}_${service}_1`);
+  const nginxUrl = (running: StartedDockerComposeEnvironment) =>
+    `http://${hostInUrl}:${running.getContainer(name('nginx')).getMappedPort(80)}`;
   const environment = () => {
     let e = new DockerComposeEnvironment(ROOT, 'docker-compose.yml')
       .withProjectName(options.project)
@@ -110,9 +114,9 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     },
     async up() {
       started = await environment().up();
-      stack.url = `http://${host}:${started.getContainer(name('nginx')).getMappedPort(80)}`;
+      stack.url = nginxUrl(started);
     },
   };
-  stack.url = `http://${host}:${started.getContainer(name('nginx')).getMappedPort(80)}`;
+  stack.url = nginxUrl(started);
   return stack;
 }
