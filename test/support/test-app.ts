@@ -22,18 +22,26 @@ export const TEST_SIGNING_KEY = 'test-signing-key-for-integration-tests-only-012
 export interface TestClock {
   (): number;
   advance(seconds: number): void;
+  /** Stops real time from moving it (until reset): a step that must land just before a deadline in
+   * whole seconds cannot straddle a second boundary of the real clock. */
+  freeze(): void;
   /** Back to real time (the database's now() knows no other). */
   reset(): void;
 }
 
 export function testClock(): TestClock {
   let offset = 0;
-  const clock = (() => Date.now() + offset) as TestClock;
+  let frozenAt: number | undefined;
+  const clock = (() => (frozenAt ?? Date.now()) + offset) as TestClock;
   clock.advance = (seconds) => {
     offset += seconds * 1000;
   };
+  clock.freeze = () => {
+    frozenAt = Date.now();
+  };
   clock.reset = () => {
     offset = 0;
+    frozenAt = undefined;
   };
   return clock;
 }
