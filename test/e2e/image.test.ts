@@ -5,7 +5,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { images, ROOT } from '../support/images';
 import { run } from '../support/stack';
 
-const TAG = 'koa-auth-stack-app:image-test';
+// APP_TAG (as compose uses it) keeps checkouts that test at once on one engine off each other's images.
+const TAG = `koa-auth-stack-app:image-test${process.env.APP_TAG ? `-${process.env.APP_TAG}` : ''}`;
 
 beforeAll(async () => {
   const built = await run('docker', ['build', '-q', '--build-arg', `NODE_IMAGE=${images().NODE_IMAGE}`, '-t', TAG, ROOT], {

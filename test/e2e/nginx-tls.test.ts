@@ -16,7 +16,7 @@ const started: StartedTestContainer[] = [];
 beforeAll(async () => {
   image = await GenericContainer.fromDockerfile(path.join(ROOT, 'nginx'))
     .withBuildArgs({ NGINX_IMAGE: images().NGINX_IMAGE })
-    .build('koa-auth-stack-nginx:tls-test', { deleteOnExit: false });
+    .build(`koa-auth-stack-nginx:tls-test${process.env.APP_TAG ? `-${process.env.APP_TAG}` : ''}`, { deleteOnExit: false });
 }, 300_000);
 afterAll(async () => {
   await Promise.all(started.map((c) => c.stop()));
