@@ -4,8 +4,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { flushExpired } from './auth/families';
-import { ALGORITHMS, isHmac, type Algorithm } from './auth/jws';
-import { generateKey } from './auth/keys';
+import { ALGORITHMS, generateKey, isHmac, NO_EDDSA, type Algorithm } from './auth/keys';
 import { flushThrottle } from './auth/throttle';
 import { createPasswordHasher } from './auth/passwords';
 import { UserError, changePassword, createUser, deactivateUser, importUsers, type DjangoUser } from './auth/users';
@@ -30,7 +29,7 @@ Commands:
                                    Django password hashes keep working and upgrade at the next login
   flushexpiredtokens               delete expired refresh tokens and families left with none
                                    (run it daily, as simplejwt's command of the same name)
-  genkey <HS256|HS384|HS512|RS256|ES256|EdDSA> [--out FILE]
+  genkey <HS256|HS384|HS512|RS256|RS384|RS512|PS256|PS384|PS512|ES256|ES384|ES512> [--out FILE]
                                    make a signing key (the PEM or secret goes to FILE, mode 0600,
                                    or to stdout) and print its kid and JWK; see README, "Keys"
 
@@ -82,6 +81,7 @@ async function password(stdin: boolean): Promise<string> {
 type Out = (line: string) => void;
 
 async function genkey(alg: string, file: string | undefined, out: Out): Promise<number> {
+  if (alg === 'EdDSA') throw new UsageError(NO_EDDSA);
   if (!(ALGORITHMS as readonly string[]).includes(alg)) throw new UsageError(`genkey takes one of ${ALGORITHMS.join(', ')}`);
   const key = generateKey(alg as Algorithm);
   const info = [

@@ -4,8 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
-import { ALGORITHMS, isHmac, type Algorithm } from './auth/jws';
-import { buildKeySet, generateKey, KeyError, type KeySet } from './auth/keys';
+import { ALGORITHMS, buildKeySet, generateKey, isHmac, KeyError, NO_EDDSA, type Algorithm, type KeySet } from './auth/keys';
 import type { ThrottleSettings } from './auth/throttle';
 
 export type Environment = 'production' | 'development' | 'test';
@@ -140,7 +139,11 @@ const schema = z.object({
   ROTATE_REFRESH_TOKENS: bool.default(true),
   BLACKLIST_AFTER_ROTATION: bool.default(true),
   UPDATE_LAST_LOGIN: bool.default(false),
-  ALGORITHM: z.enum(ALGORITHMS).default('HS256'),
+  ALGORITHM: z
+    .enum(ALGORITHMS, {
+      error: (issue) => (issue.input === 'EdDSA' ? NO_EDDSA : `expected one of ${ALGORITHMS.join(', ')} (got ${JSON.stringify(issue.input)})`),
+    })
+    .default('HS256'),
   SIGNING_KEY: optionalText.optional(),
   SIGNING_KEY_FILE: optionalText.optional(),
   SIGNING_KEY_ID: z.string().regex(/^[A-Za-z0-9._~-]{1,64}$/, 'expected 1 to 64 letters, digits and . _ ~ -').optional(),

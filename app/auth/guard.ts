@@ -1,12 +1,15 @@
-// The guard for protected routes, shaped like koa-jwt (token from the Authorization header → verify →
-// revocation hook → ctx.state) but verifying with our JWS (koa-jwt's jsonwebtoken has no EdDSA).
-// Failures answer exactly as simplejwt's JWTAuthentication does. No database query for an ordinary
-// request: revocation is answered from memory.
+// The guard for protected routes: koa-jwt, with simplejwt's rules around it. Its getToken reads the
+// Authorization header as simplejwt does; its secret is the key the token's kid names (retired keys
+// included); jsonwebtoken, under koa-jwt, checks the signature, the times (LEEWAY), audience and
+// issuer, with the algorithms the key set allows; its isRevoked hook makes simplejwt's claim checks,
+// then asks the in-memory revocation store (no database query for an ordinary request). Failures
+// answer exactly as simplejwt's JWTAuthentication does.
 import type { Context, Middleware } from 'koa';
+import koaJwt from 'koa-jwt';
 import type { Database } from '../db/database';
 import { ApiError, authenticationFailed, notAuthenticated } from '../http/errors';
 import type { RevocationCheck } from './revocations';
-import { TOKEN_MESSAGES, TokenError, type Claims, type TokenService } from './tokens';
+import { TOKEN_MESSAGES, TokenError, UserIdError, type Claims, type TokenService } from './tokens';
 
 export interface AuthState {
   userId: number;
@@ -22,6 +25,9 @@ declare module 'koa' {
   interface DefaultState {
     auth?: AuthState;
     user?: AuthenticatedUser;
+    /** Set by koa-jwt: the verified payload, or why verification failed. */
+    jwt?: unknown;
+    jwtOriginalError?: unknown;
   }
 }
 
@@ -67,27 +73,60 @@ export interface GuardOptions {
   revocations: RevocationCheck;
 }
 
+// Every guard createGuard made, so a test can prove each protected route has one.
+const guards = new WeakSet<Middleware>();
+export const isGuard = (middleware: unknown): boolean => guards.has(middleware as Middleware);
+
+/** A failed verification in simplejwt's words; jsonwebtoken's own reasons are never shown. */
+function rejection(err: unknown): ApiError {
+  if (err instanceof UserIdError) return authenticationFailed(err.message, 'token_not_valid'); // no `messages`
+  if (err instanceof TokenError) return invalidAccessToken(err.message);
+  return invalidAccessToken(TOKEN_MESSAGES.invalidOrExpired);
+}
+
 export function createGuard({ tokens, authHeaderTypes, revocations }: GuardOptions): Middleware {
-  return async function guard(ctx, next) {
-    const raw = bearerToken(authorizationHeader(ctx), authHeaderTypes);
-    let claims: Claims;
-    let userId: number;
-    try {
-      claims = tokens.verify(raw, 'access');
-    } catch (err) {
-      if (err instanceof TokenError) throw invalidAccessToken(err.message);
-      throw err;
-    }
-    try {
-      userId = tokens.userIdOf(claims);
-    } catch (err) {
-      // simplejwt answers this one without `messages`.
-      throw authenticationFailed((err as TokenError).message, 'token_not_valid');
-    }
-    if (revocations.isRevoked(claims, userId)) throw invalidAccessToken(TOKEN_MESSAGES.blacklisted);
-    ctx.state.auth = { userId, claims };
-    await next();
+  // koa-jwt hands these options to jsonwebtoken's verify as they are; the property descriptors are
+  // copied so that the clock stays a getter, read at each verification.
+  const options = Object.defineProperties(
+    {
+      // simplejwt's header rules; the length and form checks come before any parsing. It never
+      // answers "no token" (it throws), so koa-jwt's own, case-insensitive header resolver never runs.
+      getToken(ctx: Context): string {
+        const raw = bearerToken(authorizationHeader(ctx), authHeaderTypes);
+        try {
+          tokens.preflight(raw);
+        } catch (err) {
+          throw rejection(err);
+        }
+        return raw;
+      },
+      // koa-jwt's types predate KeyObject secrets, which jsonwebtoken 9 takes.
+      secret: (async (header: Record<string, unknown>) => tokens.keyFor(header).verifying) as unknown as koaJwt.SecretLoader,
+      // koa-jwt's last hook before it accepts a token: simplejwt's claim checks, then revocation.
+      async isRevoked(_ctx: Context, payload: object): Promise<boolean> {
+        const claims = tokens.checkClaims(payload, 'access');
+        if (revocations.isRevoked(claims, tokens.userIdOf(claims))) throw new TokenError(TOKEN_MESSAGES.blacklisted);
+        return false;
+      },
+      key: 'jwt',
+      // Failures come to us (ctx.state.jwtOriginalError) to be answered in simplejwt's shapes.
+      passthrough: true,
+    },
+    Object.getOwnPropertyDescriptors(tokens.verifyOptions),
+  ) as koaJwt.Options;
+  const verify = koaJwt(options);
+
+  const guard: Middleware = async function guard(ctx, next) {
+    await verify(ctx, async () => {
+      if (ctx.state.jwtOriginalError !== undefined) throw rejection(ctx.state.jwtOriginalError);
+      const claims = ctx.state.jwt as Claims | undefined;
+      if (claims === undefined) throw notAuthenticated(); // koa-jwt accepted nothing: never let it through
+      ctx.state.auth = { userId: tokens.userIdOf(claims), claims };
+      await next();
+    });
   };
+  guards.add(guard);
+  return guard;
 }
 
 /**

@@ -1,5 +1,6 @@
 // The key set: one active key signs; it and older verify-only keys verify, each found by the `kid` in
-// a token's header and bound to one algorithm. Public keys are published as a JWK Set.
+// a token's header and bound to one algorithm. Public keys are published as a JWK Set. The algorithms
+// are jsonwebtoken's, which signs and verifies every token: it has no EdDSA, so neither do we.
 import {
   createHash,
   createPrivateKey,
@@ -10,7 +11,19 @@ import {
   type JsonWebKey,
   type KeyObject,
 } from 'node:crypto';
-import { ALGORITHMS, isHmac, type Algorithm } from './jws';
+
+export const ALGORITHMS = [
+  'HS256', 'HS384', 'HS512',
+  'RS256', 'RS384', 'RS512',
+  'PS256', 'PS384', 'PS512',
+  'ES256', 'ES384', 'ES512',
+] as const;
+export type Algorithm = (typeof ALGORITHMS)[number];
+
+export const isHmac = (alg: Algorithm): boolean => alg.startsWith('HS');
+
+/** Why an EdDSA configuration cannot start: the card's library (jsonwebtoken) has no EdDSA. */
+export const NO_EDDSA = `EdDSA (Ed25519) is not supported: jsonwebtoken, which signs and verifies every token, has no EdDSA; use one of ${ALGORITHMS.join(', ')}`;
 
 export interface Key {
   /** The JWT header's `kid`; undefined for a key without one (its tokens carry none). */
@@ -26,6 +39,8 @@ export interface SigningKey extends Key {
 export interface KeySet {
   active: SigningKey;
   keys: readonly Key[];
+  /** Every algorithm a key of the set verifies: what jsonwebtoken may accept, never what a token says. */
+  algorithms: Algorithm[];
   /** The key a token's header names, or undefined: an unknown kid is never guessed at. */
   find(kid: unknown): Key | undefined;
   /** The public keys as a JWK Set; HMAC secrets are never in it. */
@@ -38,7 +53,7 @@ export class KeyError extends Error {
 
 export interface KeyMaterial {
   algorithm: Algorithm;
-  /** The HMAC secret, or a PEM private key for RS256, ES256 and EdDSA. */
+  /** The HMAC secret, or a PEM private key for the RS, PS and ES algorithms. */
   signingKey: string;
   /** A PEM public key; derived from the private key when absent. */
   verifyingKey?: string | undefined;
@@ -47,20 +62,32 @@ export interface KeyMaterial {
   verifyingKeys?: string | undefined;
 }
 
-// What each algorithm's key must be (RFC 7518, RFC 8037).
+// The curve each ECDSA algorithm signs on (RFC 7518 §3.4), as Node names it.
+const EC_CURVES: Partial<Record<Algorithm, { node: string; jose: string }>> = {
+  ES256: { node: 'prime256v1', jose: 'P-256' },
+  ES384: { node: 'secp384r1', jose: 'P-384' },
+  ES512: { node: 'secp521r1', jose: 'P-521' },
+};
+
+// What each algorithm's key must be (RFC 7518). jsonwebtoken checks the same when it signs and
+// verifies; checking here too makes a wrong key stop the start, not every request.
 function checkAsymmetric(alg: Algorithm, key: KeyObject, what: string): void {
   const type = key.asymmetricKeyType;
   const details = key.asymmetricKeyDetails;
-  if (alg === 'RS256' && !(type === 'rsa' && (details?.modulusLength ?? 0) >= 2048)) {
-    throw new KeyError(`${what} must be an RSA key of at least 2048 bits for RS256`);
+  if (type === 'ed25519' || type === 'ed448') throw new KeyError(`${what}: ${NO_EDDSA}`);
+  if (alg.startsWith('RS') || alg.startsWith('PS')) {
+    if (!(type === 'rsa' && (details?.modulusLength ?? 0) >= 2048)) {
+      throw new KeyError(`${what} must be an RSA key of at least 2048 bits for ${alg}`);
+    }
+    return;
   }
-  if (alg === 'ES256' && !(type === 'ec' && details?.namedCurve === 'prime256v1')) {
-    throw new KeyError(`${what} must be an EC key on P-256 for ES256`);
+  const curve = EC_CURVES[alg];
+  if (curve && !(type === 'ec' && details?.namedCurve === curve.node)) {
+    throw new KeyError(`${what} must be an EC key on ${curve.jose} for ${alg}`);
   }
-  if (alg === 'EdDSA' && type !== 'ed25519') throw new KeyError(`${what} must be an Ed25519 key for EdDSA`);
 }
 
-const REQUIRED_MEMBERS: Record<string, string[]> = { RSA: ['e', 'kty', 'n'], EC: ['crv', 'kty', 'x', 'y'], OKP: ['crv', 'kty', 'x'] };
+const REQUIRED_MEMBERS: Record<string, string[]> = { RSA: ['e', 'kty', 'n'], EC: ['crv', 'kty', 'x', 'y'] };
 
 /** RFC 7638 JWK thumbprint (SHA-256, base64url): a kid that names the key itself. */
 export function thumbprint(publicKey: KeyObject): string {
@@ -109,6 +136,7 @@ function importVerifyingKeys(json: string): Key[] {
   return list.map((entry, i) => {
     const jwk = entry as Record<string, unknown>;
     const where = `VERIFYING_KEYS key ${i}${typeof jwk.kid === 'string' ? ` (kid ${jwk.kid})` : ''}`;
+    if (jwk.alg === 'EdDSA' || jwk.kty === 'OKP') throw new KeyError(`${where}: ${NO_EDDSA}`);
     if (typeof jwk.alg !== 'string' || !(ALGORITHMS as readonly string[]).includes(jwk.alg)) {
       throw new KeyError(`${where}: "alg" must be one of ${ALGORITHMS.join(', ')}`);
     }
@@ -157,6 +185,7 @@ export function buildKeySet(material: KeyMaterial): KeySet {
   return {
     active,
     keys,
+    algorithms: [...new Set(keys.map((k) => k.alg))],
     find: (kid) => (kid === undefined || typeof kid === 'string' ? byKid.get(kid) : undefined),
     jwks: () => jwks,
   };
@@ -179,12 +208,10 @@ export function generateKey(alg: Algorithm): GeneratedKey {
     const kid = `hs-${createHash('sha256').update(secret).digest('base64url').slice(0, 16)}`;
     return { alg, kid, signingKey: secret, jwk: { kty: 'oct', kid, alg, k: Buffer.from(secret, 'utf8').toString('base64url') } };
   }
-  const pair =
-    alg === 'RS256'
-      ? generateKeyPairSync('rsa', { modulusLength: 3072 })
-      : alg === 'ES256'
-        ? generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
-        : generateKeyPairSync('ed25519');
+  const curve = EC_CURVES[alg];
+  const pair = curve
+    ? generateKeyPairSync('ec', { namedCurve: curve.node })
+    : generateKeyPairSync('rsa', { modulusLength: 3072 });
   const kid = thumbprint(pair.publicKey);
   return {
     alg,

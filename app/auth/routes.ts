@@ -6,7 +6,7 @@ import type Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
 import type { JwtSettings } from '../config';
 import type { Database } from '../db/database';
-import { readFields } from '../http/body';
+import { createBodyReader } from '../http/body';
 import { endpoint } from '../http/endpoint';
 import { ApiError } from '../http/errors';
 import { charFields } from '../http/fields';
@@ -70,7 +70,8 @@ const noStore: Middleware = async (ctx, next) => {
 
 export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
   const { db, tokens, hasher, settings, clock, maxBodyBytes } = deps;
-  const fields = async <K extends string>(ctx: Context, names: readonly K[]) => charFields(await readFields(ctx, maxBodyBytes), names);
+  const body = createBodyReader(maxBodyBytes);
+  const fields = async <K extends string>(ctx: Context, names: readonly K[]) => charFields(await body.fields(ctx), names);
 
   function verified(token: string, type: TokenType | undefined): { claims: Claims; userId: number } {
     try {

@@ -1,8 +1,15 @@
 // Token claims, signing and verification, with simplejwt's claim set and error messages:
 // header {"alg","typ"} (+ kid), claims token_type, exp, iat, jti, <user id claim>, then our own.
+// jsonwebtoken signs and verifies; around it stand the checks simplejwt and our contract add, in the
+// pieces the guard (koa-jwt) composes too, so a token is held to one set of rules wherever it arrives:
+//   preflight   before any parsing: the length bound, three canonical unpadded base64url segments;
+//   keyFor      from the header: no `crit`, the key its `kid` names, and that key's one algorithm;
+//   (jsonwebtoken: the signature, exp/nbf with LEEWAY, aud, iss, the algorithm allow-list)
+//   checkClaims simplejwt's claim checks, exp required and bounded, iat not in the future, sizes.
 import { randomUUID } from 'node:crypto';
+import jwt, { type VerifyOptions } from 'jsonwebtoken';
 import type { JwtSettings } from '../config';
-import * as jws from './jws';
+import type { Key } from './keys';
 
 export type TokenType = 'access' | 'refresh';
 export type Clock = () => number; // milliseconds since the epoch
@@ -21,6 +28,14 @@ export const TOKEN_MESSAGES = {
 /** A token failed validation; `message` is the simplejwt text shown to the client. */
 export class TokenError extends Error {
   override name = 'TokenError';
+}
+
+/** The token is valid but names no user: simplejwt answers this one in another shape. */
+export class UserIdError extends TokenError {
+  override name = 'UserIdError';
+  constructor() {
+    super(TOKEN_MESSAGES.noUserId);
+  }
 }
 
 export interface Claims {
@@ -54,21 +69,31 @@ const MAX_JTI_LENGTH = 64;
 const MAX_USER_ID = 2_147_483_647; // Postgres integer
 const MAX_SID_LENGTH = 64;
 const MAX_USERNAME_LENGTH = 150;
-// Tokens whose signature and times checked out, by their exact text. A client sends the same access
-// token with every request until it expires, so most requests skip decoding and the HMAC or signature
-// check; only expiry is checked again. Only validly signed tokens get in, so the bound is the only
-// protection it needs.
-const VERIFIED_CACHE_SIZE = 10_000;
 
 export const newJti = (): string => randomUUID().replaceAll('-', '');
+
+const B64URL_SEGMENT = /^[A-Za-z0-9_-]+$/;
+
+/** Whether a segment is base64url in its one canonical form: no padding, no other alphabet, no stray bits. */
+function canonical(segment: string): boolean {
+  return B64URL_SEGMENT.test(segment) && segment.length % 4 !== 1 && Buffer.from(segment, 'base64url').toString('base64url') === segment;
+}
 
 export interface TokenService {
   readonly settings: JwtSettings;
   sign(type: TokenType, userId: number, now: number, extra?: AccessExtras): IssuedToken;
-  /** Signature, lifetime and simplejwt's claim checks; `type` undefined accepts either type. */
+  /** The whole check (preflight, key, jsonwebtoken, claims); `type` undefined accepts either type. */
   verify(token: string, type: TokenType | undefined): Claims;
-  /** The user id claim as a positive integer, or a TokenError. */
+  /** The user id claim as a positive integer, or a UserIdError. */
   userIdOf(claims: Claims): number;
+  /** Refuses, before any parsing, a token that is too long or not three canonical base64url segments. */
+  preflight(token: string): void;
+  /** The key that verifies a token with this header, or a TokenError. */
+  keyFor(header: Readonly<Record<string, unknown>>): Key;
+  /** jsonwebtoken's options: algorithms from the key set, audience, issuer, leeway, our clock. */
+  readonly verifyOptions: VerifyOptions;
+  /** simplejwt's checks on a payload jsonwebtoken has verified. */
+  checkClaims(payload: unknown, type: TokenType | undefined): Claims;
 }
 
 const isSeconds = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
@@ -78,7 +103,19 @@ export function createTokenService(settings: JwtSettings, clock: Clock): TokenSe
   // No token we sign lives longer than this; a signed exp further out is not ours.
   const longestLifetime = Math.max(settings.accessTokenLifetime, settings.refreshTokenLifetime);
   const invalid = () => new TokenError(TOKEN_MESSAGES.invalidOrExpired);
-  const verified = new Map<string, Readonly<Record<string, unknown>>>();
+  const nowSeconds = () => Math.floor(clock() / 1000);
+
+  const verifyOptions: VerifyOptions = {
+    algorithms: keys.algorithms,
+    clockTolerance: leeway,
+    ...(settings.audience !== undefined ? { audience: settings.audience } : {}),
+    ...(settings.issuer !== undefined ? { issuer: settings.issuer } : {}),
+    // A getter, read on every verification (jsonwebtoken copies its options first), so tests can
+    // move the clock; in production the clock is Date.now, as jsonwebtoken's own default.
+    get clockTimestamp() {
+      return nowSeconds();
+    },
+  };
 
   function sign(type: TokenType, userId: number, now: number, extra: AccessExtras = {}): IssuedToken {
     const iat = Math.floor(now / 1000);
@@ -90,44 +127,35 @@ export function createTokenService(settings: JwtSettings, clock: Clock): TokenSe
     if (settings.audience !== undefined) payload.aud = settings.audience;
     if (settings.issuer !== undefined) payload.iss = settings.issuer;
     const key = keys.active;
-    const header = key.kid === undefined ? { alg: key.alg, typ: 'JWT' } : { alg: key.alg, typ: 'JWT', kid: key.kid };
-    return { token: jws.sign(header, payload, key.alg, key.signing), jti, expiresAt: new Date(exp * 1000) };
+    // jsonwebtoken writes the header {"alg","typ":"JWT"} (+ "kid"), simplejwt's exactly.
+    const token = jwt.sign(payload, key.signing, { algorithm: key.alg, ...(key.kid !== undefined ? { keyid: key.kid } : {}) });
+    return { token, jti, expiresAt: new Date(exp * 1000) };
   }
 
-  // The checks PyJWT makes before simplejwt's: signature, algorithm, times, audience, issuer. All of
-  // them answer "Token is invalid or expired".
-  function verifyJwt(token: string): Readonly<Record<string, unknown>> {
-    const known = verified.get(token);
-    if (known) {
-      if (known.exp === undefined || (known.exp as number) > Math.floor(clock() / 1000) - leeway) return known;
-      verified.delete(token);
-      throw invalid();
-    }
-    const decoded = jws.decode(token, MAX_TOKEN_LENGTH);
-    if (!decoded) throw invalid();
-    const { header, payload } = decoded;
-    // We implement no JWS extension, so a critical one can only be refused (RFC 7515 §4.1.11).
+  function preflight(token: string): void {
+    if (token.length > MAX_TOKEN_LENGTH) throw invalid();
+    const parts = token.split('.');
+    if (parts.length !== 3 || !parts.every(canonical)) throw invalid();
+  }
+
+  function keyFor(header: Readonly<Record<string, unknown>>): Key {
+    // We implement no JWS extension, so a critical one can only be refused (RFC 7515 §4.1.11). jku,
+    // x5u and jwk are never read: the key comes from our own set, by kid.
     if (header.crit !== undefined) throw invalid();
     const key = keys.find(header.kid);
-    if (!key || header.alg !== key.alg || !jws.verifySignature(decoded, key.alg, key.verifying)) throw invalid();
-
-    const now = Math.floor(clock() / 1000);
-    const { exp, iat, nbf } = payload;
-    if (exp !== undefined && !(isSeconds(exp) && exp > now - leeway && exp <= now + longestLifetime + leeway)) throw invalid();
-    if (iat !== undefined && !(isSeconds(iat) && iat <= now + leeway)) throw invalid();
-    if (nbf !== undefined && !(isSeconds(nbf) && nbf <= now + leeway)) throw invalid();
-    if (settings.audience !== undefined) {
-      const aud = payload.aud;
-      if (!(aud === settings.audience || (Array.isArray(aud) && aud.includes(settings.audience)))) throw invalid();
-    }
-    if (settings.issuer !== undefined && payload.iss !== settings.issuer) throw invalid();
-    if (verified.size >= VERIFIED_CACHE_SIZE) verified.delete(verified.keys().next().value!);
-    verified.set(token, Object.freeze(payload));
-    return payload;
+    if (!key || header.alg !== key.alg) throw invalid();
+    return key;
   }
 
-  function checkClaims(p: Readonly<Record<string, unknown>>, type: TokenType | undefined): Claims {
+  function checkClaims(payload: unknown, type: TokenType | undefined): Claims {
+    if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) throw invalid();
+    const p = payload as Record<string, unknown>;
+    const now = nowSeconds();
+    // jsonwebtoken has checked exp and nbf when present; simplejwt requires exp, and we bound it.
     if (p.exp === undefined) throw new TokenError(TOKEN_MESSAGES.noExp);
+    if (!isSeconds(p.exp) || p.exp > now + longestLifetime + leeway) throw invalid();
+    if (p.iat !== undefined && !(isSeconds(p.iat) && p.iat <= now + leeway)) throw invalid();
+    if (p.nbf !== undefined && !isSeconds(p.nbf)) throw invalid();
     if (p.jti === undefined) throw new TokenError(TOKEN_MESSAGES.noId);
     if (typeof p.jti !== 'string' || p.jti.length === 0 || p.jti.length > MAX_JTI_LENGTH) throw invalid();
     if (p.token_type === undefined) throw new TokenError(TOKEN_MESSAGES.noType);
@@ -141,11 +169,24 @@ export function createTokenService(settings: JwtSettings, clock: Clock): TokenSe
 
   function userIdOf(claims: Claims): number {
     const id = claims[settings.userIdClaim];
-    if (typeof id !== 'number' || !Number.isInteger(id) || id < 1 || id > MAX_USER_ID) {
-      throw new TokenError(TOKEN_MESSAGES.noUserId);
-    }
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 1 || id > MAX_USER_ID) throw new UserIdError();
     return id;
   }
 
-  return { settings, sign, verify: (token, type) => checkClaims(verifyJwt(token), type), userIdOf };
+  function verify(token: string, type: TokenType | undefined): Claims {
+    preflight(token);
+    const decoded = jwt.decode(token, { complete: true, json: true });
+    if (!decoded || typeof decoded.header !== 'object') throw invalid();
+    const key = keyFor(decoded.header as unknown as Record<string, unknown>);
+    let payload: unknown;
+    try {
+      payload = jwt.verify(token, key.verifying, verifyOptions);
+    } catch {
+      // PyJWT's reasons are never shown by simplejwt: all of them read "invalid or expired".
+      throw invalid();
+    }
+    return checkClaims(payload, type);
+  }
+
+  return { settings, sign, verify, userIdOf, preflight, keyFor, verifyOptions, checkClaims };
 }

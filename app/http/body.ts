@@ -1,8 +1,11 @@
-// Request bodies as DRF's default parsers read them: JSON, form-encoded and multipart (text fields).
-// Anything else is 415; a body that does not parse is 400; one over the limit is 413.
+// Request bodies as DRF's default parsers read them: JSON and form-encoded through @koa/bodyparser
+// (its limits; its error hook answers in DRF's shapes), multipart (text fields) through busboy, which
+// the bodyparser lacks. Anything else is 415; a body that does not parse is 400; one over the limit
+// is 413. Bodies are read when a handler asks for them, as DRF's request.data, so a route refuses an
+// unknown media type only where it reads a body.
+import { bodyParser } from '@koa/bodyparser';
 import busboy from 'busboy';
 import type { Context } from 'koa';
-import getRawBody from 'raw-body';
 import { ApiError } from './errors';
 
 export type Fields = Record<string, unknown>;
@@ -11,56 +14,34 @@ const JSON_TYPE = 'application/json';
 const FORM_TYPE = 'application/x-www-form-urlencoded';
 const MULTIPART_TYPE = 'multipart/form-data';
 
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
-
 function unsupported(contentType: string): ApiError {
   return new ApiError(415, { detail: `Unsupported media type "${contentType}" in request.` });
 }
+
+const tooLarge = (limit: number) => new ApiError(413, { detail: `Request body is larger than ${limit} bytes.`, code: 'request_too_large' });
 
 function hasBody(ctx: Context): boolean {
   const length = ctx.get('content-length');
   return ctx.get('transfer-encoding') !== '' || (length !== '' && length !== '0');
 }
 
-async function readRaw(ctx: Context, limit: number): Promise<Buffer> {
-  try {
-    const length = ctx.get('content-length');
-    return await getRawBody(ctx.req, { limit, ...(length ? { length } : {}) });
-  } catch (err) {
-    const type = (err as { type?: string }).type;
-    if (type === 'entity.too.large') {
-      throw new ApiError(413, { detail: `Request body is larger than ${limit} bytes.`, code: 'request_too_large' });
-    }
-    if (type === 'request.size.invalid') {
-      throw new ApiError(400, { detail: 'Request body length does not match Content-Length.', code: 'bad_request' });
-    }
-    throw new ApiError(400, { detail: 'Request body could not be read.', code: 'bad_request' });
+/** What the bodyparser (co-body, raw-body, inflation) threw, as DRF would answer it. */
+function bodyError(err: unknown, limit: number): ApiError {
+  // DRF's wording for JSON, with Node's reason in place of Python's.
+  if (err instanceof SyntaxError) return new ApiError(400, { detail: `JSON parse error - ${err.message}` });
+  const e = err as { type?: unknown; status?: unknown; message?: unknown };
+  switch (e.type) {
+    case 'entity.too.large':
+      return tooLarge(limit);
+    case 'request.size.invalid':
+      return new ApiError(400, { detail: 'Request body length does not match Content-Length.', code: 'bad_request' });
+    case 'encoding.unsupported':
+    case 'charset.unsupported':
+      return new ApiError(415, { detail: String(e.message), code: 'unsupported_media_type' });
   }
-}
-
-function decodeUtf8(raw: Buffer, what: string): string {
-  try {
-    return strictUtf8.decode(raw);
-  } catch {
-    throw new ApiError(400, { detail: `${what} parse error - the body is not valid UTF-8`, code: 'parse_error' });
-  }
-}
-
-function parseJson(raw: Buffer): unknown {
-  const text = decodeUtf8(raw, 'JSON');
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    // DRF's wording, with Node's reason in place of Python's.
-    throw new ApiError(400, { detail: `JSON parse error - ${(err as Error).message}` });
-  }
-}
-
-function parseForm(raw: Buffer): Fields {
-  // A null-prototype object: a field named "__proto__" is just a field.
-  const fields: Fields = Object.create(null) as Fields;
-  for (const [key, value] of new URLSearchParams(decodeUtf8(raw, 'Form'))) fields[key] = value; // last one wins, as QueryDict.get
-  return fields;
+  // inflation: a Content-Encoding other than gzip, deflate or identity.
+  if (e.status === 415) return new ApiError(415, { detail: String(e.message), code: 'unsupported_media_type' });
+  return new ApiError(400, { detail: 'Request body could not be read.', code: 'bad_request' });
 }
 
 function parseMultipart(ctx: Context, limit: number): Promise<Fields> {
@@ -81,10 +62,10 @@ function parseMultipart(ctx: Context, limit: number): Promise<Fields> {
     };
     ctx.req.on('data', (chunk: Buffer) => {
       received += chunk.length;
-      if (received > limit) fail(new ApiError(413, { detail: `Request body is larger than ${limit} bytes.`, code: 'request_too_large' }));
+      if (received > limit) fail(tooLarge(limit));
     });
     bb.on('field', (name, value, info) => {
-      if (info.valueTruncated) fail(new ApiError(413, { detail: `Request body is larger than ${limit} bytes.`, code: 'request_too_large' }));
+      if (info.valueTruncated) fail(tooLarge(limit));
       fields[name] = value;
     });
     // files: 0 makes busboy skip file parts; credentials are text fields.
@@ -94,38 +75,68 @@ function parseMultipart(ctx: Context, limit: number): Promise<Fields> {
   });
 }
 
-/** Parses the request body by its media type. A request without a body reads as an empty object. */
-export async function readBody(ctx: Context, limit: number): Promise<unknown> {
-  const contentType = ctx.get('content-type');
-  const mediaType = contentType.split(';')[0]!.trim().toLowerCase();
-  // As DRF: no body reads as no fields, whatever the declared type.
-  if (!hasBody(ctx)) return {};
-  switch (mediaType) {
-    case JSON_TYPE:
-      return parseJson(await readRaw(ctx, limit));
-    case FORM_TYPE:
-      return parseForm(await readRaw(ctx, limit));
-    case MULTIPART_TYPE:
-      return parseMultipart(ctx, limit);
-    default:
-      throw unsupported(contentType);
-  }
-}
-
-function pythonTypeName(value: unknown): string {
+function pythonTypeName(value: unknown, raw: string): string {
   if (value === null) return 'NoneType';
   if (Array.isArray(value)) return 'list';
   if (typeof value === 'string') return 'str';
   if (typeof value === 'boolean') return 'bool';
-  if (typeof value === 'number') return Number.isInteger(value) ? 'int' : 'float';
+  // Python's json reads 1 as int but 1.0 and 1e3 as float; JavaScript has one number type.
+  if (typeof value === 'number') return /^\s*-?\d+\s*$/.test(raw) ? 'int' : 'float';
   return typeof value;
 }
 
-/** The body as a dictionary of fields, or DRF's 400 for any other JSON value. */
-export async function readFields(ctx: Context, limit: number): Promise<Fields> {
-  const data = await readBody(ctx, limit);
-  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
-    throw new ApiError(400, { non_field_errors: [`Invalid data. Expected a dictionary, but got ${pythonTypeName(data)}.`] });
+/** A form's repeated field reads as its last value, as Django's QueryDict.get does. */
+function lastValues(form: Fields): Fields {
+  const fields: Fields = Object.create(null) as Fields;
+  for (const [name, value] of Object.entries(form)) fields[name] = Array.isArray(value) ? value.at(-1) : value;
+  return fields;
+}
+
+export interface BodyReader {
+  /** The body as a dictionary of fields, or DRF's 400 for any other JSON value. No body: {}. */
+  fields(ctx: Context): Promise<Fields>;
+}
+
+export function createBodyReader(limit: number): BodyReader {
+  const parse = bodyParser({
+    enableTypes: ['json', 'form'],
+    // DRF's JSONParser takes any JSON value; its serializer then answers for the non-objects.
+    jsonStrict: false,
+    jsonLimit: limit,
+    formLimit: limit,
+    parsedMethods: ['POST', 'PUT', 'PATCH', 'DELETE'],
+    onError(err) {
+      throw bodyError(err, limit);
+    },
+  });
+
+  async function jsonOrForm(ctx: Context): Promise<{ data: unknown; raw: string }> {
+    let parsed = false;
+    await parse(ctx, async () => {
+      parsed = true;
+    });
+    // The bodyparser answers 499 itself, without parsing, when the client has already gone.
+    if (!parsed) throw new ApiError(400, { detail: 'Request body could not be read.', code: 'bad_request' });
+    return { data: ctx.request.body, raw: ctx.request.rawBody ?? '' };
   }
-  return data as Fields;
+
+  async function fields(ctx: Context): Promise<Fields> {
+    // As DRF: no body reads as no fields, whatever the declared type.
+    if (!hasBody(ctx)) return {};
+    const contentType = ctx.get('content-type');
+    const mediaType = contentType.split(';')[0]!.trim().toLowerCase();
+    if (mediaType === MULTIPART_TYPE) return parseMultipart(ctx, limit);
+    if (mediaType !== JSON_TYPE && mediaType !== FORM_TYPE) throw unsupported(contentType);
+    const { data, raw } = await jsonOrForm(ctx);
+    if (mediaType === FORM_TYPE) return lastValues(data as Fields);
+    if (raw === '') return {}; // a chunked body with no bytes: no body
+    // DRF's Serializer: None is "No data provided"; any other non-object names its Python type.
+    if (data === null) throw new ApiError(400, { non_field_errors: ['No data provided'] });
+    if (typeof data !== 'object' || Array.isArray(data)) {
+      throw new ApiError(400, { non_field_errors: [`Invalid data. Expected a dictionary, but got ${pythonTypeName(data, raw)}.`] });
+    }
+    return data as Fields;
+  }
+
+  return { fields };
 }

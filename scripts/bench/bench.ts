@@ -25,7 +25,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import * as jws from '../../app/auth/jws';
+import jwt from 'jsonwebtoken';
 import { loadConfig } from '../../app/config';
 
 const ROOT = path.resolve(__dirname, '../..');
@@ -241,7 +241,7 @@ async function mintRefreshTokens(userId: number, n: number): Promise<string> {
   for (let i = 1; i <= n; i++) {
     const jti = createHash('md5').update(`${seed}-${i}`).digest('hex');
     const iat = Math.floor(now / 1000);
-    lines.push(jws.sign({ alg: key.alg, typ: 'JWT' }, { token_type: 'refresh', exp: iat + 86400, iat, jti, user_id: userId }, key.alg, key.signing));
+    lines.push(jwt.sign({ token_type: 'refresh', exp: iat + 86400, iat, jti, user_id: userId }, key.signing, { algorithm: key.alg }));
   }
   const file = path.join(tmp, 'refresh-tokens.txt');
   writeFileSync(file, `${lines.join('\n')}\n`);

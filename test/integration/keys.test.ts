@@ -36,7 +36,7 @@ afterAll(async () => {
 });
 
 describe('asymmetric keys', () => {
-  for (const alg of ['RS256', 'ES256', 'EdDSA']) {
+  for (const alg of ['RS256', 'PS384', 'ES256', 'ES512']) {
     it(`${alg}: tokens carry the key's kid, verify, and the JWKS publishes the public key`, async () => {
       const file = path.join(dir, `${alg}.pem`);
       const kid = genkey(alg, file);
@@ -78,39 +78,41 @@ describe('asymmetric keys', () => {
 });
 
 describe('key rotation while tokens are live', () => {
-  it('ES256 → ES256: old tokens keep working, new ones carry the new kid; retiring the old key ends them', async () => {
-    // Before: key A signs.
-    const keyA = path.join(dir, 'a.pem');
-    const kidA = genkey('ES256', keyA);
-    const before = await deploy({ ALGORITHM: 'ES256', SIGNING_KEY_FILE: keyA, SIGNING_KEY: '' });
-    await before.user('rita', 'rita-password-1');
-    const old = await before.login('rita', 'rita-password-1');
-    expect(decodeJwt(old.access).header.kid).toBe(kidA);
+  for (const [algA, algB] of [['ES256', 'ES256'], ['RS256', 'ES256']] as const) {
+    it(`${algA} → ${algB}: old tokens keep working, new ones carry the new kid; retiring the old key ends them`, async () => {
+      // Before: key A signs.
+      const keyA = path.join(dir, `a-${algA}-${algB}.pem`);
+      const kidA = genkey(algA, keyA);
+      const before = await deploy({ ALGORITHM: algA, SIGNING_KEY_FILE: keyA, SIGNING_KEY: '' });
+      await before.user(`rita-${algA}-${algB}`, 'rita-password-1');
+      const old = await before.login(`rita-${algA}-${algB}`, 'rita-password-1');
+      expect(decodeJwt(old.access).header.kid).toBe(kidA);
 
-    // Step 1: make key B. Step 2: save the published keys (A) as the verify-only set.
-    const keyB = path.join(dir, 'b.pem');
-    const kidB = genkey('ES256', keyB);
-    const retired = path.join(dir, 'retired.jwks.json');
-    writeFileSync(retired, (await before.request('GET', '/.well-known/jwks.json')).text);
-    // Step 3: deploy with B signing and A verifying (pm2 reload re-reads the files).
-    const during = await deploy({ ALGORITHM: 'ES256', SIGNING_KEY_FILE: keyB, SIGNING_KEY: '', VERIFYING_KEYS_FILE: retired });
-    expect((await me(during, old.access)).status).toBe(200);
-    const rotated = await during.post('/api/token/refresh/', { refresh: old.refresh });
-    expect(rotated.status).toBe(200);
-    expect(decodeJwt(rotated.json.access).header.kid).toBe(kidB);
-    expect(decodeJwt(rotated.json.refresh).header.kid).toBe(kidB);
-    expect((await me(during, rotated.json.access)).status).toBe(200);
-    const fresh = await during.login('rita', 'rita-password-1');
-    expect(decodeJwt(fresh.access).header.kid).toBe(kidB);
-    const published = (await during.request('GET', '/.well-known/jwks.json')).json.keys.map((k: { kid: string }) => k.kid);
-    expect(published).toEqual([kidB, kidA]);
+      // Step 1: make key B. Step 2: save the published keys (A) as the verify-only set.
+      const keyB = path.join(dir, `b-${algA}-${algB}.pem`);
+      const kidB = genkey(algB, keyB);
+      const retired = path.join(dir, `retired-${algA}-${algB}.jwks.json`);
+      writeFileSync(retired, (await before.request('GET', '/.well-known/jwks.json')).text);
+      // Step 3: deploy with B signing and A verifying (pm2 reload re-reads the files).
+      const during = await deploy({ ALGORITHM: algB, SIGNING_KEY_FILE: keyB, SIGNING_KEY: '', VERIFYING_KEYS_FILE: retired });
+      expect((await me(during, old.access)).status).toBe(200);
+      const rotated = await during.post('/api/token/refresh/', { refresh: old.refresh });
+      expect(rotated.status).toBe(200);
+      expect(decodeJwt(rotated.json.access).header.kid).toBe(kidB);
+      expect(decodeJwt(rotated.json.refresh).header.kid).toBe(kidB);
+      expect((await me(during, rotated.json.access)).status).toBe(200);
+      const fresh = await during.login(`rita-${algA}-${algB}`, 'rita-password-1');
+      expect(decodeJwt(fresh.access).header.kid).toBe(kidB);
+      const published = (await during.request('GET', '/.well-known/jwks.json')).json.keys.map((k: { kid: string }) => k.kid);
+      expect(published).toEqual([kidB, kidA]);
 
-    // Step 4, once REFRESH_TOKEN_LIFETIME has passed: drop A. Its tokens are refused, B's live on.
-    const stillOld = await before.login('rita', 'rita-password-1'); // a token A signed late
-    const after = await deploy({ ALGORITHM: 'ES256', SIGNING_KEY_FILE: keyB, SIGNING_KEY: '' });
-    expect((await me(after, stillOld.access)).json.messages[0].message).toBe('Token is invalid or expired');
-    expect((await me(after, fresh.access)).status).toBe(200);
-  });
+      // Step 4, once REFRESH_TOKEN_LIFETIME has passed: drop A. Its tokens are refused, B's live on.
+      const stillOld = await before.login(`rita-${algA}-${algB}`, 'rita-password-1'); // a token A signed late
+      const after = await deploy({ ALGORITHM: algB, SIGNING_KEY_FILE: keyB, SIGNING_KEY: '' });
+      expect((await me(after, stillOld.access)).json.messages[0].message).toBe('Token is invalid or expired');
+      expect((await me(after, fresh.access)).status).toBe(200);
+    });
+  }
 
   it('HS256 (no kid) → HS256 with a kid: the old secret verifies as a kid-less retired key', async () => {
     const oldSecret = 'the-old-hs256-secret-0123456789abcdef';

@@ -2,6 +2,7 @@
 // a clock the test can move.
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
+import type Koa from 'koa';
 import pg from 'pg';
 import { inject } from 'vitest';
 import { createApp } from '../../app/app';
@@ -75,6 +76,8 @@ export async function freshDatabase(): Promise<string> {
 
 export interface TestApp {
   url: string;
+  /** The Koa application itself, for tests that inspect its routes. */
+  koa: Koa;
   config: Config;
   db: Database;
   tokens: TokenService;
@@ -130,6 +133,7 @@ export async function startTestApp(env: Record<string, string> = {}, options: Te
 
   const t: TestApp = {
     url,
+    koa: app,
     config,
     db,
     tokens,

@@ -1,9 +1,8 @@
 import { createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { ALGORITHMS } from '../../app/auth/jws';
-import { buildKeySet, generateKey, KeyError, thumbprint } from '../../app/auth/keys';
+import { ALGORITHMS, buildKeySet, generateKey, KeyError, thumbprint } from '../../app/auth/keys';
 import { createTokenService } from '../../app/auth/tokens';
-import { loadConfig } from '../../app/config';
+import { ConfigError, loadConfig } from '../../app/config';
 import { decodeJwt } from '../support/http';
 import { thrown } from '../support/thrown';
 
@@ -40,25 +39,26 @@ describe('keys', () => {
     const es = generateKey('ES256');
     const hs = generateKey('HS256');
     const set = buildKeySet({
-      algorithm: 'EdDSA',
-      signingKey: generateKey('EdDSA').signingKey,
+      algorithm: 'PS256',
+      signingKey: generateKey('PS256').signingKey,
       verifyingKeys: JSON.stringify({ keys: [es.jwk, hs.jwk] }),
     });
     const published = set.jwks().keys;
-    expect(published.map((k) => k.alg)).toEqual(['EdDSA', 'ES256']);
+    expect(published.map((k) => k.alg)).toEqual(['PS256', 'ES256']);
+    expect(set.algorithms).toEqual(['PS256', 'ES256', 'HS256']);
     for (const k of published) {
       expect(Object.keys(k)).not.toContain('d');
       expect(k.use).toBe('sig');
     }
     expect(set.find(hs.kid)!.alg).toBe('HS256');
     expect(set.find('nope')).toBeUndefined();
-    expect(set.find(undefined)).toBeUndefined(); // EdDSA keys always have a kid
+    expect(set.find(undefined)).toBeUndefined(); // asymmetric keys always have a kid (their thumbprint)
   });
 
   it('takes a VERIFYING_KEY that is the public half of SIGNING_KEY', () => {
-    const a = generateKey('EdDSA');
+    const a = generateKey('ES384');
     const publicPem = createPublicKey(a.signingKey).export({ format: 'pem', type: 'spki' }).toString();
-    const set = buildKeySet({ algorithm: 'EdDSA', signingKey: a.signingKey, verifyingKey: publicPem });
+    const set = buildKeySet({ algorithm: 'ES384', signingKey: a.signingKey, verifyingKey: publicPem });
     expect(set.active.kid).toBe(a.kid);
     expect(set.active.verifying.type).toBe('public');
   });
@@ -75,7 +75,8 @@ describe('keys', () => {
     expect(keyError(() => buildKeySet({ algorithm: 'RS256', signingKey: rsa1024 }))).toMatch(/at least 2048 bits/);
     const p384 = generateKeyPairSync('ec', { namedCurve: 'secp384r1' }).privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
     expect(keyError(() => buildKeySet({ algorithm: 'ES256', signingKey: p384 }))).toMatch(/P-256/);
-    expect(keyError(() => buildKeySet({ algorithm: 'EdDSA', signingKey: 'not a pem' }))).toMatch(/PEM private key/);
+    expect(keyError(() => buildKeySet({ algorithm: 'ES512', signingKey: p384 }))).toMatch(/P-521/);
+    expect(keyError(() => buildKeySet({ algorithm: 'PS256', signingKey: 'not a pem' }))).toMatch(/PEM private key/);
     const a = generateKey('ES256');
     const b = generateKey('ES256');
     const bPublic = createPublicKey(b.signingKey).export({ format: 'pem', type: 'spki' }).toString();
@@ -88,5 +89,17 @@ describe('keys', () => {
     expect(buildKeySet({ algorithm: 'ES256', signingKey: a.signingKey, verifyingKeys: JSON.stringify({ keys: [a.jwk] }) }).keys).toHaveLength(1);
     expect(keyError(() => buildKeySet({ algorithm: 'HS256', signingKey: 'x', verifyingKeys: '{"keys":[{"kty":"oct","k":"eA"}]}' }))).toMatch(/"alg" must be/);
     expect(keyError(() => buildKeySet({ algorithm: 'HS256', signingKey: 'x', verifyingKeys: 'nope' }))).toMatch(/not JSON/);
+  });
+
+  it('has no EdDSA: an EdDSA setting or an Ed25519 key stops the start, naming the algorithms there are', () => {
+    const supported = /jsonwebtoken.*has no EdDSA.*HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512/;
+    const ed = generateKeyPairSync('ed25519');
+    const edPem = ed.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+    const configError = (env: Record<string, string>) =>
+      thrown(() => loadConfig({ DATABASE_URL: 'postgres://x/y', ...env }), ConfigError).message;
+    expect(configError({ ALGORITHM: 'EdDSA', SIGNING_KEY: 'k'.repeat(40) })).toMatch(supported);
+    expect(configError({ ALGORITHM: 'ES256', SIGNING_KEY: edPem })).toMatch(supported);
+    const okp = { ...(ed.publicKey.export({ format: 'jwk' }) as object), alg: 'EdDSA', kid: 'ed' };
+    expect(keyError(() => buildKeySet({ algorithm: 'HS256', signingKey: 'x', verifyingKeys: JSON.stringify({ keys: [okp] }) }))).toMatch(supported);
   });
 });
