@@ -7,7 +7,7 @@ import { apiRoutes } from './api/me';
 import { createGuard } from './auth/guard';
 import { jwksRoutes } from './auth/jwks';
 import type { PasswordHasher } from './auth/passwords';
-import type { RevocationCheck } from './auth/revocations';
+import type { RevocationCheck, RevocationFeed } from './auth/revocations';
 import { tokenRoutes } from './auth/routes';
 import type { Clock, TokenService } from './auth/tokens';
 import type { Config } from './config';
@@ -15,6 +15,7 @@ import type { Database } from './db/database';
 import { errorHandler } from './http/errors';
 import { healthRoutes } from './http/health';
 import { requestLogging } from './http/logging';
+import { untrustedProxyWarning } from './http/proxy';
 
 export interface AppDeps {
   config: Config;
@@ -24,10 +25,11 @@ export interface AppDeps {
   hasher: PasswordHasher;
   clock: Clock;
   revocations: RevocationCheck;
+  feed: Pick<RevocationFeed, 'connected'>;
 }
 
 export function createApp(deps: AppDeps): Koa {
-  const { config, db, logger, tokens, hasher, clock, revocations } = deps;
+  const { config, db, logger, tokens, hasher, clock, revocations, feed } = deps;
   const app = new Koa();
   // Behind nginx exactly one hop is trusted, so ctx.ip is the client nginx saw, not a header a client
   // wrote.
@@ -36,14 +38,16 @@ export function createApp(deps: AppDeps): Koa {
   app.silent = true; // errors are logged by errorHandler, once, with the request id
 
   const guard = createGuard({ tokens, authHeaderTypes: config.jwt.authHeaderTypes, revocations });
-  // One router for every route: one match per request.
-  const router = new Router();
-  healthRoutes(router, { db });
+  // One router for every route: one match per request. Paths are case-sensitive, as Django's and
+  // nginx's locations are: one spelling per endpoint, so no spelling slips past nginx's limits.
+  const router = new Router({ sensitive: true });
+  healthRoutes(router, { db, feed, clock });
   tokenRoutes(router, { db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard, throttle: config.throttle });
   jwksRoutes(router, config.jwt.keys);
   apiRoutes(router, { db, guard });
 
   app.use(requestLogging(logger));
+  if (config.proxyHops === 0) app.use(untrustedProxyWarning(logger));
   app.use(errorHandler({ logger, authScheme: config.jwt.authHeaderTypes[0]! }));
   app.use(async (ctx, next) => {
     ctx.set('X-Content-Type-Options', 'nosniff');

@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { flushExpired } from './auth/families';
 import { ALGORITHMS, generateKey, isHmac, NO_EDDSA, type Algorithm } from './auth/keys';
 import { flushThrottle } from './auth/throttle';
-import { createPasswordHasher } from './auth/passwords';
+import { createPasswordHasher, storedHashProblem } from './auth/passwords';
 import { UserError, changePassword, createUser, deactivateUser, importUsers, type DjangoUser } from './auth/users';
 import { ConfigError, loadConfig } from './config';
 import { createDatabase, type Database } from './db/database';
@@ -48,7 +48,13 @@ const djangoRow = z.object({
 const dumpdataRow = z
   .object({ model: z.literal('auth.user'), pk: z.number(), fields: z.object({}).passthrough() })
   .transform((r) => ({ ...r.fields, id: r.pk }));
-const importFile = z.array(z.union([dumpdataRow.pipe(djangoRow), djangoRow]));
+const importFile = z.array(
+  z.union([dumpdataRow.pipe(djangoRow), djangoRow]).superRefine((row, ctx) => {
+    // A hash that would make every login of this user spin for seconds is refused here, not at login.
+    const problem = storedHashProblem(row.password);
+    if (problem) ctx.addIssue({ code: 'custom', path: ['password'], message: `user ${row.username}: ${problem}` });
+  }),
+);
 
 async function parseImportFile(file: string): Promise<DjangoUser[]> {
   let json: unknown;
@@ -84,12 +90,16 @@ async function genkey(alg: string, file: string | undefined, out: Out): Promise<
   if (alg === 'EdDSA') throw new UsageError(NO_EDDSA);
   if (!(ALGORITHMS as readonly string[]).includes(alg)) throw new UsageError(`genkey takes one of ${ALGORITHMS.join(', ')}`);
   const key = generateKey(alg as Algorithm);
+  const hmac = isHmac(key.alg);
   const info = [
     `kid: ${key.kid}`,
-    isHmac(key.alg)
-      ? `set ALGORITHM=${key.alg}, SIGNING_KEY (or SIGNING_KEY_FILE) and SIGNING_KEY_ID=${key.kid}`
+    hmac
+      ? `set ALGORITHM=${key.alg}, SIGNING_KEY_FILE (or SIGNING_KEY) and SIGNING_KEY_ID=${key.kid}`
       : `set ALGORITHM=${key.alg} and SIGNING_KEY_FILE (or SIGNING_KEY)`,
-    `${isHmac(key.alg) ? 'secret' : 'public'} JWK, for a VERIFYING_KEYS_FILE once this key retires: ${JSON.stringify(key.jwk)}`,
+    // An HMAC key's JWK is the secret itself: never printed, only described.
+    hmac
+      ? `its JWK, for a VERIFYING_KEYS_FILE once this key retires: {"kty":"oct","kid":"${key.kid}","alg":"${key.alg}","k":"<the key, base64url>"} (k: tr -d '\\n' < KEYFILE | basenc --base64url | tr -d =)`
+      : `public JWK, for a VERIFYING_KEYS_FILE once this key retires: ${JSON.stringify(key.jwk)}`,
   ];
   if (file) {
     await writeFile(file, `${key.signingKey}\n`, { mode: 0o600, flag: 'wx' }).catch((err: NodeJS.ErrnoException) => {

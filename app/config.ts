@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
-import { ALGORITHMS, buildKeySet, generateKey, isHmac, KeyError, NO_EDDSA, type Algorithm, type KeySet } from './auth/keys';
+import { ALGORITHMS, buildKeySet, generateKey, isHmac, KeyError, MIN_HMAC_KEY_BYTES, NO_EDDSA, type Algorithm, type KeySet } from './auth/keys';
 import type { ThrottleSettings } from './auth/throttle';
 
 export type Environment = 'production' | 'development' | 'test';
@@ -38,6 +38,8 @@ export interface Config {
   maxBodyBytes: number;
   /** Password hashes run at once in this process (PM2 sets it to the CPUs per worker). */
   hashConcurrency: number;
+  /** Password hashes that may wait for a slot; beyond them a login answers 503. */
+  hashQueue: number;
   jwt: JwtSettings;
   throttle: ThrottleSettings;
 }
@@ -51,7 +53,6 @@ export interface LoadedConfig {
   warnings: string[];
 }
 
-const MIN_PRODUCTION_KEY_BYTES = 32;
 // Keys that are public (our compose development default, the contract's test key) or plainly
 // placeholders: refused in production whatever their length.
 const PUBLIC_KEYS = new Set([
@@ -60,9 +61,15 @@ const PUBLIC_KEYS = new Set([
 ]);
 const PLACEHOLDER = /insecure|do-not-(use|deploy)|change-?me|replace-?me|example|^(secret|password)/i;
 
+/** Whether an address (or host name) reaches this machine only: 127.0.0.0/8, ::1, localhost. */
+export function isLoopback(address: string): boolean {
+  const a = address.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  return a === 'localhost' || a === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(a);
+}
+
 function weakKeyReason(key: string): string | undefined {
-  if (Buffer.byteLength(key) < MIN_PRODUCTION_KEY_BYTES) {
-    return `must be at least ${MIN_PRODUCTION_KEY_BYTES} bytes when NODE_ENV=production`;
+  if (Buffer.byteLength(key) < MIN_HMAC_KEY_BYTES) {
+    return `must be at least ${MIN_HMAC_KEY_BYTES} bytes when NODE_ENV=production`;
   }
   if (PUBLIC_KEYS.has(key) || PLACEHOLDER.test(key)) return 'is a published default or a placeholder, not a secret';
   if (new Set(key).size < 10) return 'is too repetitive to be a random secret';
@@ -122,6 +129,9 @@ const databaseUrl = z.string().refine(
 const schema = z.object({
   NODE_ENV: z.enum(['production', 'development', 'test']).default('development'),
   HOST: z.string().min(1).default('0.0.0.0'),
+  // Where the stack is reachable from: the address nginx's port is published on (compose passes its
+  // HTTP_BIND); HOST when the app is reached directly. Decides whether a published key may be used.
+  HTTP_BIND: optionalText.optional(),
   PORT: int(0, 65535).default(3000),
   DATABASE_URL: databaseUrl,
   DB_POOL_MAX: int(1, 1000).default(10),
@@ -134,6 +144,8 @@ const schema = z.object({
   SHUTDOWN_TIMEOUT: duration('a duration').default(10),
   MAX_BODY_BYTES: int(64, 10 * 1024 * 1024).default(64 * 1024),
   PASSWORD_HASH_CONCURRENCY: int(1, 256).optional(),
+  // Logins that may wait for a hashing slot, per worker; more get 503 + Retry-After at once.
+  PASSWORD_HASH_QUEUE: int(0, 100_000).default(32),
   ACCESS_TOKEN_LIFETIME: duration('a duration').default(300),
   REFRESH_TOKEN_LIFETIME: duration('a duration').default(86400),
   ROTATE_REFRESH_TOKENS: bool.default(true),
@@ -199,6 +211,14 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
   const warnings: string[] = [];
 
   let signingKey = inlineOrFile('SIGNING_KEY', e.SIGNING_KEY, e.SIGNING_KEY_FILE);
+  if (signingKey !== undefined && PUBLIC_KEYS.has(signingKey)) {
+    // Anyone can sign tokens with a key printed in our README and compose file.
+    const [name, address] = e.HTTP_BIND !== undefined ? ['HTTP_BIND', e.HTTP_BIND] : ['HOST', e.HOST];
+    if (!isLoopback(address)) {
+      throw invalid('SIGNING_KEY', `is the published development key and the stack listens beyond loopback (${name}=${address}): anyone could sign tokens; set your own (npm run cli -- genkey HS256)`);
+    }
+    warnings.push('SIGNING_KEY is the published development key: anyone can sign tokens with it. Set your own (npm run cli -- genkey HS256) before the stack listens beyond loopback.');
+  }
   if (e.NODE_ENV === 'production') {
     if (!signingKey) throw invalid('SIGNING_KEY', 'is required when NODE_ENV=production');
     const weak = isHmac(e.ALGORITHM) ? weakKeyReason(signingKey) : undefined;
@@ -236,6 +256,7 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
       shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT * 1000,
       maxBodyBytes: e.MAX_BODY_BYTES,
       hashConcurrency: e.PASSWORD_HASH_CONCURRENCY ?? availableParallelism(),
+      hashQueue: e.PASSWORD_HASH_QUEUE,
       jwt: {
         accessTokenLifetime: e.ACCESS_TOKEN_LIFETIME,
         refreshTokenLifetime: e.REFRESH_TOKEN_LIFETIME,

@@ -38,7 +38,7 @@ export function createServices(
   return {
     db,
     tokens,
-    hasher: createPasswordHasher(options.argon2, config.hashConcurrency),
+    hasher: createPasswordHasher(options.argon2, { concurrency: config.hashConcurrency, queueLimit: config.hashQueue }),
     revocations,
     feed,
     async close() {

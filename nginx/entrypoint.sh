@@ -26,9 +26,11 @@ render() {
       "$src/$1" > "$out/$2"
 }
 
-rm -f "$out"/*.conf "$out"/*.locations
+rm -f "$out"/*.conf "$out"/*.locations "$out"/*.inc
 render common.conf 00-common.conf
 render api.locations api.locations
+render security-headers.inc security-headers.inc
+render errors.inc errors.inc
 if [ -s "$certs/tls.crt" ] && [ -s "$certs/tls.key" ]; then
   render https.conf 10-https.conf
   echo "koa-auth-stack: TLS on (port 443, HTTP/2), port 80 redirects" >&2

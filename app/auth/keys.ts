@@ -22,6 +22,8 @@ export type Algorithm = (typeof ALGORITHMS)[number];
 
 export const isHmac = (alg: Algorithm): boolean => alg.startsWith('HS');
 
+export const MIN_HMAC_KEY_BYTES = 32;
+
 /** Why an EdDSA configuration cannot start: the card's library (jsonwebtoken) has no EdDSA. */
 export const NO_EDDSA = `EdDSA (Ed25519) is not supported: jsonwebtoken, which signs and verifies every token, has no EdDSA; use one of ${ALGORITHMS.join(', ')}`;
 
@@ -144,7 +146,11 @@ function importVerifyingKeys(json: string): Key[] {
     if (jwk.kid !== undefined && typeof jwk.kid !== 'string') throw new KeyError(`${where}: "kid" must be a string`);
     if (isHmac(alg)) {
       if (jwk.kty !== 'oct' || typeof jwk.k !== 'string') throw new KeyError(`${where}: an ${alg} key is {"kty":"oct","k":…}`);
-      const secret = createSecretKey(Buffer.from(jwk.k, 'base64url'));
+      const bytes = Buffer.from(jwk.k, 'base64url');
+      // A short secret can be guessed offline from any token it signed (RFC 7518 §3.2 asks for at
+      // least the hash's size; 32 bytes is our floor for every HMAC key).
+      if (bytes.length < MIN_HMAC_KEY_BYTES) throw new KeyError(`${where}: an HMAC key must be at least ${MIN_HMAC_KEY_BYTES} bytes (this one is ${bytes.length})`);
+      const secret = createSecretKey(bytes);
       return { kid: jwk.kid as string | undefined, alg, verifying: secret };
     }
     let verifying: KeyObject;

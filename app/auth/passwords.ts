@@ -18,11 +18,17 @@ export interface Argon2Params {
 // OWASP Password Storage Cheat Sheet, argon2id option 2: m=19 MiB, t=2, p=1.
 export const OWASP_ARGON2ID: Readonly<Argon2Params> = { memory: 19456, passes: 2, parallelism: 1, tagLength: 32, saltLength: 16 };
 
-// Bounds on what a stored hash may ask of us, so a corrupt or hostile import cannot make a login
-// allocate gigabytes or spin for minutes.
-const MAX_ARGON2_MEMORY_KIB = 1 << 20;
-const MAX_ARGON2_PASSES = 64;
-const MAX_PBKDF2_ITERATIONS = 10_000_000;
+// What a stored hash may ask of a login at most, so a corrupt or hostile import cannot make a login
+// allocate a gigabyte or spin for seconds. Django's own hashes stay inside: argon2-cffi's defaults
+// (m=100 MiB, t=2, p=8) and pbkdf2_sha256 at Django 5.2's 1,000,000 iterations. At the cap an
+// argon2 hash takes about 8× the configured one's time here (m=128 MiB, t=2: scripts/bench/hash-rate.js).
+export const HASH_CAPS = {
+  argon2MemoryKiB: 128 * 1024,
+  /** memory × passes, in KiB: the work of t=2 at the memory cap. */
+  argon2Work: 2 * 128 * 1024,
+  argon2Parallelism: 16,
+  pbkdf2Iterations: 2_000_000,
+} as const;
 
 export interface VerifyResult {
   ok: boolean;
@@ -61,14 +67,40 @@ function parseArgon2(phc: string): ParsedArgon2 | null {
   };
   const valid =
     parsed.parallelism >= 1 &&
-    parsed.parallelism <= 255 &&
     parsed.memory >= 8 * parsed.parallelism &&
-    parsed.memory <= MAX_ARGON2_MEMORY_KIB &&
     parsed.passes >= 1 &&
-    parsed.passes <= MAX_ARGON2_PASSES &&
     parsed.salt.length >= 8 &&
     parsed.hash.length >= 4;
   return valid ? parsed : null;
+}
+
+const overArgon2Caps = (p: { memory: number; passes: number; parallelism: number }) =>
+  p.memory > HASH_CAPS.argon2MemoryKiB || p.memory * p.passes > HASH_CAPS.argon2Work || p.parallelism > HASH_CAPS.argon2Parallelism;
+
+const PBKDF2 = /^pbkdf2_(sha256|sha1)\$(\d{1,9})\$([^$]*)\$([A-Za-z0-9+/]+={0,2})$/;
+
+/**
+ * Why a stored hash must not be imported: it asks for more work than HASH_CAPS allows, or it claims
+ * a supported format and does not parse. Undefined when it may be stored (including formats we never
+ * verify, such as Django's unusable "!…" passwords: they simply never match).
+ */
+export function storedHashProblem(encoded: string): string | undefined {
+  const phc = encoded.startsWith('argon2$argon2') ? encoded.slice('argon2'.length) : encoded;
+  if (phc.startsWith('$argon2')) {
+    const p = parseArgon2(phc);
+    if (!p) return 'a malformed argon2 hash';
+    if (overArgon2Caps(p)) {
+      return `argon2 parameters m=${p.memory},t=${p.passes},p=${p.parallelism} exceed the cap (m ≤ ${HASH_CAPS.argon2MemoryKiB}, m×t ≤ ${HASH_CAPS.argon2Work}, p ≤ ${HASH_CAPS.argon2Parallelism})`;
+    }
+    return undefined;
+  }
+  if (encoded.startsWith('pbkdf2_')) {
+    const m = PBKDF2.exec(encoded);
+    if (!m) return 'a malformed pbkdf2 hash';
+    const n = Number(m[2]);
+    if (n < 1 || n > HASH_CAPS.pbkdf2Iterations) return `${n} pbkdf2 iterations exceed the cap (${HASH_CAPS.pbkdf2Iterations})`;
+  }
+  return undefined;
 }
 
 async function argon2Unlimited(variant: Argon2Variant, password: string, salt: Buffer, p: Omit<Argon2Params, 'saltLength'>) {
@@ -86,51 +118,130 @@ function safeEqual(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/** The hashing queue is full: the caller should answer 503 and ask the client to come back. */
+export class HashQueueFull extends Error {
+  override name = 'HashQueueFull';
+}
+
+/** The client went away while its hash waited: the hash was never run. */
+export class HashAborted extends Error {
+  override name = 'HashAborted';
+}
+
 /**
- * At most `limit` of the wrapped calls at once; the rest wait in line. Hashes are CPU- and
- * memory-bound: running more at once than there are cores only makes each slower and the process
- * larger (19 MiB per argon2id hash in flight).
+ * At most `limit` of the wrapped calls at once; at most `maxWaiting` more wait in line (HashQueueFull
+ * beyond that); a waiting call whose signal aborts leaves the line without running. Hashes are CPU-
+ * and memory-bound: running more at once than there are cores only makes each slower and the
+ * process larger (19 MiB per argon2id hash in flight), and a line longer than a few seconds' work
+ * only serves clients that have given up.
  */
-export function limiter(limit: number) {
+export function limiter(limit: number, maxWaiting = Infinity) {
   let running = 0;
-  const waiting: (() => void)[] = [];
-  return async function run<T>(task: () => Promise<T>): Promise<T> {
-    if (running >= limit) await new Promise<void>((resolve) => waiting.push(resolve));
-    else running += 1;
+  const waiting: { start: () => void; signal: AbortSignal | undefined }[] = [];
+  const run = async function run<T>(task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    if (signal?.aborted) throw new HashAborted();
+    if (running >= limit) {
+      if (waiting.length >= maxWaiting) throw new HashQueueFull();
+      await new Promise<void>((resolve, reject) => {
+        const entry = { start: resolve, signal };
+        waiting.push(entry);
+        signal?.addEventListener(
+          'abort',
+          () => {
+            const i = waiting.indexOf(entry);
+            if (i >= 0) {
+              waiting.splice(i, 1);
+              reject(new HashAborted());
+            }
+          },
+          { once: true },
+        );
+      });
+    } else {
+      running += 1;
+    }
     try {
       return await task();
     } finally {
       const next = waiting.shift();
-      if (next) next();
+      if (next) next.start();
       else running -= 1;
     }
   };
+  return Object.assign(run, { waiting: () => waiting.length });
 }
 
 export interface PasswordHasher {
   readonly params: Readonly<Argon2Params>;
   hash(password: string): Promise<string>;
-  verify(password: string, encoded: string): Promise<VerifyResult>;
+  /**
+   * Checks a password against a stored hash. A failure always costs at least one hash at the
+   * configured parameters, whatever the reason (a wrong password, a cheaper legacy hash, a malformed,
+   * capped or unsupported one), so timing does not tell them apart. Over-cap hashes are never run.
+   * May throw HashQueueFull, or HashAborted when `signal` aborts while the hash waits.
+   */
+  verify(password: string, encoded: string, signal?: AbortSignal): Promise<VerifyResult>;
   /** Spends the time of one verification against a dummy hash, for logins of unknown users. */
-  burn(password: string): Promise<void>;
+  burn(password: string, signal?: AbortSignal): Promise<void>;
+  /** How many hashes this process has computed: for tests and metrics. */
+  computed(): number;
+  /** How many hashes wait for a slot now. */
+  queued(): number;
 }
 
-export function createPasswordHasher(params: Readonly<Argon2Params> = OWASP_ARGON2ID, concurrency = 1): PasswordHasher {
-  let dummy: Promise<string> | undefined;
-  const limited = limiter(concurrency);
-  const argon2Raw = (...args: Parameters<typeof argon2Unlimited>) => limited(() => argon2Unlimited(...args));
-  const pbkdf2Limited = (...args: Parameters<typeof pbkdf2Async>) => limited(() => pbkdf2Async(...args));
+export interface HasherOptions {
+  /** Hashes run at once (PASSWORD_HASH_CONCURRENCY). */
+  concurrency?: number;
+  /** Hashes that may wait for a slot (PASSWORD_HASH_QUEUE); more are refused with HashQueueFull. */
+  queueLimit?: number;
+}
+
+interface Checked extends VerifyResult {
+  /** Whether the check cost at least a hash at the configured parameters. */
+  fullCost: boolean;
+}
+
+const failed = (fullCost: boolean): Checked => ({ ok: false, needsRehash: false, fullCost });
+
+export function createPasswordHasher(params: Readonly<Argon2Params> = OWASP_ARGON2ID, options: HasherOptions = {}): PasswordHasher {
+  const limited = limiter(options.concurrency ?? 1, options.queueLimit ?? Infinity);
+  let computed = 0;
+  const counted = <T>(work: () => Promise<T>) => () => {
+    computed += 1;
+    return work();
+  };
+  const argon2Raw = (signal: AbortSignal | undefined, ...args: Parameters<typeof argon2Unlimited>) =>
+    limited(counted(() => argon2Unlimited(...args)), signal);
+  const pbkdf2Limited = (signal: AbortSignal | undefined, ...args: Parameters<typeof pbkdf2Async>) =>
+    limited(counted(() => pbkdf2Async(...args)), signal);
+  const configuredWork = params.memory * params.passes;
 
   async function hash(password: string): Promise<string> {
     const salt = randomBytes(params.saltLength);
-    return formatArgon2id(params, salt, await argon2Raw('argon2id', password, salt, params));
+    return formatArgon2id(params, salt, await argon2Raw(undefined, 'argon2id', password, salt, params));
   }
 
-  async function verifyArgon2(password: string, phc: string): Promise<VerifyResult> {
+  // The hash burn() checks against: made once, outside the queue (a full queue must not poison it).
+  let dummy: Promise<string> | undefined;
+  function dummyHash(): Promise<string> {
+    if (!dummy) {
+      const salt = randomBytes(params.saltLength);
+      dummy = argon2Unlimited('argon2id', randomBytes(16).toString('hex'), salt, params).then((h) => formatArgon2id(params, salt, h));
+      dummy.catch(() => (dummy = undefined));
+    }
+    return dummy;
+  }
+
+  // The configured parameters are trusted even above the caps (an operator's choice); the caps bound
+  // what a stored hash may ask beyond them.
+  const overCaps = (p: ParsedArgon2) =>
+    overArgon2Caps(p) && (p.memory > params.memory || p.memory * p.passes > configuredWork || p.parallelism > params.parallelism);
+
+  async function checkArgon2(password: string, phc: string, signal: AbortSignal | undefined): Promise<Checked> {
     const p = parseArgon2(phc);
-    if (!p) return { ok: false, needsRehash: false };
-    const computed = await argon2Raw(p.variant, password, p.salt, { ...p, tagLength: p.hash.length });
-    const ok = safeEqual(computed, p.hash);
+    if (!p || overCaps(p)) return failed(false);
+    const computedHash = await argon2Raw(signal, p.variant, password, p.salt, { ...p, tagLength: p.hash.length });
+    const ok = safeEqual(computedHash, p.hash);
     const current =
       p.variant === 'argon2id' &&
       p.memory === params.memory &&
@@ -138,41 +249,45 @@ export function createPasswordHasher(params: Readonly<Argon2Params> = OWASP_ARGO
       p.parallelism === params.parallelism &&
       p.hash.length === params.tagLength &&
       p.salt.length === params.saltLength;
-    return { ok, needsRehash: ok && !current };
+    return { ok, needsRehash: ok && !current, fullCost: p.memory * p.passes >= configuredWork };
   }
 
-  async function verifyDjangoPbkdf2(password: string, encoded: string): Promise<VerifyResult> {
+  async function checkDjangoPbkdf2(password: string, encoded: string, signal: AbortSignal | undefined): Promise<Checked> {
     // <algorithm>$<iterations>$<salt>$<base64 hash>, with Django's dklen = the digest size.
-    const m = /^pbkdf2_(sha256|sha1)\$(\d{1,9})\$([^$]*)\$([A-Za-z0-9+/]+={0,2})$/.exec(encoded);
-    if (!m) return { ok: false, needsRehash: false };
+    const m = PBKDF2.exec(encoded);
+    if (!m) return failed(false);
     const [, digest, iterations, salt, expectedB64] = m;
     const n = Number(iterations);
-    if (n < 1 || n > MAX_PBKDF2_ITERATIONS) return { ok: false, needsRehash: false };
+    if (n < 1 || n > HASH_CAPS.pbkdf2Iterations) return failed(false);
     const expected = Buffer.from(expectedB64!, 'base64');
     const keylen = digest === 'sha256' ? 32 : 20;
-    const computed = await pbkdf2Limited(Buffer.from(password, 'utf8'), Buffer.from(salt!, 'utf8'), n, keylen, digest!);
-    const ok = safeEqual(computed, expected);
-    return { ok, needsRehash: ok };
+    const computedHash = await pbkdf2Limited(signal, Buffer.from(password, 'utf8'), Buffer.from(salt!, 'utf8'), n, keylen, digest!);
+    const ok = safeEqual(computedHash, expected);
+    // Another algorithm: its cost is not comparable with argon2's, so a failure burns as well.
+    return { ok, needsRehash: ok, fullCost: false };
   }
 
-  async function verify(password: string, encoded: string): Promise<VerifyResult> {
-    if (encoded.startsWith('$argon2')) return verifyArgon2(password, encoded);
+  async function check(password: string, encoded: string, signal: AbortSignal | undefined): Promise<Checked> {
+    if (encoded.startsWith('$argon2')) return checkArgon2(password, encoded, signal);
     // Django's Argon2PasswordHasher stores "argon2" followed by argon2-cffi's PHC string.
     if (encoded.startsWith('argon2$argon2')) {
-      const r = await verifyArgon2(password, encoded.slice('argon2'.length));
-      return { ok: r.ok, needsRehash: r.ok };
+      const r = await checkArgon2(password, encoded.slice('argon2'.length), signal);
+      return { ...r, needsRehash: r.ok };
     }
-    if (encoded.startsWith('pbkdf2_')) return verifyDjangoPbkdf2(password, encoded);
-    // Django's unusable passwords ("!…") and formats we do not support never verify, but still
-    // cost the time of a real check so they cannot be told apart from a wrong password.
-    await burn(password);
-    return { ok: false, needsRehash: false };
+    if (encoded.startsWith('pbkdf2_')) return checkDjangoPbkdf2(password, encoded, signal);
+    // Django's unusable passwords ("!…") and formats we do not support never verify.
+    return failed(false);
   }
 
-  async function burn(password: string): Promise<void> {
-    dummy ??= hash(randomBytes(16).toString('hex'));
-    await verifyArgon2(password, await dummy);
+  async function verify(password: string, encoded: string, signal?: AbortSignal): Promise<VerifyResult> {
+    const { ok, needsRehash, fullCost } = await check(password, encoded, signal);
+    if (!ok && !fullCost) await burn(password, signal);
+    return { ok, needsRehash };
   }
 
-  return { params, hash, verify, burn };
+  async function burn(password: string, signal?: AbortSignal): Promise<void> {
+    await checkArgon2(password, await dummyHash(), signal);
+  }
+
+  return { params, hash, verify, burn, computed: () => computed, queued: limited.waiting };
 }

@@ -12,7 +12,7 @@ import { ApiError } from '../http/errors';
 import { charFields } from '../http/fields';
 import { sendJson } from '../http/respond';
 import * as families from './families';
-import type { PasswordHasher } from './passwords';
+import { HashAborted, HashQueueFull, type PasswordHasher } from './passwords';
 import type { RevocationCheck } from './revocations';
 import * as throttle from './throttle';
 import { TOKEN_MESSAGES, TokenError, type Claims, type Clock, type TokenService, type TokenType } from './tokens';
@@ -39,6 +39,19 @@ function throttled(seconds: number): ApiError {
     { detail: `Request was throttled. Expected available in ${seconds} second${seconds === 1 ? '' : 's'}.`, code: 'throttled' },
     { 'Retry-After': String(seconds) },
   );
+}
+
+/** Every hashing slot is busy and the line is full: come back shortly rather than wait for minutes. */
+const overloaded = () =>
+  new ApiError(503, { detail: 'Too many logins are being checked; try again shortly.', code: 'login_overloaded' }, { 'Retry-After': '1' });
+
+/** Aborts when the client goes away before its answer, so its queued password hash is never run. */
+function clientGone(ctx: Context): AbortSignal {
+  const gone = new AbortController();
+  ctx.res.once('close', () => {
+    if (!ctx.res.writableFinished) gone.abort();
+  });
+  return gone.signal;
 }
 
 const noActiveAccount = (withCode: boolean) =>
@@ -89,7 +102,13 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const key = throttle.loginKey(normalizeUsername(username), ctx.ip);
     const state = await throttle.loginState(db, key, now);
     if (state.waitSeconds > 0) throw throttled(state.waitSeconds);
-    const user = await authenticate(db, hasher, username, password, { updateLastLogin: settings.updateLastLogin, now });
+    const user = await authenticate(db, hasher, username, password, { updateLastLogin: settings.updateLastLogin, now, signal: clientGone(ctx) }).catch(
+      (err: unknown) => {
+        if (err instanceof HashQueueFull) throw overloaded();
+        if (err instanceof HashAborted) throw new ApiError(499, { detail: 'The client closed the request.', code: 'client_closed' });
+        throw err;
+      },
+    );
     if (!user) {
       await throttle.recordLoginFailure(db, key, now, deps.throttle);
       throw noActiveAccount(false);

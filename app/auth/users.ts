@@ -49,16 +49,16 @@ export async function authenticate(
   hasher: PasswordHasher,
   username: string,
   password: string,
-  options: { updateLastLogin: boolean; now: Date },
+  options: { updateLastLogin: boolean; now: Date; signal?: AbortSignal },
 ): Promise<Authenticated | null> {
   const [user] = await db.rows<LoginRow>('SELECT id, username, password_hash, is_active FROM users WHERE username = $1', [
     normalizeUsername(username),
   ]);
   if (!user) {
-    await hasher.burn(password);
+    await hasher.burn(password, options.signal);
     return null;
   }
-  const result = await hasher.verify(password, user.password_hash);
+  const result = await hasher.verify(password, user.password_hash, options.signal);
   if (!result.ok || !user.is_active) return null;
   if (result.needsRehash) {
     // Compare-and-set: a password change that lands meanwhile wins over the upgrade.

@@ -34,7 +34,16 @@ export function createHttpServer(
   handler: http.RequestListener,
   options: { keepAliveTimeoutMs: number },
 ): http.Server {
-  const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES }, handler);
+  // Node's own check for a missing Host answers a bare 400; ours answers in JSON, like every error.
+  const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, requireHostHeader: false }, (req, res) => {
+    if (req.httpVersion === '1.1' && req.headers.host === undefined) {
+      const body = JSON.stringify({ detail: 'The request has no Host header.', code: 'bad_request' });
+      res.writeHead(400, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
+      res.end(body);
+      return;
+    }
+    handler(req, res);
+  });
   // Node must keep idle keep-alive sockets open longer than nginx does (see KEEP_ALIVE_TIMEOUT).
   server.keepAliveTimeout = options.keepAliveTimeoutMs;
   server.headersTimeout = options.keepAliveTimeoutMs + 5_000;

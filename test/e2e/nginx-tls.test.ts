@@ -8,6 +8,7 @@ import path from 'node:path';
 import { GenericContainer, Wait, type StartedTestContainer } from 'testcontainers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from '../support/http';
+import { contractError, rawHttp, SECURITY_HEADERS } from '../support/hostile';
 import { images, ROOT } from '../support/images';
 
 let image: GenericContainer;
@@ -62,6 +63,14 @@ describe('nginx TLS', () => {
     expect(down.status).toBe(503);
     expect(down.json).toMatchObject({ code: 'service_unavailable' });
     expect(down.headers.get('retry-after')).toBe('2');
+    // nginx's own answers carry the app's security headers too, Retry-After or not.
+    for (const [name, pattern] of Object.entries(SECURITY_HEADERS)) expect(down.headers.get(name), name).toMatch(pattern);
+    expect(down.headers.get('strict-transport-security')).toBeNull(); // plain HTTP: no HSTS
+    for (const target of ['/api/me/%00', '/__errors/400', '/__errors/503']) {
+      const r = await rawHttp(base, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      expect(contractError(r), `${target}: ${r.status} ${r.body}`).toEqual([]);
+      for (const [name, pattern] of Object.entries(SECURITY_HEADERS)) expect(r.headers[name], `${target} ${name}`).toMatch(pattern);
+    }
   });
 
   it('serves HTTPS with HTTP/2 when tls.crt and tls.key are mounted, and redirects 80 with 308', async () => {
@@ -83,5 +92,14 @@ describe('nginx TLS', () => {
     const api = await h2get(https, '/api/me/');
     expect(api.status).toBe(503);
     expect(api.headers['x-request-id']).toMatch(/^[0-9a-f]{32}$/);
+    expect(api.headers['strict-transport-security']).toBe('max-age=63072000');
+    expect(api.headers['x-content-type-options']).toBe('nosniff');
+    // The redirecting port answers bad requests as JSON too, not with nginx's HTML page.
+    const bad = await rawHttp(http, 'GET /api/me/%00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    expect(contractError(bad), bad.body).toEqual([]);
+    // Plain HTTP sent to the TLS port: 400 as JSON, not nginx's HTML.
+    const plain = await rawHttp(`http://127.0.0.1:${c.getMappedPort(443)}`, 'GET /api/me/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    expect(plain.status).toBe(400);
+    expect(contractError(plain), plain.body).toEqual([]);
   });
 });

@@ -2,6 +2,7 @@
 // nginx's published port and as an operator through `docker exec`.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeJwt, request, type Reply } from '../support/http';
+import { contractError, HOSTILE_REQUESTS, rawHttp, SECURITY_HEADERS } from '../support/hostile';
 import { startStack, type Stack } from '../support/stack';
 
 const SIGNING_KEY = 'e2e-signing-key-0123456789abcdefghijklmnopqrstuvwxyz';
@@ -148,7 +149,7 @@ describe('the client flow through nginx', () => {
     expect((await get('/api/me')).status).toBe(401); // no trailing slash: served
     const nginxHealth = await get('/healthz');
     expect(nginxHealth.json).toEqual({ status: 'ok' });
-    expect((await get('/readyz')).json).toEqual({ status: 'ok', database: 'ok' });
+    expect((await get('/readyz')).json).toEqual({ status: 'ok', database: 'ok', revocations: 'ok' });
     expect(r.headers.get('server')).toBe('nginx'); // server_tokens off: no version
     // JSON is gzipped for clients that accept it (a token pair is large enough to be worth it).
     const gz = await fetch(`${stack.url}/api/token/`, {
@@ -324,7 +325,38 @@ describe('nginx limits', () => {
     for (const r of byNginx) {
       expect(r.json).toEqual({ detail: 'Too many requests from this address; retry in a second.', code: 'throttled' });
       expect(r.headers.get('retry-after')).toBe('1');
-      expect(r.headers.get('x-request-id')).toMatch(/^[0-9a-f]{32}$/);
+      for (const [name, pattern] of Object.entries(SECURITY_HEADERS)) expect(r.headers.get(name), name).toMatch(pattern);
+    }
+  });
+
+  it('every spelling of the login path that reaches the login is under its limit', async () => {
+    await sleep(2_500); // the zone refills after the burst above
+    // nginx matches locations on the normalised, case-sensitive path; the app must not serve a
+    // spelling nginx files elsewhere (before: /API/TOKEN/ logged in through `location /`, unlimited).
+    const spellings = [
+      '/api/token/', '/api/token', '/API/TOKEN/', '/Api/Token/', '/api/Token/', '/API/token/', '/api/TOKEN',
+      '//api/token/', '/api//token/', '/api/./token/', '/api/x/../token/', '/api/%74oken/', '/api/token/?x=1', '/api/token//',
+    ];
+    const perSpelling = 15;
+    // All at once: the zone lets about a dozen through in all, so a spelling it covers cannot have
+    // all of its own reach the login; one it does not cover would.
+    const replies = await Promise.all(spellings.flatMap((path) => Array.from({ length: perSpelling }, async () => ({ path, r: await post(path, {}) }))));
+    for (const path of spellings) {
+      const mine = replies.filter((x) => x.path === path).map((x) => x.r);
+      const reachedLogin = mine.filter((r) => r.status === 400 && r.json?.username !== undefined).length;
+      const statuses = [...new Set(mine.map((r) => r.status))].sort();
+      expect(reachedLogin, `${path}: ${statuses.join(',')}`).toBeLessThan(perSpelling);
+      for (const r of mine) expect([400, 404, 429], `${path}: ${r.status} ${r.text}`).toContain(r.status);
+    }
+    expect(replies.filter((x) => x.r.status === 429).length).toBeGreaterThan(0);
+    await sleep(2_500);
+  });
+
+  it('every hostile request gets a 4xx as JSON with the security headers, whoever answers it', async () => {
+    for (const { name, request: raw } of HOSTILE_REQUESTS) {
+      const reply = await rawHttp(stack.url, raw);
+      expect(contractError(reply), `${name}: ${reply.status} ${reply.body.slice(0, 120)}`).toEqual([]);
+      for (const [header, pattern] of Object.entries(SECURITY_HEADERS)) expect(reply.headers[header], `${name}: ${header}`).toMatch(pattern);
     }
   });
 

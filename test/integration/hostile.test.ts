@@ -1,9 +1,9 @@
 // Hostile input: every class gets a 4xx in the contract's error shape, never a 5xx, a hang or a dead
 // process.
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signHs, type Reply } from '../support/http';
+import { contractError, HOSTILE_REQUESTS, rawHttp as rawRequest } from '../support/hostile';
 import { startTestApp, TEST_SIGNING_KEY, type TestApp } from '../support/test-app';
 
 let t: TestApp;
@@ -28,21 +28,16 @@ function expect4xx(r: Reply, status?: number) {
   expect(typeof r.json).toBe('object');
 }
 
-/** Sends raw bytes over TCP and returns the status line and body (for what fetch will not send). */
-function rawHttp(request: string | Buffer): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const { port } = new URL(t.url);
-    const socket = net.connect(Number(port), '127.0.0.1');
-    let data = '';
-    socket.on('data', (chunk) => (data += chunk.toString('latin1')));
-    socket.on('end', () => {
-      const [head = '', body = ''] = data.split('\r\n\r\n');
-      resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0), body });
-    });
-    socket.on('error', reject);
-    socket.end(request);
+const rawHttp = (request: string | Buffer) => rawRequest(t.url, request);
+
+describe('every hostile request (the list the stack test sends through nginx too)', () => {
+  it('gets a 4xx in the contract\'s JSON shape from the app', async () => {
+    for (const { name, request } of HOSTILE_REQUESTS) {
+      const reply = await rawHttp(request);
+      expect(contractError(reply), `${name}: ${reply.status} ${reply.body.slice(0, 120)}`).toEqual([]);
+    }
   });
-}
+});
 
 describe('request bodies', () => {
   it('malformed JSON: 400 JSON parse error', async () => {

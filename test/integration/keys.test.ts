@@ -2,7 +2,7 @@
 // while tokens are live: app instances on one database stand for the deployment before, during and
 // after the rotation.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -54,6 +54,22 @@ describe('asymmetric keys', () => {
       expect(jwks.json.keys[0].d).toBeUndefined();
     });
   }
+
+  it('genkey HS* --out FILE prints no secret, and a short HS key in VERIFYING_KEYS_FILE stops the start', async () => {
+    const file = path.join(dir, 'hs512.key');
+    const out = execFileSync(process.execPath, [path.join(ROOT, 'scripts/run.js'), 'cli', 'genkey', 'HS512', '--out', file], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }).toString();
+    const secret = readFileSync(file, 'utf8').trim();
+    expect(secret.length).toBeGreaterThanOrEqual(64);
+    expect(out).toMatch(/kid: hs-/);
+    expect(out).not.toContain(secret);
+    expect(out).not.toContain(Buffer.from(secret).toString('base64url'));
+    const short = path.join(dir, 'short.jwks.json');
+    writeFileSync(short, JSON.stringify({ keys: [{ kty: 'oct', alg: 'HS256', kid: 'old', k: Buffer.from('31-bytes-of-an-old-hmac-secret!').toString('base64url') }] }));
+    await expect(startTestApp({ VERIFYING_KEYS_FILE: short, SIGNING_KEY_ID: 'new' }, { databaseUrl })).rejects.toThrow(/at least 32 bytes \(this one is 31\)/);
+  });
 
   it('an HMAC deployment publishes no key', async () => {
     const app = await deploy({});

@@ -58,4 +58,21 @@ describe('logs', () => {
       await broken.stop();
     }
   });
+
+  it('warns once when requests come through a proxy but TRUST_PROXY_HOPS trusts none', async () => {
+    const warnings = () => t.logs.map((l) => JSON.parse(l)).filter((l) => /TRUST_PROXY_HOPS is 0/.test(l.msg));
+    await t.request('GET', '/healthz');
+    expect(warnings()).toEqual([]);
+    await t.request('GET', '/healthz', { headers: { 'X-Forwarded-For': '198.51.100.7' } });
+    await t.request('GET', '/healthz', { headers: { 'X-Forwarded-For': '198.51.100.8' } });
+    expect(warnings()).toHaveLength(1);
+    expect(warnings()[0].level).toBe('warn');
+    const behindNginx = await startTestApp({ TRUST_PROXY_HOPS: '1' });
+    try {
+      await behindNginx.request('GET', '/healthz', { headers: { 'X-Forwarded-For': '198.51.100.7' } });
+      expect(behindNginx.logs.filter((l) => l.includes('TRUST_PROXY_HOPS'))).toEqual([]);
+    } finally {
+      await behindNginx.stop();
+    }
+  });
 });

@@ -6,7 +6,7 @@ import type Koa from 'koa';
 import pg from 'pg';
 import { inject } from 'vitest';
 import { createApp } from '../../app/app';
-import type { PasswordHasher } from '../../app/auth/passwords';
+import type { Argon2Params, PasswordHasher } from '../../app/auth/passwords';
 import type { RevocationStore } from '../../app/auth/revocations';
 import type { TokenService } from '../../app/auth/tokens';
 import { createUser } from '../../app/auth/users';
@@ -97,6 +97,8 @@ export interface TestAppOptions {
   /** Reuse a database (several "workers" on one database) instead of making a fresh one. */
   databaseUrl?: string;
   reconnectDelayMs?: number;
+  /** Password hashing parameters other than OWASP's (a slow hash, to hold work in line). */
+  argon2?: Argon2Params;
 }
 
 export async function startTestApp(env: Record<string, string> = {}, options: TestAppOptions = {}): Promise<TestApp> {

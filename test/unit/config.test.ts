@@ -87,10 +87,23 @@ describe('loadConfig', () => {
       'secretsecretsecretsecretsecretsecret',
       'x'.repeat(64),
     ]) {
-      expect(fail({ ...base, NODE_ENV: 'production', SIGNING_KEY: key })).toMatch(/SIGNING_KEY: (is a published default|is too repetitive)/);
+      expect(fail({ ...base, NODE_ENV: 'production', SIGNING_KEY: key })).toMatch(/SIGNING_KEY: (is a published default|is too repetitive|is the published development key)/);
     }
     // The same keys are fine for development.
     expect(loadConfig({ ...base, SIGNING_KEY: 'x'.repeat(64) }).config.jwt.keys.active.signing.export().toString()).toBe('x'.repeat(64));
+  });
+
+  it('refuses the published development key whenever the stack listens beyond loopback, and warns on every start with it', () => {
+    const dev = 'insecure-development-signing-key-do-not-use-in-production';
+    for (const exposed of [{ HTTP_BIND: '0.0.0.0' }, { HTTP_BIND: '192.0.2.7' }, { HTTP_BIND: '::' }, { HOST: '0.0.0.0' }, {}]) {
+      expect(fail({ ...base, SIGNING_KEY: dev, ...exposed }), JSON.stringify(exposed)).toMatch(/SIGNING_KEY: is the published development key and the stack listens beyond loopback/);
+    }
+    for (const local of [{ HTTP_BIND: '127.0.0.1' }, { HTTP_BIND: 'localhost' }, { HTTP_BIND: '::1' }, { HOST: '127.0.0.1' }]) {
+      const { warnings } = loadConfig({ ...base, SIGNING_KEY: dev, ...local });
+      expect(warnings, JSON.stringify(local)).toEqual([expect.stringMatching(/published development key/)]);
+    }
+    // The compose stack as shipped: nginx published on loopback, the app listening on every interface.
+    expect(loadConfig({ ...base, SIGNING_KEY: dev, HOST: '0.0.0.0', HTTP_BIND: '127.0.0.1' }).warnings).toHaveLength(1);
   });
 
   it('rejects a zero lifetime and odd header types', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createPasswordHasher, formatArgon2id, limiter, OWASP_ARGON2ID } from '../../app/auth/passwords';
+import { createPasswordHasher, formatArgon2id, HASH_CAPS, HashAborted, HashQueueFull, limiter, OWASP_ARGON2ID, storedHashProblem } from '../../app/auth/passwords';
 
 // Small parameters keep unit tests quick; the format and logic are the same.
 const fast = createPasswordHasher({ memory: 64, passes: 1, parallelism: 1, tagLength: 32, saltLength: 16 });
@@ -97,5 +97,78 @@ describe('the hashing limiter', () => {
     expect(peak).toBe(2);
     expect(order).toEqual([0, 1, 2, 3]);
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+  });
+});
+
+describe('bounded work', () => {
+  const salt = Buffer.alloc(16, 1).toString('base64').replace(/=+$/, '');
+  const tag = Buffer.alloc(32, 2).toString('base64').replace(/=+$/, '');
+  const argon = (m: number, t: number, p: number) => `$argon2id$v=19$m=${m},t=${t},p=${p}$${salt}$${tag}`;
+  const pbkdf2 = (n: number) => `pbkdf2_sha256$${n}$salt$${Buffer.alloc(32, 3).toString('base64')}`;
+
+  it('refuses to store hashes above the caps, and keeps Django\'s own defaults', () => {
+    for (const over of [argon(1 << 20, 2, 1), argon(262144, 8, 1), argon(65536, 64, 1), argon(131072, 3, 1), argon(19456, 2, 32), pbkdf2(10_000_000), pbkdf2(HASH_CAPS.pbkdf2Iterations + 1)]) {
+      expect(storedHashProblem(over), over).toMatch(/exceed the cap/);
+    }
+    expect(storedHashProblem('$argon2id$v=19$m=x')).toMatch(/malformed/);
+    for (const fine of [argon(102400, 2, 8), `argon2${argon(102400, 2, 8)}`, argon(19456, 2, 1), pbkdf2(1_000_000), pbkdf2(870_000), '!unusable', 'bcrypt$whatever']) {
+      expect(storedHashProblem(fine), fine).toBeUndefined();
+    }
+  });
+
+  it('spends at least one hash at the configured cost on every failure, and never runs an over-cap hash', async () => {
+    const h = createPasswordHasher({ memory: 64, passes: 1, parallelism: 1, tagLength: 32, saltLength: 16 });
+    const spent = async (encoded: string, password = 'pw') => {
+      const before = h.computed();
+      const r = await h.verify(password, encoded);
+      return { ok: r.ok, hashes: h.computed() - before };
+    };
+    const current = await h.hash('pw');
+    expect(await spent(current)).toEqual({ ok: true, hashes: 1 });
+    expect(await spent(current, 'wrong')).toEqual({ ok: false, hashes: 1 }); // the check itself is full cost
+    expect(await spent(argon(1 << 20, 2, 1))).toEqual({ ok: false, hashes: 1 }); // never run: the burn only
+    expect(await spent(pbkdf2(10_000_000))).toEqual({ ok: false, hashes: 1 });
+    for (const malformed of ['$argon2id$v=19$m=x', 'pbkdf2_sha256$x', '!unusable', 'bcrypt$2b$12$abc', '']) {
+      expect(await spent(malformed), malformed).toEqual({ ok: false, hashes: 1 });
+    }
+    // A cheaper hash than the configured one (a legacy import) fails slower than itself: + a burn.
+    expect(await spent(argon(8, 1, 1))).toEqual({ ok: false, hashes: 2 });
+    expect(await spent(pbkdf2(1000))).toEqual({ ok: false, hashes: 2 });
+  });
+
+  it('always runs hashes at the configured parameters, even above the caps', async () => {
+    const heavy = { memory: 65536, passes: 5, parallelism: 1, tagLength: 32, saltLength: 16 }; // m×t over the cap
+    const h = createPasswordHasher(heavy);
+    const stored = await h.hash('pw');
+    expect(storedHashProblem(stored)).toMatch(/exceed the cap/); // not importable
+    const before = h.computed();
+    expect(await h.verify('pw', stored)).toEqual({ ok: true, needsRehash: false });
+    await h.burn('x');
+    expect(h.computed() - before).toBe(2);
+  });
+});
+
+describe('the hashing queue', () => {
+  it('refuses work beyond its length at once, and drops waiting work whose client has gone', async () => {
+    const run = limiter(1, 2);
+    let release!: () => void;
+    const ran: number[] = [];
+    const first = run(async () => {
+      ran.push(0);
+      await new Promise<void>((resolve) => (release = resolve));
+    });
+    const gone = new AbortController();
+    const second = run(async () => void ran.push(1), gone.signal);
+    const third = run(async () => void ran.push(2));
+    await expect(run(async () => void ran.push(3))).rejects.toBeInstanceOf(HashQueueFull);
+    gone.abort();
+    await expect(second).rejects.toBeInstanceOf(HashAborted);
+    const fourth = run(async () => void ran.push(4)); // the freed place in line is usable
+    release();
+    await Promise.all([first, third, fourth]);
+    expect(ran).toEqual([0, 2, 4]);
+    const aborted = new AbortController();
+    aborted.abort();
+    await expect(run(async () => void ran.push(5), aborted.signal)).rejects.toBeInstanceOf(HashAborted);
   });
 });

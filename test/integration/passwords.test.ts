@@ -1,0 +1,127 @@
+// Password work is bounded: every failed login costs one configured hash whatever its reason, stored
+// hashes above the caps are never run (nor imported), the hashing line is short, and a client that
+// leaves stops its waiting hash.
+import { execFile } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { OWASP_ARGON2ID } from '../../app/auth/passwords';
+import { ROOT } from '../support/images';
+import { eventually, startTestApp, type TestApp } from '../support/test-app';
+
+let t: TestApp;
+beforeAll(async () => {
+  // One hash at a time and a line of two, so the queue's limit is reached on purpose; two database
+  // connections, so parallel logins wait for one rather than open a dozen at once.
+  t = await startTestApp({ PASSWORD_HASH_CONCURRENCY: '1', PASSWORD_HASH_QUEUE: '2', LOGIN_THROTTLE_FREE_ATTEMPTS: '1000', DB_POOL_MAX: '2' });
+  await t.user('alice', 'alice-password-1');
+  await t.user('ivan', 'ivan-password-1', { active: false });
+});
+afterAll(() => t.stop());
+
+const salt = Buffer.alloc(16, 1).toString('base64').replace(/=+$/, '');
+const tag = Buffer.alloc(32, 2).toString('base64').replace(/=+$/, '');
+const HUGE_ARGON2 = `$argon2id$v=19$m=262144,t=8,p=1$${salt}$${tag}`; // measured at 2.6 s before the caps
+
+async function storedUser(username: string, hash: string): Promise<void> {
+  await t.db.sequelize.query('INSERT INTO users (username, password_hash) VALUES (:username, :hash)', { replacements: { username, hash } });
+}
+
+describe('failed logins', () => {
+  it('cost at least one configured hash whatever the reason, and never run an over-cap stored hash', async () => {
+    await storedUser('huge', HUGE_ARGON2);
+    await storedUser('broken', '$argon2id$v=19$m=19456,t=2,p=1$nonsense');
+    await storedUser('legacy', `pbkdf2_sha256$1000$salt$${Buffer.alloc(32, 3).toString('base64')}`);
+    await storedUser('unusable', '!XkvWnVdqGaANvq9D2E5w');
+    const cases: [string, string][] = [
+      ['alice', 'wrong-password'],
+      ['nobody', 'alice-password-1'],
+      ['ivan', 'ivan-password-1'], // inactive, right password
+      ['huge', 'x'],
+      ['broken', 'x'],
+      ['legacy', 'x'],
+      ['unusable', 'x'],
+    ];
+    for (const [username, password] of cases) {
+      const before = t.hasher.computed();
+      const started = performance.now();
+      const r = await t.post('/api/token/', { username, password });
+      const ms = performance.now() - started;
+      expect(r.status, username).toBe(401);
+      const hashes = t.hasher.computed() - before;
+      expect(hashes, username).toBeGreaterThanOrEqual(1);
+      expect(hashes, username).toBeLessThanOrEqual(2);
+      // Not a timing assertion: a record for the reader of a failing run.
+      if (hashes < 1) console.log(`${username}: ${ms.toFixed(0)} ms`);
+    }
+  });
+});
+
+describe('the hashing line', () => {
+  it('answers 503 with Retry-After when it is full, never a 500, and serves the rest', async () => {
+    const replies = await Promise.all(Array.from({ length: 12 }, () => t.post('/api/token/', { username: 'alice', password: 'alice-password-1' })));
+    const statuses = replies.map((r) => r.status);
+    expect(statuses.filter((s) => s === 200).length).toBeGreaterThanOrEqual(3);
+    const refused = replies.filter((r) => r.status === 503);
+    expect(refused.length).toBeGreaterThan(0);
+    expect(statuses.every((s) => s === 200 || s === 503)).toBe(true);
+    for (const r of refused) {
+      expect(r.json).toEqual({ detail: 'Too many logins are being checked; try again shortly.', code: 'login_overloaded' });
+      expect(r.headers.get('retry-after')).toBe('1');
+    }
+  });
+
+  it('drops the waiting hash of a client that has gone', async () => {
+    // A slow configured hash (about a second here), so the line fills while the first one runs:
+    // logins of an unknown user spend exactly one configured hash each.
+    const slow = { ...OWASP_ARGON2ID, memory: 65536, passes: 8 };
+    const roomy = await startTestApp(
+      // Two connections: the logins queue for them rather than open twenty at once.
+      { PASSWORD_HASH_CONCURRENCY: '1', PASSWORD_HASH_QUEUE: '100', LOGIN_THROTTLE_FREE_ATTEMPTS: '1000', DB_POOL_MAX: '2' },
+      { databaseUrl: t.config.databaseUrl, argon2: slow },
+    );
+    try {
+      // One login first: it also makes the dummy hash that logins of unknown users are checked against.
+      expect((await roomy.post('/api/token/', { username: 'nobody', password: 'x' })).status).toBe(401);
+      const before = roomy.hasher.computed();
+      const gone = new AbortController();
+      const sent = Array.from({ length: 20 }, () =>
+        fetch(`${roomy.url}/api/token/`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ username: 'nobody', password: 'x' }),
+          signal: gone.signal,
+        }).catch(() => undefined),
+      );
+      // Every request has arrived: all but the running one wait in line.
+      await eventually(() => roomy.hasher.queued() === 19, 30_000);
+      gone.abort();
+      await Promise.all(sent);
+      await eventually(() => roomy.hasher.queued() === 0, 30_000);
+      await new Promise((resolve) => setTimeout(resolve, 3_000)); // the running hash finishes
+      expect(roomy.hasher.computed() - before).toBe(1); // the one that was running; 19 never ran
+    } finally {
+      await roomy.stop();
+    }
+  });
+});
+
+describe('importusers', () => {
+  it('refuses a file with a hash above the caps, naming the user, and imports nothing', async () => {
+    const file = path.join(await mkdtemp(path.join(tmpdir(), 'import-')), 'users.json');
+    await writeFile(file, JSON.stringify([
+      { id: 900, username: 'fine', password: `pbkdf2_sha256$870000$salt$${Buffer.alloc(32).toString('base64')}`, is_active: true },
+      { id: 901, username: 'hostile', password: `$argon2id$v=19$m=1048576,t=64,p=1$${salt}$${tag}`, is_active: true },
+    ]));
+    const run = await new Promise<{ code: number; stderr: string }>((resolve) =>
+      execFile(process.execPath, [path.join(ROOT, 'scripts/run.js'), 'cli', 'importusers', file], { cwd: ROOT, env: { ...process.env, DATABASE_URL: t.config.databaseUrl, NODE_ENV: 'test' } }, (err, _out, stderr) =>
+        resolve({ code: err ? Number(err.code) : 0, stderr }),
+      ),
+    );
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/user hostile: argon2 parameters m=1048576,t=64,p=1 exceed the cap/);
+    const [rows] = await t.db.sequelize.query("SELECT username FROM users WHERE username IN ('fine', 'hostile')");
+    expect(rows).toEqual([]);
+  });
+});
