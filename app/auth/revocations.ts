@@ -1,7 +1,9 @@
 // Revocation state, in memory in every worker, so the guard rejects revoked access tokens with no
 // database query: revoked families (an access token's `sid`) and per-user cutoffs ("issued before
 // T are void"). Fed by Postgres LISTEN/NOTIFY on one connection per worker (the triggers of
-// migration 0002), and reloaded in full on start and on every reconnect.
+// migration 0002), and reloaded in full on start and on every reconnect. The connection is watched
+// by a round-trip every few seconds: a half-open connection (a NAT or firewall that forgot it, a
+// failover) would otherwise look alive to TCP for hours while every notification is lost.
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Claims, Clock } from './tokens';
@@ -77,6 +79,11 @@ export interface FeedOptions {
   logger: Logger;
   /** Delay before reconnecting after the connection is lost (it doubles, up to 10 s). */
   reconnectDelayMs?: number;
+  /**
+   * Interval of the round-trip on the LISTEN connection; a round-trip still unanswered at the next
+   * one means the connection is dead. A dead feed is found within two intervals (10 s by default).
+   */
+  heartbeatMs?: number;
 }
 
 export interface RevocationFeed {
@@ -85,13 +92,17 @@ export interface RevocationFeed {
   connected(): boolean;
   /** The Postgres backend pid of the LISTEN connection, when connected. */
   backendPid(): number | undefined;
+  /** When (clock ms) the connection last answered: its load, a round-trip or a notification. */
+  lastHeard(): number | undefined;
   stop(): Promise<void>;
 }
 
 export function startRevocationFeed(options: FeedOptions): RevocationFeed {
   const { store, logger, clock, windowMs } = options;
   const firstDelay = options.reconnectDelayMs ?? 500;
+  const heartbeatMs = options.heartbeatMs ?? 5_000;
   let client: pg.Client | undefined;
+  let heard: number | undefined;
   let live = false;
   let stopped = false;
   let delay = firstDelay;
@@ -100,6 +111,28 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
   const ready = new Promise<void>((resolve) => (markReady = resolve));
   const pruneTimer = setInterval(() => store.prune(), 60_000);
   pruneTimer.unref();
+
+  // The round-trip: one at a time on the LISTEN connection; one still out when the next is due
+  // means nothing comes back from that connection any more.
+  let outstanding = false;
+  const heartbeat = setInterval(() => {
+    const c = client;
+    if (!c || !live) return;
+    if (outstanding) {
+      lost(c, new Error(`no answer to a round-trip within ${heartbeatMs} ms`));
+      return;
+    }
+    outstanding = true;
+    c.query('SELECT 1').then(
+      () => {
+        if (client !== c) return;
+        outstanding = false;
+        heard = clock();
+      },
+      () => {}, // a failed query also ends the connection: 'error' / 'end' handle it
+    );
+  }, heartbeatMs);
+  heartbeat.unref();
 
   async function connect(): Promise<void> {
     const c = new pg.Client({
@@ -114,6 +147,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     let held: string[] | undefined = [];
     c.on('notification', (msg) => {
       if (msg.channel !== REVOCATION_CHANNEL || !msg.payload) return;
+      heard = clock();
       if (held) held.push(msg.payload);
       else store.apply(msg.payload);
     });
@@ -137,6 +171,8 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     for (const payload of held) store.apply(payload);
     held = undefined;
     live = true;
+    outstanding = false;
+    heard = clock();
     delay = firstDelay;
     logger.info({ ...store.size }, 'revocation state loaded');
     markReady();
@@ -147,8 +183,17 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     client = undefined;
     live = false;
     logger.warn({ err: err.message }, 'revocation feed lost its connection; reconnecting');
-    c.end().catch(() => {});
+    void close(c);
     schedule();
+  }
+
+  // end() waits for the server's goodbye, which a dead connection never sends: after a moment the
+  // socket goes anyway.
+  async function close(c: pg.Client): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([c.end().catch(() => {}), new Promise((resolve) => (timer = setTimeout(resolve, 1_000)))]);
+    clearTimeout(timer);
+    (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
   }
 
   function schedule(): void {
@@ -165,7 +210,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
       const c = client;
       client = undefined;
       live = false;
-      c?.end().catch(() => {});
+      if (c) void close(c);
       if (!stopped) logger.warn({ err: err.message }, 'revocation feed cannot connect yet');
       schedule();
     });
@@ -178,13 +223,15 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     connected: () => live,
     // pg sets processID once connected; @types/pg does not declare it.
     backendPid: () => (live ? (client as unknown as { processID?: number } | undefined)?.processID : undefined),
+    lastHeard: () => heard,
     async stop() {
       stopped = true;
       clearTimeout(retryTimer);
       clearInterval(pruneTimer);
+      clearInterval(heartbeat);
       const c = client;
       client = undefined;
-      await c?.end().catch(() => {});
+      if (c) await close(c);
     },
   };
 }
