@@ -4,6 +4,7 @@ import Router from '@koa/router';
 import Koa from 'koa';
 import type { Logger } from 'pino';
 import { apiRoutes } from './api/me';
+import { createAuthEvents } from './auth/events';
 import { createGuard } from './auth/guard';
 import { jwksRoutes } from './auth/jwks';
 import type { PasswordHasher } from './auth/passwords';
@@ -15,6 +16,8 @@ import type { Database } from './db/database';
 import { errorHandler } from './http/errors';
 import { healthRoutes } from './http/health';
 import { requestLogging } from './http/logging';
+import { requestMetrics } from './http/metrics';
+import type { WorkerMetrics } from './metrics/worker';
 
 export interface AppDeps {
   config: Config;
@@ -24,10 +27,11 @@ export interface AppDeps {
   hasher: PasswordHasher;
   clock: Clock;
   revocations: RevocationCheck;
+  metrics: WorkerMetrics;
 }
 
 export function createApp(deps: AppDeps): Koa {
-  const { config, db, logger, tokens, hasher, clock, revocations } = deps;
+  const { config, db, logger, tokens, hasher, clock, revocations, metrics } = deps;
   const app = new Koa();
   // Behind nginx exactly one hop is trusted, so ctx.ip is the client nginx saw, not a header a client
   // wrote.
@@ -39,11 +43,12 @@ export function createApp(deps: AppDeps): Koa {
   // One router for every route: one match per request.
   const router = new Router();
   healthRoutes(router, { db });
-  tokenRoutes(router, { db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard, throttle: config.throttle });
+  tokenRoutes(router, { db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard, throttle: config.throttle, events: createAuthEvents(metrics, logger) });
   jwksRoutes(router, config.jwt.keys);
   apiRoutes(router, { db, guard });
 
-  app.use(requestLogging(logger));
+  app.use(requestLogging(logger, config.slowRequestMs));
+  app.use(requestMetrics(metrics));
   app.use(errorHandler({ logger, authScheme: config.jwt.authHeaderTypes[0]! }));
   app.use(async (ctx, next) => {
     ctx.set('X-Content-Type-Options', 'nosniff');

@@ -41,6 +41,10 @@ export interface Config {
   hashConcurrency: number;
   jwt: JwtSettings;
   throttle: ThrottleSettings;
+  /** Where this worker offers its metrics to the container's collector (app/metrics/); none: off. */
+  metricsSocketDir: string | undefined;
+  /** Requests slower than this are logged at info (every request is logged at debug). */
+  slowRequestMs: number;
 }
 
 export class ConfigError extends Error {
@@ -161,6 +165,8 @@ const schema = z.object({
   LOGIN_THROTTLE_MAX_DELAY: duration('a duration').default(300),
   LOGIN_THROTTLE_QUIET: duration('a duration').default(900),
   REFRESH_THROTTLE_PER_MINUTE: int(0, 1_000_000).default(60),
+  METRICS_SOCKET_DIR: optionalText.optional(),
+  SLOW_REQUEST_MS: int(0, 3_600_000).default(1000),
   USER_ID_CLAIM: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected a claim name such as user_id').default('user_id'),
 });
 
@@ -253,6 +259,34 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
         loginQuietSeconds: e.LOGIN_THROTTLE_QUIET,
         refreshPerMinute: e.REFRESH_THROTTLE_PER_MINUTE,
       },
+      metricsSocketDir: e.METRICS_SOCKET_DIR,
+      slowRequestMs: e.SLOW_REQUEST_MS,
     },
   };
+}
+
+/** The metrics collector's settings (app/metrics/server.ts): the scrape port and the workers' sockets. */
+export interface CollectorConfig {
+  host: string;
+  port: number;
+  socketDir: string;
+  logLevel: Config['logLevel'];
+}
+
+const collectorSchema = z.object({
+  METRICS_HOST: z.string().min(1).default('0.0.0.0'),
+  METRICS_PORT: int(1, 65535).default(9464),
+  METRICS_SOCKET_DIR: z.string().min(1),
+  LOG_LEVEL: schema.shape.LOG_LEVEL,
+});
+
+export function loadCollectorConfig(env: Record<string, string | undefined>): CollectorConfig {
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = collectorSchema.safeParse(present);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${present[String(issue.path[0])] === undefined ? 'is required' : issue.message}`);
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  return { host: e.METRICS_HOST, port: e.METRICS_PORT, socketDir: e.METRICS_SOCKET_DIR, logLevel: e.LOG_LEVEL };
 }

@@ -83,6 +83,8 @@ export interface RevocationFeed {
   /** Resolves once the state is loaded for the first time. */
   ready: Promise<void>;
   connected(): boolean;
+  /** When the feed last heard from Postgres (epoch ms): the state loaded, or a notification came. */
+  lastContact(): number | undefined;
   /** The Postgres backend pid of the LISTEN connection, when connected. */
   backendPid(): number | undefined;
   stop(): Promise<void>;
@@ -93,6 +95,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
   const firstDelay = options.reconnectDelayMs ?? 500;
   let client: pg.Client | undefined;
   let live = false;
+  let contact: number | undefined;
   let stopped = false;
   let delay = firstDelay;
   let retryTimer: NodeJS.Timeout | undefined;
@@ -114,6 +117,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     let held: string[] | undefined = [];
     c.on('notification', (msg) => {
       if (msg.channel !== REVOCATION_CHANNEL || !msg.payload) return;
+      contact = clock();
       if (held) held.push(msg.payload);
       else store.apply(msg.payload);
     });
@@ -137,6 +141,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     for (const payload of held) store.apply(payload);
     held = undefined;
     live = true;
+    contact = clock();
     delay = firstDelay;
     logger.info({ ...store.size }, 'revocation state loaded');
     markReady();
@@ -176,6 +181,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
   return {
     ready,
     connected: () => live,
+    lastContact: () => contact,
     // pg sets processID once connected; @types/pg does not declare it.
     backendPid: () => (live ? (client as unknown as { processID?: number } | undefined)?.processID : undefined),
     async stop() {
