@@ -29,6 +29,8 @@ export interface Config {
   env: Environment;
   host: string;
   port: number;
+  /** A Unix socket to listen on as well (nginx in the same compose project, through a shared volume). */
+  listenSocket: string | undefined;
   databaseUrl: string;
   dbPoolMax: number;
   dbConnectTimeoutMs: number; // how long start waits for the database before giving up
@@ -128,6 +130,7 @@ const schema = z.object({
   NODE_ENV: z.enum(['production', 'development', 'test']).default('development'),
   HOST: z.string().min(1).default('0.0.0.0'),
   PORT: int(0, 65535).default(3000),
+  LISTEN_SOCKET: optionalText.optional(),
   DATABASE_URL: databaseUrl,
   DB_POOL_MAX: int(1, 1000).default(10),
   DB_CONNECT_TIMEOUT: duration('a duration').default(30),
@@ -230,6 +233,7 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
       env: e.NODE_ENV,
       host: e.HOST,
       port: e.PORT,
+      listenSocket: e.LISTEN_SOCKET,
       databaseUrl: e.DATABASE_URL,
       dbPoolMax: e.DB_POOL_MAX,
       dbConnectTimeoutMs: e.DB_CONNECT_TIMEOUT * 1000,

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { createApp } from './app';
 import { ConfigError, loadConfig, type Config } from './config';
 import type { Database } from './db/database';
-import { createHttpServer } from './http/listen';
+import { createHttpServer, listenOnSocket } from './http/listen';
 import { createLogger } from './logger';
 import { serveReport } from './metrics/report';
 import { createServices } from './services';
@@ -44,23 +44,35 @@ export async function start(config: Config, logger: Logger, worker = '0'): Promi
   const app = createApp({ config, logger, clock, ...services });
 
   let closing = false;
-  const server = createHttpServer(app.callback(), { keepAliveTimeoutMs: config.keepAliveTimeoutMs });
-  // While draining, answer in-flight requests with Connection: close so keep-alive peers move on.
-  server.on('request', (_req, res: http.ServerResponse) => {
-    if (closing) res.setHeader('Connection', 'close');
-  });
+  const newServer = () => {
+    const s = createHttpServer(app.callback(), { keepAliveTimeoutMs: config.keepAliveTimeoutMs });
+    // While draining, answer in-flight requests with Connection: close so keep-alive peers move on.
+    s.on('request', (_req, res: http.ServerResponse) => {
+      if (closing) res.setHeader('Connection', 'close');
+    });
+    return s;
+  };
+  const server = newServer();
+  const servers = [server];
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.port, config.host, () => resolve());
   });
+  if (config.listenSocket) {
+    // The same app on a Unix socket too, for nginx beside it with no network hop. Under PM2 the
+    // cluster's primary owns the socket and shares it among the workers, as it shares the port.
+    const socketServer = newServer();
+    await listenOnSocket(socketServer, config.listenSocket, worker === '0');
+    servers.push(socketServer);
+  }
   // The container's metrics collector reads this worker's counts here (app/metrics/).
   const metricsEndpoint = config.metricsSocketDir ? await serveReport(config.metricsSocketDir, identity, services.metrics) : undefined;
 
   async function stop(): Promise<void> {
     closing = true;
-    const drained = new Promise<void>((resolve) => server.close(() => resolve()));
-    server.closeIdleConnections();
-    const timer = setTimeout(() => server.closeAllConnections(), config.shutdownTimeoutMs);
+    const drained = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    for (const s of servers) s.closeIdleConnections();
+    const timer = setTimeout(() => servers.forEach((s) => s.closeAllConnections()), config.shutdownTimeoutMs);
     await drained;
     clearTimeout(timer);
     await metricsEndpoint?.close(); // after the last request: its final counts
