@@ -6,7 +6,7 @@
 //
 // Options: --duration S (10), --rounds N (3), --connections N (64), --workers N (WEB_CONCURRENCY for
 // the stack and the ceilings; default: the CPUs), --only LIST (of: docker-ceiling, me, verify, login,
-// refresh, direct; default all but direct), --env K=V (repeatable: settings for the stack),
+// refresh, direct, tcp; default all but direct and tcp), --env K=V (repeatable: settings for the stack),
 // --json FILE, --svg FILE (default docs/bench.svg: the chart of the scenarios against the ceiling).
 // Needs root (a network namespace), Docker, wrk and nginx on the host (apt-get install wrk nginx-light).
 //
@@ -22,7 +22,8 @@
 // containers: the Docker tax alone); GET /api/me/ and POST /api/token/verify/ with a valid token;
 // POST /api/token/ (login, 8 connections: hash-bound); POST /api/token/refresh/ (32 connections,
 // every request a fresh refresh token minted before the clock starts); with --only direct, /api/me/
-// and verify on the app's port without nginx. Also measured: worker RSS under load (pm2), one
+// and verify on the app's port without nginx; with --only tcp, /api/me/ through a second nginx that
+// reaches the app over TCP, alternating with the Unix socket's nginx (the one change compared). Also measured: worker RSS under load (pm2), one
 // argon2id hash (the floor of a login), pgbench running the refresh SQL (the database's ceiling for
 // refreshes). Nothing here is asserted: the numbers go in docs/PERFORMANCE.md.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -38,7 +39,7 @@ import { loadConfig } from '../../app/config';
 const ROOT = path.resolve(__dirname, '../..');
 const SIGNING_KEY = 'bench-only-signing-key-q8Vt1mZx4LwP0sKe7RbN2yHc5JdA9uGf';
 const USER = { username: 'bench', password: 'bench-password-1' };
-const SCENARIOS = ['docker-ceiling', 'me', 'verify', 'login', 'refresh', 'direct'] as const;
+const SCENARIOS = ['docker-ceiling', 'me', 'verify', 'login', 'refresh', 'direct', 'tcp'] as const;
 type ScenarioName = (typeof SCENARIOS)[number];
 
 const { values: opts } = parseArgs({
@@ -76,6 +77,7 @@ function sh(cmd: string, args: string[], input?: string, env?: NodeJS.ProcessEnv
     const child = execFile(cmd, args, { maxBuffer: 256 * 1024 * 1024, env: env ?? process.env }, (err, stdout, stderr) =>
       err ? reject(new Error(`${cmd} ${args.join(' ').slice(0, 200)}: ${stderr || err.message}`)) : resolve(stdout),
     );
+    child.stdin?.on('error', () => {}); // a command that never reads its input
     child.stdin?.end(input ?? '');
   });
 }
@@ -416,6 +418,13 @@ async function main() {
   }
   await createNetns();
   const host = await startHostCeiling();
+  // Interrupted: still remove the namespace and the host ceiling (the stack stays, as with --keep).
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      console.error(`bench: ${signal}: cleaning up`);
+      void host.stop().then(removeNetns).finally(() => process.exit(130));
+    });
+  }
   try {
     console.error('bench: building and starting the bench stack (project %s) ...', opts.project);
     await compose('up', '-d', '--build');
@@ -434,11 +443,23 @@ async function measureAll(hostCeiling: string) {
   const url = await publishedUrl('nginx', 80);
   const appUrl = await publishedUrl('app', 3000);
   const dockerCeiling = await publishedUrl('ceiling-nginx', 80);
-  for (const u of [hostCeiling, url, appUrl, dockerCeiling]) {
+  const tcpUrl = await publishedUrl('nginx-tcp', 80);
+  for (const u of [hostCeiling, url, appUrl, dockerCeiling, tcpUrl]) {
     for (let i = 0; (await fetch(`${u}/healthz`).then((r) => r.status, () => 0)) !== 200; i++) {
       if (i > 120) throw new Error(`${u} is not answering`);
       await new Promise((r) => setTimeout(r, 500));
     }
+  }
+  // Every worker up (compose may just have recreated the app container with new settings).
+  for (let i = 0; ; i++) {
+    const list = JSON.parse(await sh('docker', ['exec', await container('app'), 'pm2', 'jlist'])) as { name: string; pm2_env: { status: string } }[];
+    const api = list.filter((p) => p.name === 'api');
+    if (api.length > 0 && api.length === (Number(opts.workers) || api.length) && api.every((p) => p.pm2_env.status === 'online')) {
+      const health = await sh('docker', ['inspect', '-f', '{{.State.Health.Status}}', await container('app')]);
+      if (health.trim() === 'healthy') break;
+    }
+    if (i > 240) throw new Error('the app\'s workers did not all come online');
+    await new Promise((r) => setTimeout(r, 500));
   }
   await sh('docker', ['exec', '-i', await container('app'), 'npm', 'run', '-s', 'cli', '--', 'createuser', USER.username, '--password-stdin'], USER.password).catch(() => {});
   // A fresh access token for each scenario: a whole run outlasts ACCESS_TOKEN_LIFETIME.
@@ -484,6 +505,17 @@ async function measureAll(hostCeiling: string) {
   if (ONLY.has('direct')) {
     await paired('GET /api/me/', 'direct', appUrl, me(await freshAccess()), true);
     await paired('POST /api/token/verify/', 'direct', appUrl, verify(await freshAccess()), true);
+  }
+  if (ONLY.has('tcp')) {
+    // Unix socket and TCP in turns, on the same app: the ratio is TCP's to the socket's.
+    const s = me(await freshAccess());
+    const pairs: [Load, Load][] = [];
+    for (let r = 0; r < ROUNDS; r++) pairs.push([await measure(url, s), await watched(measure(tcpUrl, s))]);
+    const load = median(pairs.map((p) => p[1]));
+    const socket = median(pairs.map((p) => p[0]));
+    const ratio = medianOf(pairs.map(([u, t]) => t.rps / u.rps));
+    rows.push({ name: 'GET /api/me/, nginx → app over TCP', via: 'nginx', conns: s.connections, load, reference: { ratio, what: `the same over the Unix socket (${socket.rps.toFixed(0)}/s, alternating)` }, rssMb: rssSince() });
+    console.error(`bench: tcp: ${load.rps.toFixed(0)} req/s, ${(100 * ratio).toFixed(0)}% of the Unix socket's ${socket.rps.toFixed(0)}`);
   }
   if (ONLY.has('login')) {
     const loginS: Scenario = { method: 'POST', path: '/api/token/', body: JSON.stringify(USER), connections: 8 };
