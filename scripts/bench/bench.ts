@@ -461,7 +461,9 @@ async function measureAll(hostCeiling: string) {
     if (i > 240) throw new Error('the app\'s workers did not all come online');
     await new Promise((r) => setTimeout(r, 500));
   }
-  await sh('docker', ['exec', '-i', await container('app'), 'npm', 'run', '-s', 'cli', '--', 'createuser', USER.username, '--password-stdin'], USER.password).catch(() => {});
+  await sh('docker', ['exec', '-i', await container('app'), 'npm', 'run', '-s', 'cli', '--', 'createuser', USER.username, '--password-stdin'], USER.password).catch((err: Error) => {
+    if (!/exists|taken/i.test(err.message)) throw err; // a stack kept from an earlier run has the user
+  });
   // A fresh access token for each scenario: a whole run outlasts ACCESS_TOKEN_LIFETIME.
   const freshAccess = async () => {
     const login = await post(url, '/api/token/', USER);
@@ -499,6 +501,16 @@ async function measureAll(hostCeiling: string) {
     console.error(`bench: ${name} (${via}): ${load.rps.toFixed(0)} req/s, ${(100 * ratio).toFixed(0)}% of the host ceiling, p99 ${load.p99.toFixed(1)} ms`);
   };
 
+  // A scenario that fails (this machine is shared) is reported as missing; the others still are.
+  const attempt = async (name: string, run: () => Promise<void>) => {
+    try {
+      await run();
+    } catch (err) {
+      console.error(`bench: ${name} failed: ${(err as Error).message.slice(0, 300)}`);
+      failed.push(name);
+    }
+  };
+  const failed: string[] = [];
   if (ONLY.has('docker-ceiling')) await paired('bare node:http chain in Docker', 'nginx', dockerCeiling, me('unused'), false);
   if (ONLY.has('me')) await paired('GET /api/me/', 'nginx', url, me(await freshAccess()), true);
   if (ONLY.has('verify')) await paired('POST /api/token/verify/', 'nginx', url, verify(await freshAccess()), true);
@@ -517,7 +529,7 @@ async function measureAll(hostCeiling: string) {
     rows.push({ name: 'GET /api/me/, nginx → app over TCP', via: 'nginx', conns: s.connections, load, reference: { ratio, what: `the same over the Unix socket (${socket.rps.toFixed(0)}/s, alternating)` }, rssMb: rssSince() });
     console.error(`bench: tcp: ${load.rps.toFixed(0)} req/s, ${(100 * ratio).toFixed(0)}% of the Unix socket's ${socket.rps.toFixed(0)}`);
   }
-  if (ONLY.has('login')) {
+  if (ONLY.has('login')) await attempt('login', async () => {
     const loginS: Scenario = { method: 'POST', path: '/api/token/', body: JSON.stringify(USER), connections: 8 };
     const logins: [number, Load][] = [];
     for (let r = 0; r < ROUNDS; r++) logins.push([(await hashTimeMs()).ms, await watched(measure(url, loginS))]);
@@ -527,9 +539,9 @@ async function measureAll(hostCeiling: string) {
     const ratio = medianOf(logins.map(([h, l]) => l.rps / (cpus / (h / 1000))));
     rows.push({ name: 'POST /api/token/ (login)', via: 'nginx', conns: 8, load, reference: { ratio, what: `${cpus} CPUs / ${hashMs.toFixed(1)} ms hash = ${(cpus / (hashMs / 1000)).toFixed(0)}/s` }, rssMb: rssSince() });
     console.error(`bench: login: ${load.rps.toFixed(0)} req/s, one hash ${hashMs.toFixed(1)} ms`);
-  }
+  });
   let pgbenchTps: number | undefined;
-  if (ONLY.has('refresh')) {
+  if (ONLY.has('refresh')) await attempt('refresh', async () => {
     const refreshes: Load[] = [];
     for (let r = 0; r < ROUNDS; r++) {
       const refresh: Scenario = { method: 'POST', path: '/api/token/refresh/', tokensFile: await mintRefreshTokens(userId, 4000 * DURATION), connections: 32 };
@@ -541,12 +553,12 @@ async function measureAll(hostCeiling: string) {
     const load = median(refreshes);
     rows.push({ name: 'POST /api/token/refresh/', via: 'nginx', conns: 32, load, reference: { ratio: load.rps / pgbenchTps, what: `pgbench ${pgbenchTps.toFixed(0)} tps` }, rssMb: rssSince() });
     console.error(`bench: refresh: ${load.rps.toFixed(0)} req/s, pgbench ${pgbenchTps.toFixed(0)} tps`);
-  }
+  });
   // Login and refresh are not paired with ceiling runs of their own: set beside the run's ceiling.
   const ceiling = median(ceilings.length ? ceilings : [await measure(hostCeiling, me('unused'))]);
   for (const row of rows) row.ceilingRatio ??= row.load.rps / ceiling.rps;
   const imageSize = Number((await sh('docker', ['image', 'inspect', '-f', '{{.Size}}', (await sh('docker', ['inspect', '-f', '{{.Config.Image}}', await container('app')])).trim()])).trim());
-  report({ rows, ceiling, pgbenchTps, imageSize });
+  report({ rows, ceiling, pgbenchTps, imageSize, failed });
 }
 
 type Via = 'nginx' | 'direct';
@@ -568,7 +580,7 @@ const medianOf = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.l
 /** The run with the median throughput (its latencies come with it). */
 const median = (runs: Load[]) => [...runs].sort((a, b) => a.rps - b.rps)[Math.floor(runs.length / 2)]!;
 
-function report(r: { rows: Row[]; ceiling: Load; pgbenchTps: number | undefined; imageSize: number }) {
+function report(r: { rows: Row[]; ceiling: Load; pgbenchTps: number | undefined; imageSize: number; failed: string[] }) {
   const f0 = (n: number) => n.toFixed(0);
   const f1 = (n: number) => n.toFixed(1);
   const pct = (n: number | undefined) => (n === undefined ? '' : `${(100 * n).toFixed(0)}%`);
@@ -587,6 +599,8 @@ function report(r: { rows: Row[]; ceiling: Load; pgbenchTps: number | undefined;
     '',
     ...(r.pgbenchTps ? [`- pgbench, the refresh statement (32 clients, prepared statements, inside the database container): ${f0(r.pgbenchTps)} tps.`] : []),
     `- App image: ${f1(r.imageSize / 1e6)} MB.`,
+    ...(r.failed.length ? [`- Failed, not measured: ${r.failed.join(', ')}.`] : []),
+    `- Load average at the end: ${os.loadavg().map((l) => l.toFixed(1)).join(', ')} (this machine is shared: compare runs only at similar loads).`,
   ];
   console.log(lines.join('\n'));
   if (opts.json) writeFileSync(opts.json, JSON.stringify(r, null, 2));
