@@ -28,6 +28,8 @@ export interface Config {
   env: Environment;
   host: string;
   port: number;
+  /** A Unix socket to listen on as well (nginx in the same compose project, through a shared volume). */
+  listenSocket: string | undefined;
   databaseUrl: string;
   dbPoolMax: number;
   dbConnectTimeoutMs: number; // how long start waits for the database before giving up
@@ -42,6 +44,10 @@ export interface Config {
   hashQueue: number;
   jwt: JwtSettings;
   throttle: ThrottleSettings;
+  /** Where this worker offers its metrics to the container's collector (app/metrics/); none: off. */
+  metricsSocketDir: string | undefined;
+  /** Requests slower than this are logged at info (every request is logged at debug). */
+  slowRequestMs: number;
 }
 
 export class ConfigError extends Error {
@@ -133,6 +139,7 @@ const schema = z.object({
   // HTTP_BIND); HOST when the app is reached directly. Decides whether a published key may be used.
   HTTP_BIND: optionalText.optional(),
   PORT: int(0, 65535).default(3000),
+  LISTEN_SOCKET: optionalText.optional(),
   DATABASE_URL: databaseUrl,
   DB_POOL_MAX: int(1, 1000).default(10),
   DB_CONNECT_TIMEOUT: duration('a duration').default(30),
@@ -176,6 +183,8 @@ const schema = z.object({
   LOGIN_THROTTLE_MAX_DELAY: duration('a duration').default(300),
   LOGIN_THROTTLE_QUIET: duration('a duration').default(900),
   REFRESH_THROTTLE_PER_MINUTE: int(0, 1_000_000).default(60),
+  METRICS_SOCKET_DIR: optionalText.optional(),
+  SLOW_REQUEST_MS: int(0, 3_600_000).default(1000),
   USER_ID_CLAIM: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected a claim name such as user_id').default('user_id'),
 });
 
@@ -247,6 +256,7 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
       env: e.NODE_ENV,
       host: e.HOST,
       port: e.PORT,
+      listenSocket: e.LISTEN_SOCKET,
       databaseUrl: e.DATABASE_URL,
       dbPoolMax: e.DB_POOL_MAX,
       dbConnectTimeoutMs: e.DB_CONNECT_TIMEOUT * 1000,
@@ -277,6 +287,34 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
         loginQuietSeconds: e.LOGIN_THROTTLE_QUIET,
         refreshPerMinute: e.REFRESH_THROTTLE_PER_MINUTE,
       },
+      metricsSocketDir: e.METRICS_SOCKET_DIR,
+      slowRequestMs: e.SLOW_REQUEST_MS,
     },
   };
+}
+
+/** The metrics collector's settings (app/metrics/server.ts): the scrape port and the workers' sockets. */
+export interface CollectorConfig {
+  host: string;
+  port: number;
+  socketDir: string;
+  logLevel: Config['logLevel'];
+}
+
+const collectorSchema = z.object({
+  METRICS_HOST: z.string().min(1).default('0.0.0.0'),
+  METRICS_PORT: int(1, 65535).default(9464),
+  METRICS_SOCKET_DIR: z.string().min(1),
+  LOG_LEVEL: schema.shape.LOG_LEVEL,
+});
+
+export function loadCollectorConfig(env: Record<string, string | undefined>): CollectorConfig {
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = collectorSchema.safeParse(present);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${present[String(issue.path[0])] === undefined ? 'is required' : issue.message}`);
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  return { host: e.METRICS_HOST, port: e.METRICS_PORT, socketDir: e.METRICS_SOCKET_DIR, logLevel: e.LOG_LEVEL };
 }

@@ -11,6 +11,7 @@ import { endpoint } from '../http/endpoint';
 import { ApiError } from '../http/errors';
 import { charFields } from '../http/fields';
 import { sendJson } from '../http/respond';
+import type { AuthEvents } from './events';
 import * as families from './families';
 import { HashAborted, HashQueueFull, type PasswordHasher } from './passwords';
 import type { RevocationCheck } from './revocations';
@@ -30,6 +31,8 @@ export interface TokenRouteDeps {
   /** The bearer-token guard, for logout-all. */
   guard: Middleware;
   throttle: throttle.ThrottleSettings;
+  /** Security outcomes: counted, and logged with the request id. */
+  events: AuthEvents;
 }
 
 /** DRF's Throttled, with Retry-After. */
@@ -86,11 +89,12 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
   const body = createBodyReader(maxBodyBytes);
   const fields = async <K extends string>(ctx: Context, names: readonly K[]) => charFields(await body.fields(ctx), names);
 
-  function verified(token: string, type: TokenType | undefined): { claims: Claims; userId: number } {
+  function verified(token: string, type: TokenType | undefined, onInvalid?: () => void): { claims: Claims; userId: number } {
     try {
       const claims = tokens.verify(token, type);
       return { claims, userId: tokens.userIdOf(claims) };
     } catch (err) {
+      if (err instanceof TokenError) onInvalid?.();
       if (err instanceof TokenError) throw tokenNotValid(err.message);
       throw err;
     }
@@ -101,6 +105,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const now = new Date(clock());
     const key = throttle.loginKey(normalizeUsername(username), ctx.ip);
     const state = await throttle.loginState(db, key, now);
+    if (state.waitSeconds > 0) deps.events.login(ctx, 'throttled');
     if (state.waitSeconds > 0) throw throttled(state.waitSeconds);
     const user = await authenticate(db, hasher, username, password, { updateLastLogin: settings.updateLastLogin, now, signal: clientGone(ctx) }).catch(
       (err: unknown) => {
@@ -110,6 +115,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
       },
     );
     if (!user) {
+      deps.events.login(ctx, 'failure');
       await throttle.recordLoginFailure(db, key, now, deps.throttle);
       throw noActiveAccount(false);
     }
@@ -118,26 +124,32 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const refresh = tokens.sign('refresh', user.id, now.getTime());
     const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username });
     await families.startFamily(db, { familyId, userId: user.id, token: refresh, now });
+    deps.events.login(ctx, 'success');
     sendJson(ctx, 200, { refresh: refresh.token, access: access.token });
   }
 
   async function refresh(ctx: Context) {
     const { refresh: presented } = await fields(ctx, ['refresh'] as const);
-    const { claims, userId } = verified(presented, 'refresh');
+    const { claims, userId } = verified(presented, 'refresh', () => deps.events.refresh(ctx, 'invalid'));
     const now = new Date(clock());
     const wait = await throttle.refreshWaitSeconds(db, userId, now, deps.throttle);
+    if (wait > 0) deps.events.refresh(ctx, 'throttled');
     if (wait > 0) throw throttled(wait);
     const ref = { jti: claims.jti, userId };
     if (!settings.rotateRefreshTokens) {
       const outcome = await families.use(db, ref, now);
+      if (!outcome.ok) deps.events.refreshRefused(ctx, outcome.refusal);
       if (!outcome.ok) throw refused(outcome.refusal);
       const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username });
+      deps.events.refresh(ctx, 'refreshed');
       return sendJson(ctx, 200, { access: access.token });
     }
     const next = tokens.sign('refresh', userId, now.getTime());
     const outcome = await families.rotate(db, ref, next, { blacklistOld: settings.blacklistAfterRotation, now });
+    if (!outcome.ok) deps.events.refreshRefused(ctx, outcome.refusal);
     if (!outcome.ok) throw refused(outcome.refusal);
     const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username });
+    deps.events.refresh(ctx, 'rotated');
     sendJson(ctx, 200, { access: access.token, refresh: next.token });
   }
 
@@ -158,12 +170,14 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const { claims, userId } = verified(presented, 'refresh');
     const outcome = await families.logout(db, { jti: claims.jti, userId }, new Date(clock()));
     if (!outcome.ok) throw refused(outcome.refusal); // logout works for inactive accounts too: never 'inactive'
+    deps.events.revoked(ctx, 'logout');
     sendJson(ctx, 200, {});
   }
 
   /** Ends every session of the caller: all families, and every access token issued until now. */
   async function logoutAll(ctx: Context) {
     await families.revokeAllForUser(db, ctx.state.auth!.userId, 'logout_all', new Date(clock()));
+    deps.events.revoked(ctx, 'logout_all');
     sendJson(ctx, 200, {});
   }
 

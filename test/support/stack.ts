@@ -36,12 +36,16 @@ function composeFlavour(): 'v2' | 'v1' {
 export interface StackOptions {
   project: string;
   env?: Record<string, string>;
+  /** Compose profiles to start as well (`monitoring`: Prometheus). */
+  profiles?: string[];
 }
 
 export interface Stack {
   url: string;
   env: Record<string, string>;
   flavour: 'v1' | 'v2';
+  /** The URL of a service's published port, on the address the tests reach. */
+  published(service: string, port: number): string;
   /** The container name of a service (its first replica). */
   container(service: string): string;
   exec(service: string, command: string[], stdin?: string): Promise<Run>;
@@ -79,6 +83,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     ...images(),
     HTTP_BIND: bind,
     HTTP_PORT: '0', // a free port, read back below
+    PROMETHEUS_BIND: bind,
+    PROMETHEUS_PORT: '0',
     ...options.env,
   };
   const name = (service: string) => (flavour === 'v2' ? `${service}-1` : `${options.project}_${service}_1`);
@@ -93,6 +99,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       .withWaitStrategy(name('app'), Wait.forHealthCheck())
       .withWaitStrategy(name('postgres'), Wait.forHealthCheck())
       .withStartupTimeout(240_000);
+    if (options.profiles?.length) e = e.withProfiles(...options.profiles);
     if (flavour === 'v1') e = e.withClientOptions({ executable: { standalone: true, executablePath: 'docker-compose' } });
     return e;
   };
@@ -102,6 +109,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     url: '',
     env,
     flavour,
+    published: (service, port) => `http://${hostInUrl}:${started.getContainer(name(service)).getMappedPort(port)}`,
     container: (service) => started.getContainer(name(service)).getName().replace(/^\//, ''),
     exec: (service, command, stdin) => run('docker', ['exec', '-i', stack.container(service), ...command], { stdin: stdin ?? '' }),
     logs: async (service) => {
