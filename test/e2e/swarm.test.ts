@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../support/engines';
 import { request, type Reply } from '../support/http';
-import { startSwarm, type Swarm, type Task } from '../support/swarm';
+import { buildSwarmImages, startSwarm, type Swarm, type Task } from '../support/swarm';
 
 const STACK = 'kasw';
 const PASSWORD = 'alice-password-1';
@@ -107,8 +107,15 @@ function traffic(engines: Engine[], access: string, clients = 4): () => Promise<
 
 const failed = (outcomes: Outcome[]) => outcomes.filter((o) => o.status !== 200);
 
+// The images: built once for all e2e tests (a cache hit when the compose stack test built them).
 beforeAll(async () => {
-  swarm = await startSwarm({
+  await buildSwarmImages();
+  log('images built');
+}, 600_000);
+
+let setup: Promise<Swarm> | undefined;
+beforeAll(async () => {
+  setup = startSwarm({
     engines: 3,
     stack: STACK,
     secrets: {
@@ -125,6 +132,7 @@ beforeAll(async () => {
     },
     log,
   });
+  swarm = await setup;
   await swarm.waitForTasks('postgres', 1, 180_000);
   log('postgres running');
   const tasks = await swarm.waitForTasks('app', 2, 180_000);
@@ -133,11 +141,12 @@ beforeAll(async () => {
   log('stack deployed and ready');
   const created = await swarm.exec(tasks[0]!, ['npm', 'run', '-s', 'cli', '--', 'createuser', 'alice', '--password-stdin'], PASSWORD);
   expect(created).toMatch(/created user alice/);
-}, 420_000);
+}, 300_000);
 
 afterAll(async () => {
   const started = Date.now();
-  await swarm?.destroy();
+  // A setup that timed out may still be on its way: let it finish (or fail and clean up itself).
+  await (swarm ?? (await setup?.catch(() => undefined)))?.destroy();
   log(`engines, namespaces, bridge, rule and data removed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }, 120_000);
 

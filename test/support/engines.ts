@@ -47,6 +47,8 @@ export interface Machines {
   addNamespace(name: string, hostNumber: number): Promise<{ namespace: string; address: string }>;
   /** Runs a program inside one of this slot's namespaces. */
   inNamespace(namespace: string, command: string, args: string[]): Promise<Run>;
+  /** CPU time a container of an engine has used so far, in seconds (from its cgroup). */
+  cpuSeconds(engine: Engine, containerId: string): number;
   /** The last lines of each engine's dockerd log, for a failure message. */
   logs(lines?: number): string;
   destroy(): Promise<void>;
@@ -369,6 +371,11 @@ export async function startEngines(count: number, images: string[] = []): Promis
     },
     addNamespace: (name, hostNumber) => addNamespace(name, hostNumber),
     inNamespace: (namespace, command, args) => run('nsenter', [`--net=/run/netns/${namespace}`, '--', command, ...args]),
+    cpuSeconds(engine, containerId) {
+      const v2 = path.join(CGROUP_ROOT, n.cgroup(engine.index), containerId, 'cpu.stat');
+      if (existsSync(v2)) return Number(/usage_usec (\d+)/.exec(readFileSync(v2, 'utf8'))![1]) / 1e6;
+      return Number(readFileSync(path.join(CGROUP_ROOT, 'cpuacct', n.cgroup(engine.index), containerId, 'cpuacct.usage'), 'utf8')) / 1e9;
+    },
     logs: (lines = 15) =>
       engines.map((e) => `--- dockerd ${e.index} ---\n${tail(path.join(n.state, `n${e.index}`, 'dockerd.log'), lines)}`).join('\n'),
     destroy: () => removeSlot(slot),

@@ -59,11 +59,16 @@ interface TaskJson {
 
 const STACK_FILE = path.join(ROOT, 'deploy/swarm/stack.yml');
 
+const tag = () => process.env.APP_TAG || 'latest';
+
+/** Builds the stack's images as compose names them (koa-auth-stack-app:$APP_TAG, …). */
+export async function buildSwarmImages(): Promise<void> {
+  await buildImages(['app', 'nginx'], { APP_TAG: tag() });
+}
+
+/** Engines with the images, a swarm of them, the stack deployed (not yet running: see waitForTasks). */
 export async function startSwarm(options: SwarmOptions): Promise<Swarm> {
   const log = options.log ?? (() => {});
-  const tag = process.env.APP_TAG || 'latest';
-  const appImage = `koa-auth-stack-app:${tag}`;
-  const nginxImage = `koa-auth-stack-nginx:${tag}`;
   const postgresImage = images().POSTGRES_IMAGE;
   let started = Date.now();
   const step = (what: string) => {
@@ -71,9 +76,7 @@ export async function startSwarm(options: SwarmOptions): Promise<Swarm> {
     started = Date.now();
   };
 
-  await buildImages(['app', 'nginx'], { APP_TAG: tag });
-  step('images built');
-  const machines = await startEngines(options.engines, [appImage, nginxImage, postgresImage]);
+  const machines = await startEngines(options.engines, [`koa-auth-stack-app:${tag()}`, `koa-auth-stack-nginx:${tag()}`, postgresImage]);
   try {
     step(`engines up, with the images, in namespaces ${machines.engines.map((e) => `${e.namespace}=${e.address}`).join(' ')}`);
     const [manager, ...others] = machines.engines as [Engine, ...Engine[]];
@@ -95,7 +98,7 @@ export async function startSwarm(options: SwarmOptions): Promise<Swarm> {
 
     // No registry to ask for image digests: the images are on the nodes already.
     const deploy = await run('docker', ['-H', manager.host, 'stack', 'deploy', '--resolve-image', 'never', '-c', STACK_FILE, options.stack], {
-      env: { ...process.env, APP_TAG: tag, POSTGRES_IMAGE: postgresImage, ...options.env },
+      env: { ...process.env, APP_TAG: tag(), POSTGRES_IMAGE: postgresImage, ...options.env },
     });
     if (deploy.code !== 0) throw new Error(`docker stack deploy failed: ${deploy.stderr || deploy.stdout}`);
 
