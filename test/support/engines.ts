@@ -36,13 +36,8 @@ export interface Engine {
 export interface Machines {
   slot: number;
   engines: Engine[];
-  /** The host's address on the bridge (the test's own address as the engines see it). */
-  hostAddress: string;
-  /** The data directory of this slot, for files the test makes. */
-  dataDir: string;
   /** Takes an engine off the network (its veth down), as a pulled cable or a dead switch port would. */
   cut(engine: Engine): Promise<void>;
-  reconnect(engine: Engine): Promise<void>;
   /** A namespace of its own on the bridge (a load generator, say), at the given host number. */
   addNamespace(name: string, hostNumber: number): Promise<{ namespace: string; address: string }>;
   /** Runs a program inside one of this slot's namespaces. */
@@ -237,10 +232,8 @@ async function removeSlot(slot: number): Promise<void> {
 }
 
 /** Removes what earlier runs left behind (slots whose owner is gone). */
-export async function removeLeftovers(): Promise<number[]> {
-  const stale = [...(await slotsInUse())].filter((slot) => !ownerAlive(slot));
-  for (const slot of stale) await removeSlot(slot);
-  return stale;
+async function removeLeftovers(): Promise<void> {
+  for (const slot of await slotsInUse()) if (!ownerAlive(slot)) await removeSlot(slot);
 }
 
 // --- creation --------------------------------------------------------------------------------------
@@ -332,8 +325,8 @@ function tail(file: string, lines: number): string {
 /**
  * Starts `count` engines, each in its own namespace on a fresh bridge, with `images` from this
  * machine's engine in each. The images go into the first engine with docker save | docker load; the
- * others start with a copy of its image store, which is the same result in a tenth of the time
- * (docker load hashes and unpacks every layer again, once per engine).
+ * others start with a copy of its image store: the same result in seconds, where docker load takes
+ * tens of seconds per engine here (it hashes and unpacks every layer again).
  */
 export async function startEngines(count: number, images: string[] = []): Promise<Machines> {
   await removeLeftovers();
@@ -361,13 +354,8 @@ export async function startEngines(count: number, images: string[] = []): Promis
     get engines() {
       return engines;
     },
-    hostAddress,
-    dataDir: n.data,
     async cut(engine) {
       await must('ip', ['link', 'set', n.hostVeth(engine.index), 'down']);
-    },
-    async reconnect(engine) {
-      await must('ip', ['link', 'set', n.hostVeth(engine.index), 'up']);
     },
     addNamespace: (name, hostNumber) => addNamespace(name, hostNumber),
     inNamespace: (namespace, command, args) => run('nsenter', [`--net=/run/netns/${namespace}`, '--', command, ...args]),

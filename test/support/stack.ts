@@ -26,7 +26,7 @@ export function run(cmd: string, args: string[], options: { stdin?: string; env?
   });
 }
 
-export function composeFlavour(): 'v2' | 'v1' {
+function composeFlavour(): 'v2' | 'v1' {
   try {
     execFileSync('docker', ['compose', 'version'], { stdio: 'ignore' });
     return 'v2';
