@@ -229,6 +229,13 @@ async function removeSlot(slot: number): Promise<void> {
   }
   cgroups.forEach(removeCgroupTree);
   for (const dir of [n.data, n.state]) rmSync(dir, { recursive: true, force: true });
+  for (const dir of [DATA_ROOT, STATE_ROOT]) {
+    try {
+      rmdirSync(dir); // the last slot gone: nothing of ours is left
+    } catch {
+      // another slot is still there
+    }
+  }
 }
 
 /** Removes what earlier runs left behind (slots whose owner is gone). */
