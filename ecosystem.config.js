@@ -43,9 +43,9 @@ const cpus = containerCpus();
 const metricsOn = process.env.METRICS_PORT !== '0';
 const metricsSocketDir = process.env.METRICS_SOCKET_DIR || require('node:path').join(os.tmpdir(), 'koa-auth-stack-metrics');
 const workers = instances();
-if (!process.env.SIGNING_KEY && workers > 1) {
+if (!process.env.SIGNING_KEY && !process.env.SIGNING_KEY_FILE && workers > 1) {
   // Without a key each worker would make up its own, and tokens from one would fail on the others.
-  throw new Error('SIGNING_KEY must be set when running more than one worker (generate one: openssl rand -base64 48)');
+  throw new Error('SIGNING_KEY or SIGNING_KEY_FILE must be set when running more than one worker (generate one: openssl rand -base64 48)');
 }
 
 module.exports = {

@@ -141,6 +141,7 @@ const schema = z.object({
   PORT: int(0, 65535).default(3000),
   LISTEN_SOCKET: optionalText.optional(),
   DATABASE_URL: databaseUrl,
+  DATABASE_PASSWORD_FILE: optionalText.optional(),
   DB_POOL_MAX: int(1, 1000).default(10),
   DB_CONNECT_TIMEOUT: duration('a duration').default(30),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -188,6 +189,9 @@ const schema = z.object({
   USER_ID_CLAIM: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected a claim name such as user_id').default('user_id'),
 });
 
+/** Every variable loadConfig reads (the deployment manifests are checked against it). */
+export const CONFIG_VARIABLES: readonly string[] = Object.keys(schema.shape);
+
 function invalid(name: string, message: string): ConfigError {
   return new ConfigError(`Invalid configuration:\n  ${name}: ${message}`);
 }
@@ -201,6 +205,20 @@ function inlineOrFile(name: string, inline: string | undefined, file: string | u
   } catch (err) {
     throw invalid(`${name}_FILE`, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
+}
+
+/**
+ * DATABASE_URL with the password from DATABASE_PASSWORD_FILE, when given: the file a Docker or
+ * Kubernetes secret puts in the container, the same one the Postgres image reads
+ * (POSTGRES_PASSWORD_FILE). Percent-encoded, so any character survives the URL.
+ */
+function databaseUrlWithPassword(url: string, passwordFile: string | undefined): string {
+  const password = inlineOrFile('DATABASE_PASSWORD', undefined, passwordFile);
+  if (password === undefined) return url;
+  const u = new URL(url);
+  if (u.password) throw invalid('DATABASE_PASSWORD_FILE', 'DATABASE_URL has a password already; give it in one place');
+  u.password = encodeURIComponent(password);
+  return u.toString();
 }
 
 /** Reads the given environment (normally process.env). Throws ConfigError naming every bad variable. */
@@ -257,7 +275,7 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
       host: e.HOST,
       port: e.PORT,
       listenSocket: e.LISTEN_SOCKET,
-      databaseUrl: e.DATABASE_URL,
+      databaseUrl: databaseUrlWithPassword(e.DATABASE_URL, e.DATABASE_PASSWORD_FILE),
       dbPoolMax: e.DB_POOL_MAX,
       dbConnectTimeoutMs: e.DB_CONNECT_TIMEOUT * 1000,
       logLevel: e.LOG_LEVEL,

@@ -20,6 +20,8 @@ export function run(cmd: string, args: string[], options: { stdin?: string; env?
     const child = execFile(cmd, args, { maxBuffer: 64 * 1024 * 1024, env: options.env ?? process.env }, (err, stdout, stderr) =>
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
     );
+    // A command that never reads its input may exit before it is written: not an error.
+    child.stdin?.on('error', () => {});
     child.stdin?.end(options.stdin ?? '');
   });
 }
@@ -72,6 +74,16 @@ async function reachableHost(): Promise<{ host: string; bind: string }> {
   const host = (await getContainerRuntimeClient()).info.containerRuntime.host;
   if (host === 'localhost') return { host: '127.0.0.1', bind: '127.0.0.1' };
   return { host, bind: isIP(host) === 4 ? host : '0.0.0.0' };
+}
+
+/** Builds the compose file's images (tagged as compose tags them), for use outside compose. */
+export async function buildImages(services: string[], env: Record<string, string> = {}): Promise<void> {
+  shareHostCa();
+  const compose = composeFlavour() === 'v2' ? ['docker', 'compose'] : ['docker-compose'];
+  const r = await run(compose[0]!, [...compose.slice(1), '-f', path.join(ROOT, 'docker-compose.yml'), 'build', ...services], {
+    env: { ...process.env, ...images(), DOCKER_BUILDKIT: '0', ...env },
+  });
+  if (r.code !== 0) throw new Error(`image build failed:\n${(r.stdout + r.stderr).split('\n').slice(-30).join('\n')}`);
 }
 
 export async function startStack(options: StackOptions): Promise<Stack> {
