@@ -19,7 +19,7 @@ export function healthRoutes(router: Router, deps: { db: Database }): void {
           timer = setTimeout(() => reject(new Error('timed out')), READY_TIMEOUT_MS);
         });
         try {
-          await Promise.race([deps.db.rows('SELECT 1', []), timeout]);
+          await Promise.race([deps.db.sequelize.authenticate(), timeout]);
           sendJson(ctx, 200, { status: 'ok', database: 'ok' });
         } catch {
           sendJson(ctx, 503, { detail: 'The database is not answering.', code: 'database_unavailable' });

@@ -1,4 +1,5 @@
 // Refresh-token families: atomic rotation, reuse detection, logout, expiry, account state.
+import { QueryTypes } from 'sequelize';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { changePassword, deactivateUser } from '../../app/auth/users';
 import { decodeJwt } from '../support/http';
@@ -38,7 +39,7 @@ describe('rotation', () => {
     expect(byJti.get(jtis[2]!)!.rotatedAt).toBeNull();
     // The access tokens name their family.
     expect(decodeJwt(r2.json.access).payload.sid).toBe(rows[0]!.familyId);
-    const dump = JSON.stringify(await t.db.rows('SELECT * FROM refresh_tokens', []));
+    const dump = JSON.stringify(await t.db.sequelize.query('SELECT * FROM refresh_tokens', { type: QueryTypes.SELECT }));
     for (const tok of [pair.refresh, r1.json.refresh]) expect(dump).not.toContain(tok.split('.')[2]);
   });
 

@@ -1,5 +1,6 @@
 // Brute-force throttling: progressive delays per (account, client address), shared by workers,
 // surviving restarts, never a lockout of the real user; and a per-account refresh limit.
+import { QueryTypes } from 'sequelize';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshDatabase, startTestApp, type TestApp } from '../support/test-app';
 
@@ -88,7 +89,7 @@ describe('login throttling', () => {
   });
 
   it('stores neither usernames nor addresses in clear', async () => {
-    const rows = JSON.stringify(await a.db.rows('SELECT * FROM auth_throttle', []));
+    const rows = JSON.stringify(await a.db.sequelize.query('SELECT * FROM auth_throttle', { type: QueryTypes.SELECT }));
     expect(rows).not.toContain('alice');
     expect(rows).not.toContain('203.0.113');
   });
