@@ -94,6 +94,18 @@ describe('blacklist (logout of one session)', () => {
     expect((await refresh(r1.json.refresh)).json).toEqual(blacklisted);
     expect((await familyOf(pair.refresh))!.revokeReason).toBe('reuse');
   });
+
+  it('orders a logout racing a refresh of the same token: exactly one of them uses it, and the session ends', async () => {
+    for (let i = 0; i < 8; i++) {
+      const pair = await t.login('alice', 'alice-password-1');
+      const [renewed, loggedOut] = await Promise.all([refresh(pair.refresh), t.post('/api/token/blacklist/', { refresh: pair.refresh })]);
+      expect([renewed.status, loggedOut.status].sort()).toEqual([200, 401]);
+      // Refresh first: the logout presented a rotated token, a replay. Logout first: the refresh is refused.
+      const family = await familyOf(pair.refresh);
+      expect(family!.revokeReason).toBe(renewed.status === 200 ? 'reuse' : 'logout');
+      if (renewed.status === 200) expect((await refresh(renewed.json.refresh)).json).toEqual(blacklisted);
+    }
+  });
 });
 
 describe('expiry (injected clock)', () => {
