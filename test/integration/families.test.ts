@@ -2,7 +2,7 @@
 import { QueryTypes } from 'sequelize';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { changePassword, deactivateUser } from '../../app/auth/users';
-import { decodeJwt } from '../support/http';
+import { decodeJwt, type Reply } from '../support/http';
 import { eventually, startTestApp, type TestApp } from '../support/test-app';
 
 let t: TestApp;
@@ -95,16 +95,46 @@ describe('blacklist (logout of one session)', () => {
     expect((await familyOf(pair.refresh))!.revokeReason).toBe('reuse');
   });
 
-  it('orders a logout racing a refresh of the same token: exactly one of them uses it, and the session ends', async () => {
-    for (let i = 0; i < 8; i++) {
-      const pair = await t.login('alice', 'alice-password-1');
-      const [renewed, loggedOut] = await Promise.all([refresh(pair.refresh), t.post('/api/token/blacklist/', { refresh: pair.refresh })]);
-      expect([renewed.status, loggedOut.status].sort()).toEqual([200, 401]);
-      // Refresh first: the logout presented a rotated token, a replay. Logout first: the refresh is refused.
-      const family = await familyOf(pair.refresh);
-      expect(family!.revokeReason).toBe(renewed.status === 200 ? 'reuse' : 'logout');
-      if (renewed.status === 200) expect((await refresh(renewed.json.refresh)).json).toEqual(blacklisted);
+  // A forced interleaving, not timing luck: the test holds the token's row lock, queues the two
+  // requests behind it in a chosen order (watching them wait in pg_stat_activity), then lets go.
+  async function inOrder(first: () => Promise<Reply>, second: () => Promise<Reply>, jti: string): Promise<[Reply, Reply]> {
+    const waiting = async () => {
+      const [row] = await t.db.sequelize.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+        { type: QueryTypes.SELECT },
+      );
+      return row!.n;
+    };
+    const blocker = await t.db.sequelize.transaction();
+    let replies: Promise<[Reply, Reply]>;
+    try {
+      await t.db.models.RefreshToken.findByPk(jti, { lock: blocker.LOCK.UPDATE, transaction: blocker });
+      const a = first();
+      await eventually(async () => (await waiting()) === 1);
+      const b = second();
+      await eventually(async () => (await waiting()) === 2);
+      replies = Promise.all([a, b]);
+    } finally {
+      await blocker.commit();
     }
+    return replies;
+  }
+
+  it('orders a logout and a refresh of one token by its row: exactly one of them uses it, and the session ends', async () => {
+    const logout = (token: string) => () => t.post('/api/token/blacklist/', { refresh: token });
+    // The refresh first: the logout then presents a rotated token, a replay, and the family dies.
+    const a = await t.login('alice', 'alice-password-1');
+    const [renewed, late] = await inOrder(() => refresh(a.refresh), logout(a.refresh), decodeJwt(a.refresh).payload.jti);
+    expect([renewed.status, late.status]).toEqual([200, 401]);
+    expect(late.json).toEqual(blacklisted);
+    expect((await familyOf(a.refresh))!.revokeReason).toBe('reuse');
+    expect((await refresh(renewed.json.refresh)).json).toEqual(blacklisted);
+    // The logout first: the refresh is refused.
+    const b = await t.login('alice', 'alice-password-1');
+    const [loggedOut, refused] = await inOrder(logout(b.refresh), () => refresh(b.refresh), decodeJwt(b.refresh).payload.jti);
+    expect([loggedOut.status, refused.status]).toEqual([200, 401]);
+    expect(refused.json).toEqual(blacklisted);
+    expect((await familyOf(b.refresh))!.revokeReason).toBe('logout');
   });
 });
 
