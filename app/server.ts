@@ -15,7 +15,7 @@ async function waitForDatabase(db: Database, timeoutMs: number, logger: Logger):
   const deadline = Date.now() + timeoutMs;
   for (let delay = 200; ; delay = Math.min(delay * 2, 2_000)) {
     try {
-      await db.rows('SELECT 1', []);
+      await db.sequelize.authenticate();
       return;
     } catch (err) {
       if (Date.now() + delay > deadline) throw err;

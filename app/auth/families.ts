@@ -1,7 +1,12 @@
 // Refresh-token families: one per login. Every refresh token belongs to a family; rotation replaces a
 // token with its child in one atomic statement; presenting a token that was already rotated means it
 // was stolen or replayed, and revokes the whole family. Only jtis are stored, never tokens.
+//
+// Everything goes through the models (app/db/models.ts) except the two statements of the refresh
+// endpoint, rotate and use: written by hand because a measurement says so (see USABLE below).
+import { literal, type Transaction } from 'sequelize';
 import type { Database } from '../db/database';
+import { findUserById } from './users';
 
 export type RevokeReason = 'logout' | 'reuse' | 'logout_all' | 'password_change' | 'deactivated';
 
@@ -25,21 +30,34 @@ export interface NewToken {
   expiresAt: Date;
 }
 
-/** Starts a family with its first refresh token, in one statement. */
+/**
+ * Starts a family with its first refresh token: one nested create through the association, in one
+ * transaction, so the family and its token exist together or not at all.
+ */
 export async function startFamily(
   db: Database,
   input: { familyId: string; userId: number; token: NewToken; now: Date },
 ): Promise<void> {
-  await db.rows(
-    `WITH family AS (
-       INSERT INTO token_families (id, user_id, created_at) VALUES ($1, $2, $3) RETURNING id
-     )
-     INSERT INTO refresh_tokens (jti, family_id, created_at, expires_at)
-     SELECT $4, id, $3, $5 FROM family RETURNING jti`,
-    [input.familyId, input.userId, input.now, input.token.jti, input.token.expiresAt],
+  await db.sequelize.transaction((transaction) =>
+    db.models.TokenFamily.create(
+      {
+        id: input.familyId,
+        userId: input.userId,
+        createdAt: input.now,
+        refreshTokens: [{ jti: input.token.jti, createdAt: input.now, expiresAt: input.token.expiresAt }],
+      },
+      { include: [{ association: 'refreshTokens' }], transaction },
+    ),
   );
 }
 
+// Hand-written, measured: the refresh endpoint's statements. `npm run bench:orm` (scripts/bench/orm.ts;
+// the figures are in docs/PERFORMANCE.md, "Sequelize and hand-written SQL") puts the models' forms of
+// rotate and use at a fraction of these prepared statements' rate on one pool at concurrency 16: the
+// ORM's rotation needs a transaction of five statements (lock the usable token, mark it rotated,
+// create its child) where this is one, and its usability check (the "usable" scope) spends
+// milliseconds of worker CPU building the joined query. The predicate is the RefreshToken "usable"
+// scope's, in SQL; test/integration/models.test.ts holds the two together.
 // $1 jti, $2 user id, $3 now: the token is current, unexpired, in a live family of an active user.
 const USABLE = `
   t.jti = $1 AND t.rotated_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > $3
@@ -82,42 +100,34 @@ export async function use(db: Database, ref: RefreshTokenRef, now: Date): Promis
   return row ? { ok: true, familyId: row.family_id, username: row.username } : refuse(db, ref, now, { checkUser: true });
 }
 
-/** Logout of one session: revokes the token's family (and so every token of it). */
+/** Logout of one session: revokes the token and its family (and so every token of it). */
 export async function logout(db: Database, ref: RefreshTokenRef, now: Date): Promise<Outcome> {
-  const [row] = await db.rows<{ family_id: string | null }>(
-    `WITH tok AS (
-       UPDATE refresh_tokens t SET revoked_at = $3 FROM token_families f
-       WHERE t.jti = $1 AND t.rotated_at IS NULL AND t.revoked_at IS NULL
-         AND f.id = t.family_id AND f.user_id = $2 AND f.revoked_at IS NULL
-       RETURNING t.family_id
-     ), fam AS (
-       UPDATE token_families f SET revoked_at = $3, revoke_reason = 'logout' FROM tok
-       WHERE f.id = tok.family_id AND f.revoked_at IS NULL RETURNING f.id
-     )
-     SELECT (SELECT id FROM fam) AS family_id`,
-    [ref.jti, ref.userId, now],
-  );
-  return row?.family_id ? { ok: true, familyId: row.family_id } : refuse(db, ref, now, { checkUser: false });
+  const { RefreshToken, TokenFamily } = db.models;
+  const familyId = await db.sequelize.transaction(async (transaction) => {
+    // The token's row stays locked to the end: a refresh of the same token racing this logout waits,
+    // then finds it revoked; a logout that waited on a rotation finds the token rotated (a replay).
+    const token = await RefreshToken.scope('current').findOne({
+      where: { jti: ref.jti },
+      include: [{ model: TokenFamily.scope('live'), as: 'family', required: true, where: { userId: ref.userId }, attributes: [] }],
+      lock: { level: transaction.LOCK.UPDATE, of: RefreshToken },
+      transaction,
+    });
+    if (!token) return null;
+    await token.update({ revokedAt: now }, { transaction });
+    await revokeFamily(db, token.familyId, 'logout', now, transaction);
+    return token.familyId;
+  });
+  return familyId ? { ok: true, familyId } : refuse(db, ref, now, { checkUser: false });
 }
 
 /** Whether a refresh token is still current (for the verify endpoint). */
 export async function isCurrent(db: Database, jti: string): Promise<boolean> {
-  const rows = await db.rows(
-    `SELECT 1 FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id
-     WHERE t.jti = $1 AND t.rotated_at IS NULL AND t.revoked_at IS NULL AND f.revoked_at IS NULL`,
-    [jti],
-  );
-  return rows.length > 0;
-}
-
-interface Diagnosis {
-  user_active: boolean | null;
-  family_id: string | null;
-  user_id: number | null;
-  rotated_at: Date | null;
-  revoked_at: Date | null;
-  family_revoked_at: Date | null;
-  expires_at: Date | null;
+  const { RefreshToken, TokenFamily } = db.models;
+  const found = await RefreshToken.scope('current').count({
+    where: { jti },
+    include: [{ model: TokenFamily.scope('live'), as: 'family', required: true, attributes: [] }],
+  });
+  return found > 0;
 }
 
 // Explains a refusal; a replay of a rotated token revokes its family here, in its own statement, so
@@ -128,51 +138,61 @@ async function refuse(
   now: Date,
   options: { checkUser: boolean },
 ): Promise<{ ok: false; refusal: Refusal }> {
-  const [d] = await db.rows<Diagnosis>(
-    `SELECT (SELECT is_active FROM users WHERE id = $2) AS user_active,
-            t.family_id, f.user_id, t.rotated_at, t.revoked_at, f.revoked_at AS family_revoked_at, t.expires_at
-     FROM (SELECT 1) AS one
-     LEFT JOIN refresh_tokens t ON t.jti = $1
-     LEFT JOIN token_families f ON f.id = t.family_id`,
-    [ref.jti, ref.userId],
-  );
-  if (!d) return { ok: false, refusal: 'unknown' };
-  if (options.checkUser && d.user_active !== true) return { ok: false, refusal: 'inactive' };
-  if (!d.family_id || d.user_id !== ref.userId) return { ok: false, refusal: 'unknown' };
-  if (d.rotated_at) {
-    await revokeFamily(db, d.family_id, 'reuse', now);
+  const { RefreshToken, TokenFamily, User } = db.models;
+  const token = await RefreshToken.findByPk(ref.jti, {
+    include: [
+      {
+        model: TokenFamily,
+        as: 'family',
+        attributes: ['id', 'userId', 'revokedAt'],
+        include: [{ model: User, as: 'user', attributes: ['id', 'isActive'] }],
+      },
+    ],
+  });
+  // A token of another user names that user's family, not the claimed user's: ask for the claimed one.
+  const family = token?.family?.userId === ref.userId ? token.family : undefined;
+  if (options.checkUser) {
+    const active = family ? family.user?.isActive : (await findUserById(db, ref.userId))?.isActive;
+    if (active !== true) return { ok: false, refusal: 'inactive' };
+  }
+  if (!token || !family) return { ok: false, refusal: 'unknown' };
+  if (token.rotatedAt) {
+    await revokeFamily(db, family.id, 'reuse', now);
     return { ok: false, refusal: 'reused' };
   }
-  if (d.revoked_at || d.family_revoked_at) return { ok: false, refusal: 'revoked' };
-  if (d.expires_at && d.expires_at <= now) return { ok: false, refusal: 'unknown' };
+  if (token.revokedAt || family.revokedAt) return { ok: false, refusal: 'revoked' };
+  if (token.expiresAt <= now) return { ok: false, refusal: 'unknown' };
   // The token was usable a moment ago but the state moved under us (say, the user was reactivated):
   // refuse this once rather than guess.
   return { ok: false, refusal: 'revoked' };
 }
 
-export async function revokeFamily(db: Database, familyId: string, reason: RevokeReason, now: Date): Promise<boolean> {
-  const rows = await db.rows(
-    `UPDATE token_families SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL RETURNING id`,
-    [familyId, now, reason],
+/** Revokes a live family (the trigger tells every worker); false when it was not live. */
+export async function revokeFamily(
+  db: Database,
+  familyId: string,
+  reason: RevokeReason,
+  now: Date,
+  transaction?: Transaction,
+): Promise<boolean> {
+  const [revoked] = await db.models.TokenFamily.scope('live').update(
+    { revokedAt: now, revokeReason: reason },
+    { where: { id: familyId }, transaction },
   );
-  return rows.length > 0;
+  return revoked > 0;
 }
 
 /**
- * Logout everywhere, in one statement: revokes every live family of the user and records "access
+ * Logout everywhere, in one transaction: revokes every live family of the user and records "access
  * tokens issued before now are void". Returns the number of sessions ended.
  */
 export async function revokeAllForUser(db: Database, userId: number, reason: RevokeReason, now: Date): Promise<number> {
-  const [row] = await db.rows<{ sessions: number }>(
-    `WITH revoked AS (
-       UPDATE token_families SET revoked_at = $2, revoke_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL RETURNING id
-     ), cut AS (
-       INSERT INTO user_revocations (user_id, not_before, reason) VALUES ($1, $2, $3) RETURNING id
-     )
-     SELECT (SELECT count(*) FROM revoked)::int AS sessions, (SELECT count(*) FROM cut) AS cut`,
-    [userId, now, reason],
-  );
-  return row!.sessions;
+  const { TokenFamily, UserRevocation } = db.models;
+  return db.sequelize.transaction(async (transaction) => {
+    const [sessions] = await TokenFamily.scope('live').update({ revokedAt: now, revokeReason: reason }, { where: { userId }, transaction });
+    await UserRevocation.create({ userId, notBefore: now, reason }, { transaction });
+    return sessions;
+  });
 }
 
 export interface FlushResult {
@@ -183,28 +203,24 @@ export interface FlushResult {
 /**
  * Deletes refresh tokens past their expiry, then families left with no tokens, in batches so a large
  * backlog never holds long locks. Revoked families go once their last token has expired; until then
- * their rows are what keeps their tokens refused.
+ * their rows are what keeps their tokens refused. A daily job, so the models' forms: each batch is one
+ * DELETE … WHERE key IN (SELECT … LIMIT n) either way.
  */
 export async function flushExpired(db: Database, now: Date, batchSize = 5000): Promise<FlushResult> {
+  const { RefreshToken, TokenFamily } = db.models;
   const result: FlushResult = { tokens: 0, families: 0 };
   for (;;) {
-    const deleted = await db.rows(
-      `DELETE FROM refresh_tokens WHERE jti IN (SELECT jti FROM refresh_tokens WHERE expires_at <= $1 LIMIT $2) RETURNING 1`,
-      [now, batchSize],
-    );
-    result.tokens += deleted.length;
-    if (deleted.length < batchSize) break;
+    const deleted = await RefreshToken.scope({ method: ['expired', now] }).destroy({ limit: batchSize });
+    result.tokens += deleted;
+    if (deleted < batchSize) break;
   }
+  // Sequelize has no operator for NOT EXISTS; the fragment names the table as Model.destroy writes it.
+  // A family found empty stays empty: tokens are only added to a family by rotating one of its own.
+  const empty = literal('NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = token_families.id)');
   for (;;) {
-    const deleted = await db.rows(
-      `DELETE FROM token_families WHERE id IN (
-         SELECT f.id FROM token_families f
-         WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.id) LIMIT $1)
-       RETURNING 1`,
-      [batchSize],
-    );
-    result.families += deleted.length;
-    if (deleted.length < batchSize) break;
+    const deleted = await TokenFamily.destroy({ where: empty, limit: batchSize });
+    result.families += deleted;
+    if (deleted < batchSize) break;
   }
   return result;
 }

@@ -10,6 +10,7 @@ import type { Database } from '../db/database';
 import { ApiError, authenticationFailed, notAuthenticated } from '../http/errors';
 import type { RevocationCheck } from './revocations';
 import { TOKEN_MESSAGES, TokenError, UserIdError, type Claims, type TokenService } from './tokens';
+import { findUserById } from './users';
 
 export interface AuthState {
   userId: number;
@@ -142,12 +143,9 @@ export function requireUser(db: Database): Middleware {
       ctx.state.user = { id: auth.userId, username: auth.claims.username };
       return next();
     }
-    const [user] = await db.rows<{ id: number; username: string; is_active: boolean }>(
-      'SELECT id, username, is_active FROM users WHERE id = $1',
-      [auth.userId],
-    );
+    const user = await findUserById(db, auth.userId);
     if (!user) throw authenticationFailed('User not found', 'user_not_found');
-    if (!user.is_active) throw authenticationFailed('User is inactive', 'user_inactive');
+    if (!user.isActive) throw authenticationFailed('User is inactive', 'user_inactive');
     ctx.state.user = { id: user.id, username: user.username };
     await next();
   };

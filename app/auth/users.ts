@@ -1,6 +1,7 @@
 // Accounts: who may log in, and the account changes ops make from the CLI.
 import { UniqueConstraintError, type Transaction } from 'sequelize';
 import type { Database } from '../db/database';
+import type { UserRow } from '../db/models';
 import type { PasswordHasher } from './passwords';
 
 /** Usernames are compared after NFKC normalisation (as Django stores them), so "ａｌｉｃｅ" is alice. */
@@ -28,13 +29,6 @@ export function validatePassword(password: string): void {
   if (password.length > PASSWORD_MAX_LENGTH) throw new UserError(`a password has at most ${PASSWORD_MAX_LENGTH} characters`);
 }
 
-interface LoginRow {
-  id: number;
-  username: string;
-  password_hash: string;
-  is_active: boolean;
-}
-
 export interface Authenticated {
   id: number;
   username: string;
@@ -42,7 +36,8 @@ export interface Authenticated {
 
 /**
  * The account for these credentials, or null. Every path spends one password hash, so a response's
- * timing does not tell whether the username exists or is active.
+ * timing does not tell whether the username exists or is active. (A login is bound by that hash: the
+ * models' lookup costs it nothing measurable, see docs/PERFORMANCE.md.)
  */
 export async function authenticate(
   db: Database,
@@ -51,27 +46,35 @@ export async function authenticate(
   password: string,
   options: { updateLastLogin: boolean; now: Date; signal?: AbortSignal },
 ): Promise<Authenticated | null> {
-  const [user] = await db.rows<LoginRow>('SELECT id, username, password_hash, is_active FROM users WHERE username = $1', [
-    normalizeUsername(username),
-  ]);
+  const { User } = db.models;
+  const user = await User.findOne({
+    where: { username: normalizeUsername(username) },
+    attributes: ['id', 'username', 'passwordHash', 'isActive'],
+  });
   if (!user) {
     await hasher.burn(password, options.signal);
     return null;
   }
-  const result = await hasher.verify(password, user.password_hash, options.signal);
-  if (!result.ok || !user.is_active) return null;
+  const result = await hasher.verify(password, user.passwordHash, options.signal);
+  if (!result.ok || !user.isActive) return null;
   if (result.needsRehash) {
     // Compare-and-set: a password change that lands meanwhile wins over the upgrade.
-    await db.rows('UPDATE users SET password_hash = $2 WHERE id = $1 AND password_hash = $3 RETURNING id', [
-      user.id,
-      await hasher.hash(password),
-      user.password_hash,
-    ]);
+    await User.update({ passwordHash: await hasher.hash(password) }, { where: { id: user.id, passwordHash: user.passwordHash } });
   }
-  if (options.updateLastLogin) {
-    await db.rows('UPDATE users SET last_login = $2 WHERE id = $1 RETURNING id', [user.id, options.now]);
-  }
+  if (options.updateLastLogin) await User.update({ lastLogin: options.now }, { where: { id: user.id } });
   return { id: user.id, username: user.username };
+}
+
+export interface UserSummary {
+  id: number;
+  username: string;
+  isActive: boolean;
+}
+
+/** A user by id (for a token that does not name its user), or null when there is none. */
+export async function findUserById(db: Database, id: number): Promise<UserSummary | null> {
+  const user = await db.models.User.findByPk(id, { attributes: ['id', 'username', 'isActive'] });
+  return user && { id: user.id, username: user.username, isActive: user.isActive };
 }
 
 export async function createUser(
@@ -99,15 +102,14 @@ export async function createUser(
  * itself ends them: the trigger on users (migration 0002) revokes the families and voids the access
  * tokens, for this CLI and for an operator's plain SQL alike.
  */
-async function lockUser(db: Database, username: string, transaction: Transaction): Promise<{ id: number; sessions: number }> {
-  const [user] = await db.rows<{ id: number; sessions: number }>(
-    `SELECT id, (SELECT count(*) FROM token_families f WHERE f.user_id = users.id AND f.revoked_at IS NULL)::int AS sessions
-     FROM users WHERE username = $1 FOR UPDATE`,
-    [normalizeUsername(username.trim())],
+async function lockUser(db: Database, username: string, transaction: Transaction): Promise<{ user: UserRow; sessions: number }> {
+  const user = await db.models.User.findOne({
+    where: { username: normalizeUsername(username.trim()) },
+    lock: transaction.LOCK.UPDATE,
     transaction,
-  );
+  });
   if (!user) throw new UserError(`no user "${username}"`);
-  return user;
+  return { user, sessions: await user.countFamilies({ scope: 'live', transaction }) };
 }
 
 /** Sets a new password; every session of the user ends (trigger). One transaction. */
@@ -121,18 +123,18 @@ export async function changePassword(
   validatePassword(password);
   const passwordHash = await hasher.hash(password);
   return db.sequelize.transaction(async (transaction) => {
-    const user = await lockUser(db, username, transaction);
-    await db.rows('UPDATE users SET password_hash = $2, password_changed_at = $3 WHERE id = $1 RETURNING id', [user.id, passwordHash, now], transaction);
-    return { id: user.id, revokedSessions: user.sessions };
+    const { user, sessions } = await lockUser(db, username, transaction);
+    await user.update({ passwordHash, passwordChangedAt: now }, { transaction });
+    return { id: user.id, revokedSessions: sessions };
   });
 }
 
 /** Marks a user inactive (login and refresh refused); every session ends (trigger). One transaction. */
 export async function deactivateUser(db: Database, username: string): Promise<{ id: number; revokedSessions: number }> {
   return db.sequelize.transaction(async (transaction) => {
-    const user = await lockUser(db, username, transaction);
-    await db.rows('UPDATE users SET is_active = false WHERE id = $1 AND is_active RETURNING id', [user.id], transaction);
-    return { id: user.id, revokedSessions: user.sessions };
+    const { user, sessions } = await lockUser(db, username, transaction);
+    await user.update({ isActive: false }, { transaction }); // no statement when it is inactive already
+    return { id: user.id, revokedSessions: sessions };
   });
 }
 
@@ -153,25 +155,31 @@ export interface ImportResult {
  * are skipped, not overwritten. One transaction: a failure imports nothing.
  */
 export async function importUsers(db: Database, users: readonly DjangoUser[]): Promise<ImportResult> {
+  const { User } = db.models;
   return db.sequelize.transaction(async (transaction) => {
     const skipped: string[] = [];
     let created = 0;
     for (const u of users) {
-      const [row] = await db.rows<{ id: number }>(
-        `INSERT INTO users (id, username, password_hash, is_active) VALUES ($1, $2, $3, $4)
-         ON CONFLICT DO NOTHING RETURNING id`,
-        [u.id, normalizeUsername(u.username), u.password, u.is_active],
-        transaction,
-      );
-      if (row) created += 1;
-      else skipped.push(u.username);
+      try {
+        // A savepoint per row: a row that collides is skipped and the import goes on.
+        await db.sequelize.transaction({ transaction }, (savepoint) =>
+          User.create(
+            { id: u.id, username: normalizeUsername(u.username), passwordHash: u.password, isActive: u.is_active },
+            { transaction: savepoint },
+          ),
+        );
+        created += 1;
+      } catch (err) {
+        if (!(err instanceof UniqueConstraintError)) throw err;
+        skipped.push(u.username);
+      }
     }
     // Explicit ids bypass the identity sequence; move it past them so createuser does not collide.
-    await db.rows(
+    // (Sequence upkeep has no model form.)
+    await db.sequelize.query(
       `SELECT setval(pg_get_serial_sequence('users', 'id'), GREATEST((SELECT COALESCE(MAX(id), 0) FROM users), 1),
               (SELECT COUNT(*) > 0 FROM users))`,
-      [],
-      transaction,
+      { transaction },
     );
     return { created, skipped };
   });

@@ -129,6 +129,7 @@ describe('changepassword and deactivate', () => {
     await cli(['createuser', 'eve', '--password-stdin'], { stdin: 'eve-password-1' });
     const pair = (await t.post('/api/token/', { username: 'eve', password: 'eve-password-1' })).json;
     expect((await cli(['deactivate', 'eve'])).stdout).toMatch(/deactivated eve; ended 1 session/);
+    expect((await cli(['deactivate', 'eve'])).stdout).toMatch(/deactivated eve; ended 0 session/);
     expect((await t.post('/api/token/', { username: 'eve', password: 'eve-password-1' })).status).toBe(401);
     expect((await t.post('/api/token/refresh/', { refresh: pair.refresh })).json.code).toBe('no_active_account');
   });

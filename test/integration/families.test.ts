@@ -1,7 +1,8 @@
 // Refresh-token families: atomic rotation, reuse detection, logout, expiry, account state.
+import { QueryTypes } from 'sequelize';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { changePassword, deactivateUser } from '../../app/auth/users';
-import { decodeJwt } from '../support/http';
+import { decodeJwt, type Reply } from '../support/http';
 import { eventually, startTestApp, type TestApp } from '../support/test-app';
 
 let t: TestApp;
@@ -38,7 +39,7 @@ describe('rotation', () => {
     expect(byJti.get(jtis[2]!)!.rotatedAt).toBeNull();
     // The access tokens name their family.
     expect(decodeJwt(r2.json.access).payload.sid).toBe(rows[0]!.familyId);
-    const dump = JSON.stringify(await t.db.rows('SELECT * FROM refresh_tokens', []));
+    const dump = JSON.stringify(await t.db.sequelize.query('SELECT * FROM refresh_tokens', { type: QueryTypes.SELECT }));
     for (const tok of [pair.refresh, r1.json.refresh]) expect(dump).not.toContain(tok.split('.')[2]);
   });
 
@@ -92,6 +93,48 @@ describe('blacklist (logout of one session)', () => {
     expect(r.json).toEqual(blacklisted);
     expect((await refresh(r1.json.refresh)).json).toEqual(blacklisted);
     expect((await familyOf(pair.refresh))!.revokeReason).toBe('reuse');
+  });
+
+  // A forced interleaving, not timing luck: the test holds the token's row lock, queues the two
+  // requests behind it in a chosen order (watching them wait in pg_stat_activity), then lets go.
+  async function inOrder(first: () => Promise<Reply>, second: () => Promise<Reply>, jti: string): Promise<[Reply, Reply]> {
+    const waiting = async () => {
+      const [row] = await t.db.sequelize.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+        { type: QueryTypes.SELECT },
+      );
+      return row!.n;
+    };
+    const blocker = await t.db.sequelize.transaction();
+    let replies: Promise<[Reply, Reply]>;
+    try {
+      await t.db.models.RefreshToken.findByPk(jti, { lock: blocker.LOCK.UPDATE, transaction: blocker });
+      const a = first();
+      await eventually(async () => (await waiting()) === 1);
+      const b = second();
+      await eventually(async () => (await waiting()) === 2);
+      replies = Promise.all([a, b]);
+    } finally {
+      await blocker.commit();
+    }
+    return replies;
+  }
+
+  it('orders a logout and a refresh of one token by its row: exactly one of them uses it, and the session ends', async () => {
+    const logout = (token: string) => () => t.post('/api/token/blacklist/', { refresh: token });
+    // The refresh first: the logout then presents a rotated token, a replay, and the family dies.
+    const a = await t.login('alice', 'alice-password-1');
+    const [renewed, late] = await inOrder(() => refresh(a.refresh), logout(a.refresh), decodeJwt(a.refresh).payload.jti);
+    expect([renewed.status, late.status]).toEqual([200, 401]);
+    expect(late.json).toEqual(blacklisted);
+    expect((await familyOf(a.refresh))!.revokeReason).toBe('reuse');
+    expect((await refresh(renewed.json.refresh)).json).toEqual(blacklisted);
+    // The logout first: the refresh is refused.
+    const b = await t.login('alice', 'alice-password-1');
+    const [loggedOut, refused] = await inOrder(logout(b.refresh), () => refresh(b.refresh), decodeJwt(b.refresh).payload.jti);
+    expect([loggedOut.status, refused.status]).toEqual([200, 401]);
+    expect(refused.json).toEqual(blacklisted);
+    expect((await familyOf(b.refresh))!.revokeReason).toBe('logout');
   });
 });
 

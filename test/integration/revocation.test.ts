@@ -1,4 +1,5 @@
 // Instant revocation across workers: two app instances on one database stand for two PM2 workers.
+import { QueryTypes } from 'sequelize';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { changePassword, deactivateUser } from '../../app/auth/users';
 import { decodeJwt, type Reply } from '../support/http';
@@ -96,12 +97,12 @@ describe('revocation reaches every worker', () => {
   it('an operator deactivating or deleting with plain SQL is heard too (triggers)', async () => {
     const u = await newUser();
     const s = await u.login();
-    await a.db.rows('UPDATE users SET is_active = false WHERE username = $1 RETURNING id', [u.name]);
+    await a.db.sequelize.query('UPDATE users SET is_active = false WHERE username = $1', { bind: [u.name] });
     await eventually(() => rejectedBy(b, s.access));
 
     const w = await newUser();
     const t = await w.login();
-    await a.db.rows('DELETE FROM users WHERE username = $1 RETURNING id', [w.name]);
+    await a.db.sequelize.query('DELETE FROM users WHERE username = $1', { bind: [w.name] });
     await eventually(() => rejectedBy(b, t.access));
   });
 });
@@ -137,11 +138,14 @@ describe('the state is reloaded in full', () => {
     const s = await u.login();
     const sid = decodeJwt(s.access).payload.sid as string;
     // Cut worker b's LISTEN connection; it reconnects after 1.5 s.
-    const [cut] = await a.db.rows<{ ok: boolean }>('SELECT pg_terminate_backend($1) AS ok', [b.services.feed.backendPid()]);
+    const [cut] = await a.db.sequelize.query<{ ok: boolean }>('SELECT pg_terminate_backend($1) AS ok', {
+      bind: [b.services.feed.backendPid()],
+      type: QueryTypes.SELECT,
+    });
     expect(cut?.ok).toBe(true);
     await eventually(() => !b.services.feed.connected(), 2_000);
     // Revoke while b is not listening: its notification is lost to b.
-    await a.db.rows(`UPDATE token_families SET revoked_at = now(), revoke_reason = 'logout' WHERE id = $1 RETURNING id`, [sid]);
+    await a.db.sequelize.query(`UPDATE token_families SET revoked_at = now(), revoke_reason = 'logout' WHERE id = $1`, { bind: [sid] });
     await eventually(() => b.services.feed.connected(), 10_000);
     expect(await rejectedBy(b, s.access)).toBe(true);
   });

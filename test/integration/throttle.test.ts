@@ -1,6 +1,8 @@
 // Brute-force throttling: progressive delays per (account, client address), shared by workers,
 // surviving restarts, never a lockout of the real user; and a per-account refresh limit.
+import { QueryTypes } from 'sequelize';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { flushThrottle, loginKey, recordLoginFailure, refreshWaitSeconds } from '../../app/auth/throttle';
 import { freshDatabase, startTestApp, type TestApp } from '../support/test-app';
 
 const ENV = {
@@ -62,7 +64,11 @@ describe('login throttling', () => {
 
   it('is shared by every worker and survives a restart (it lives in Postgres)', async () => {
     const from = '203.0.113.9';
+    // The failures are a minute ahead on a's clock, so the one-second wait they earn outlasts the
+    // restart below however slow the machine is (the other workers read the real clock).
+    a.clock.advance(60);
     for (let i = 0; i < 4; i++) expect((await login(a, 'alice', 'wrong', from)).status).toBe(401);
+    a.clock.reset();
     expect((await login(b, 'alice', 'alice-password-1', from)).status).toBe(429);
     const restarted = await startTestApp(ENV, { databaseUrl });
     try {
@@ -88,7 +94,7 @@ describe('login throttling', () => {
   });
 
   it('stores neither usernames nor addresses in clear', async () => {
-    const rows = JSON.stringify(await a.db.rows('SELECT * FROM auth_throttle', []));
+    const rows = JSON.stringify(await a.db.sequelize.query('SELECT * FROM auth_throttle', { type: QueryTypes.SELECT }));
     expect(rows).not.toContain('alice');
     expect(rows).not.toContain('203.0.113');
   });
@@ -116,5 +122,51 @@ describe('refresh throttling', () => {
     } finally {
       await app.stop();
     }
+  });
+});
+
+describe('counting is atomic (many connections at once)', () => {
+  const times = <T>(k: number, f: () => Promise<T>) => Promise.all(Array.from({ length: k }, f));
+
+  it('counts every one of 30 concurrent failures: from no record, and again when a quiet period restarts it', async () => {
+    const s = a.config.throttle;
+    const key = loginKey('racer', '203.0.113.200');
+    const count = async () => (await a.db.models.Throttle.findByPk(key))!.count;
+    const now = new Date();
+    await times(30, () => recordLoginFailure(a.db, key, now, s));
+    expect(await count()).toBe(30);
+    // The restart happens once: the other 29 count against the new run, none restarts it again.
+    const later = new Date(now.getTime() + (s.loginQuietSeconds + 1) * 1000);
+    await times(30, () => recordLoginFailure(a.db, key, later, s));
+    expect(await count()).toBe(30);
+  });
+
+  it('lets exactly the limit through of 40 concurrent refreshes of one account, in a new window too', async () => {
+    const s = { ...a.config.throttle, refreshPerMinute: 5 };
+    const userId = 1_000_001; // the counter needs no user row
+    const now = new Date();
+    expect((await times(40, () => refreshWaitSeconds(a.db, userId, now, s))).filter((w) => w === 0)).toHaveLength(5);
+    const nextMinute = new Date(now.getTime() + 61_000);
+    expect((await times(40, () => refreshWaitSeconds(a.db, userId, nextMinute, s))).filter((w) => w === 0)).toHaveLength(5);
+  });
+});
+
+describe('flushThrottle', () => {
+  it('drops records quiet for the quiet period and not blocking, keeps the rest', async () => {
+    const { Throttle } = a.db.models;
+    const s = a.config.throttle;
+    const now = new Date();
+    const quietAgo = new Date(now.getTime() - (s.loginQuietSeconds + 1) * 1000);
+    const key = (name: string) => loginKey(`flush-${name}`, '192.0.2.1');
+    await recordLoginFailure(a.db, key('stale'), quietAgo, s);
+    await recordLoginFailure(a.db, key('fresh'), now, s);
+    // Quiet for long, but still blocking (a long LOGIN_THROTTLE_MAX_DELAY): kept until the wait is over.
+    await Throttle.create({ key: key('blocking'), count: 50, startedAt: quietAgo, updatedAt: quietAgo, blockedUntil: new Date(now.getTime() + 60_000) });
+    const before = await Throttle.count();
+    expect(await flushThrottle(a.db, now, s)).toBeGreaterThanOrEqual(1);
+    expect(await Throttle.findByPk(key('stale'))).toBeNull();
+    expect(await Throttle.findByPk(key('fresh'))).not.toBeNull();
+    expect(await Throttle.findByPk(key('blocking'))).not.toBeNull();
+    expect(await Throttle.count()).toBeLessThan(before);
   });
 });

@@ -1,0 +1,181 @@
+// The data model: users, their refresh-token families (one per login) and the families' refresh
+// tokens, the per-user revocation cutoffs and the throttle records; with the associations and the
+// scopes the domain code asks for. The tables themselves come from the SQL migrations.
+//
+// Models are defined per Sequelize instance (not as module-level classes), because one process may
+// hold several databases at once (the tests run several "workers" side by side).
+import {
+  DataTypes,
+  Op,
+  type HasManyCountAssociationsMixin,
+  type Model,
+  type Optional,
+  type Sequelize,
+} from 'sequelize';
+
+export interface UserAttributes {
+  id: number;
+  username: string;
+  passwordHash: string;
+  isActive: boolean;
+  lastLogin: Date | null;
+  passwordChangedAt: Date;
+  dateJoined: Date;
+}
+type UserCreation = Optional<UserAttributes, 'id' | 'isActive' | 'lastLogin' | 'passwordChangedAt' | 'dateJoined'>;
+export interface UserRow extends Model<UserAttributes, UserCreation>, UserAttributes {
+  families?: TokenFamilyRow[];
+  countFamilies: HasManyCountAssociationsMixin;
+}
+
+export interface TokenFamilyAttributes {
+  id: string;
+  userId: number;
+  createdAt: Date;
+  revokedAt: Date | null;
+  revokeReason: string | null;
+}
+type TokenFamilyCreation = Optional<TokenFamilyAttributes, 'revokedAt' | 'revokeReason'> & {
+  /** Nested create through the association (TokenFamily.create(…, { include: ['refreshTokens'] })). */
+  refreshTokens?: Optional<RefreshTokenCreation, 'familyId'>[];
+};
+export interface TokenFamilyRow extends Model<TokenFamilyAttributes, TokenFamilyCreation>, TokenFamilyAttributes {
+  user?: UserRow;
+  refreshTokens?: RefreshTokenRow[];
+}
+
+export interface RefreshTokenAttributes {
+  jti: string;
+  familyId: string;
+  parentJti: string | null;
+  createdAt: Date;
+  expiresAt: Date;
+  rotatedAt: Date | null;
+  revokedAt: Date | null;
+}
+type RefreshTokenCreation = Optional<RefreshTokenAttributes, 'parentJti' | 'rotatedAt' | 'revokedAt'>;
+export interface RefreshTokenRow extends Model<RefreshTokenAttributes, RefreshTokenCreation>, RefreshTokenAttributes {
+  family?: TokenFamilyRow;
+}
+
+export interface UserRevocationAttributes {
+  id: number;
+  userId: number;
+  notBefore: Date;
+  reason: string;
+}
+export interface UserRevocationRow
+  extends Model<UserRevocationAttributes, Optional<UserRevocationAttributes, 'id'>>,
+    UserRevocationAttributes {}
+
+export interface ThrottleAttributes {
+  /** A hash: neither usernames nor addresses are stored in clear. */
+  key: string;
+  count: number;
+  /** When the current window began (a refresh window; a run of login failures). */
+  startedAt: Date;
+  /** The last counted failure (logins). */
+  updatedAt: Date;
+  blockedUntil: Date | null;
+}
+export interface ThrottleRow extends Model<ThrottleAttributes, Optional<ThrottleAttributes, 'blockedUntil'>>, ThrottleAttributes {}
+
+export type Models = ReturnType<typeof defineModels>;
+
+export function defineModels(sequelize: Sequelize) {
+  // Timestamps are ours, not Sequelize's: every time written is the caller's `now` (an injectable
+  // clock), never the ORM's own reading of the wall clock.
+  const common = { timestamps: false, underscored: true } as const;
+
+  const User = sequelize.define<UserRow>(
+    'User',
+    {
+      id: { type: DataTypes.INTEGER, primaryKey: true, autoIncrement: true },
+      username: { type: DataTypes.STRING(150), allowNull: false, unique: true },
+      passwordHash: { type: DataTypes.STRING(255), allowNull: false },
+      isActive: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: true },
+      lastLogin: { type: DataTypes.DATE, allowNull: true },
+      passwordChangedAt: { type: DataTypes.DATE, allowNull: false, defaultValue: DataTypes.NOW },
+      dateJoined: { type: DataTypes.DATE, allowNull: false, defaultValue: DataTypes.NOW },
+    },
+    { ...common, tableName: 'users', scopes: { active: { where: { isActive: true } } } },
+  );
+
+  const TokenFamily = sequelize.define<TokenFamilyRow>(
+    'TokenFamily',
+    {
+      id: { type: DataTypes.UUID, primaryKey: true },
+      userId: { type: DataTypes.INTEGER, allowNull: false },
+      createdAt: { type: DataTypes.DATE, allowNull: false },
+      revokedAt: { type: DataTypes.DATE, allowNull: true },
+      revokeReason: { type: DataTypes.STRING(32), allowNull: true },
+    },
+    { ...common, tableName: 'token_families', scopes: { live: { where: { revokedAt: null } } } },
+  );
+
+  const RefreshToken = sequelize.define<RefreshTokenRow>(
+    'RefreshToken',
+    {
+      jti: { type: DataTypes.STRING(64), primaryKey: true },
+      familyId: { type: DataTypes.UUID, allowNull: false },
+      parentJti: { type: DataTypes.STRING(64), allowNull: true },
+      createdAt: { type: DataTypes.DATE, allowNull: false },
+      expiresAt: { type: DataTypes.DATE, allowNull: false },
+      rotatedAt: { type: DataTypes.DATE, allowNull: true },
+      revokedAt: { type: DataTypes.DATE, allowNull: true },
+    },
+    { ...common, tableName: 'refresh_tokens' },
+  );
+
+  // No association: a deleted user's cutoffs must outlive the user (migration 0002).
+  const UserRevocation = sequelize.define<UserRevocationRow>(
+    'UserRevocation',
+    {
+      id: { type: DataTypes.BIGINT, primaryKey: true, autoIncrement: true },
+      userId: { type: DataTypes.INTEGER, allowNull: false },
+      notBefore: { type: DataTypes.DATE, allowNull: false },
+      reason: { type: DataTypes.STRING(32), allowNull: false },
+    },
+    { ...common, tableName: 'user_revocations' },
+  );
+
+  const Throttle = sequelize.define<ThrottleRow>(
+    'Throttle',
+    {
+      key: { type: DataTypes.CHAR(64), primaryKey: true },
+      count: { type: DataTypes.INTEGER, allowNull: false },
+      startedAt: { type: DataTypes.DATE, allowNull: false },
+      updatedAt: { type: DataTypes.DATE, allowNull: false },
+      blockedUntil: { type: DataTypes.DATE, allowNull: true },
+    },
+    { ...common, tableName: 'auth_throttle' },
+  );
+
+  // A user has families (one per login); a family has refresh tokens. The foreign keys and their
+  // ON DELETE CASCADE are the migrations'.
+  User.hasMany(TokenFamily, { as: 'families', foreignKey: 'userId' });
+  TokenFamily.belongsTo(User, { as: 'user', foreignKey: 'userId' });
+  TokenFamily.hasMany(RefreshToken, { as: 'refreshTokens', foreignKey: 'familyId' });
+  RefreshToken.belongsTo(TokenFamily, { as: 'family', foreignKey: 'familyId' });
+
+  // Not rotated and not revoked: the newest token of its chain.
+  RefreshToken.addScope('current', { where: { rotatedAt: null, revokedAt: null } });
+  // Usable at `now`: current, unexpired, in a live family of an active user. The rotation statement
+  // in families.ts says the same in SQL; test/integration/models.test.ts holds the two together.
+  RefreshToken.addScope('usable', (now: Date) => ({
+    where: { rotatedAt: null, revokedAt: null, expiresAt: { [Op.gt]: now } },
+    include: [
+      {
+        model: TokenFamily.scope('live'),
+        as: 'family',
+        required: true,
+        attributes: ['id', 'userId'],
+        include: [{ model: User.scope('active'), as: 'user', required: true, attributes: ['id', 'username'] }],
+      },
+    ],
+  }));
+  // Past its expiry at `now`: refused whatever its state, and due for flushexpiredtokens.
+  RefreshToken.addScope('expired', (now: Date) => ({ where: { expiresAt: { [Op.lte]: now } } }));
+
+  return { User, TokenFamily, RefreshToken, UserRevocation, Throttle };
+}

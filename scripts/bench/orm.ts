@@ -1,0 +1,273 @@
+// The ORM against hand-written SQL, on the database paths of the token endpoints: which statements are
+// worth writing by hand (app/db/database.ts `rows`), and which go through the models.
+//
+//   npm run bench:orm                               starts its own Postgres container (testcontainers)
+//   DATABASE_URL=postgres://…/scratch npm run bench:orm -- [--concurrency 16] [--pool 10]
+//                                                   [--seconds 4] [--rounds 3] [--only rotate,lookup]
+//
+// Each path runs in two forms on one pool (DB_POOL_MAX's default, 10), with `--concurrency` loops each
+// waiting for its own last call: "hand" (prepared statements through db.rows) and "orm" (the models).
+// The form the app uses is the app's own function; the other is written out here, as it was or would
+// be. Rounds alternate the forms; figures are medians of the rounds. Reported per form: operations
+// per second, statements per operation (transaction BEGIN/COMMIT included, from db.statementCount())
+// and the bench process's CPU time per operation (the worker's cost; the machine is shared, so ops/s
+// is the noisier figure). The database is migrated and gets one user per loop: use a scratch database.
+//
+// Paths: rotate (POST /api/token/refresh/, rotating: claim the token, insert its child), use (the same
+// without rotation: a usability check), refreshThrottle (the per-account refresh count, also on every
+// refresh), lookup (the login's user lookup by username), startFamily (the login's family and first
+// token) and login (lookup + argon2id verify + startFamily: what a login costs the database and CPU).
+import { createHash, randomUUID } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { PostgreSqlContainer, type StartedPostgreSqlContainer } from '@testcontainers/postgresql';
+import { Op, literal, type Transaction } from 'sequelize';
+import { createDatabase, type Database } from '../../app/db/database';
+import { createMigrator } from '../../app/db/migrator';
+import * as families from '../../app/auth/families';
+import { createPasswordHasher } from '../../app/auth/passwords';
+import { refreshWaitSeconds } from '../../app/auth/throttle';
+import { authenticate } from '../../app/auth/users';
+import { images } from '../../test/support/images';
+
+const { values: opts } = parseArgs({
+  options: {
+    concurrency: { type: 'string', default: '16' },
+    pool: { type: 'string', default: '10' },
+    seconds: { type: 'string', default: '4' },
+    rounds: { type: 'string', default: '3' },
+    only: { type: 'string', default: '' },
+  },
+});
+const CONCURRENCY = Number(opts.concurrency);
+const SECONDS = Number(opts.seconds);
+const ROUNDS = Number(opts.rounds);
+const DAY = 86_400_000;
+// The refresh limit's settings, never reached here: only the counting is measured.
+const THROTTLE = { loginFreeAttempts: 5, loginMaxDelaySeconds: 300, loginQuietSeconds: 900, refreshPerMinute: 1_000_000_000 };
+
+const PASSWORD = 'bench-orm-password-1';
+const hasher = createPasswordHasher();
+
+interface Loop {
+  userId: number;
+  username: string;
+  /** The head of this loop's refresh-token chain. */
+  head: string;
+  key: string;
+}
+
+type Step = (db: Database, loop: Loop) => Promise<void>;
+interface Path {
+  name: string;
+  hand: Step;
+  orm: Step;
+}
+
+// --- the two forms of each path ----------------------------------------------------------------
+
+function must<T>(value: T | null | undefined, what: string): T {
+  if (value === null || value === undefined) throw new Error(`${what} failed`);
+  return value;
+}
+
+/** The ORM's rotation: lock the usable token, mark it rotated, create its child; one transaction. */
+async function rotateOrm(db: Database, loop: Loop, now: Date, next: string): Promise<{ familyId: string; username: string } | null> {
+  const { RefreshToken } = db.models;
+  return db.sequelize.transaction(async (transaction: Transaction) => {
+    const token = await RefreshToken.scope({ method: ['usable', now] }).findOne({
+      where: { jti: loop.head, '$family.user_id$': loop.userId },
+      lock: { level: transaction.LOCK.UPDATE, of: RefreshToken },
+      transaction,
+    });
+    if (!token) return null;
+    await token.update({ rotatedAt: now }, { transaction });
+    await RefreshToken.create(
+      { jti: next, familyId: token.familyId, parentJti: token.jti, createdAt: now, expiresAt: new Date(now.getTime() + DAY) },
+      { transaction },
+    );
+    return { familyId: token.familyId, username: token.family!.user!.username };
+  });
+}
+
+async function startFamilyHand(db: Database, userId: number, jti: string, now: Date): Promise<void> {
+  await db.rows(
+    `WITH family AS (
+       INSERT INTO token_families (id, user_id, created_at) VALUES ($1, $2, $3) RETURNING id
+     )
+     INSERT INTO refresh_tokens (jti, family_id, created_at, expires_at)
+     SELECT $4, id, $3, $5 FROM family RETURNING jti`,
+    [randomUUID(), userId, now, jti, new Date(now.getTime() + DAY)],
+  );
+}
+
+const hourFrom = (now: Date) => new Date(now.getTime() + 3_600_000);
+const lookupHand = async (db: Database, username: string) => {
+  const [row] = await db.rows<{ id: number; password_hash: string }>(
+    'SELECT id, username, password_hash, is_active FROM users WHERE username = $1',
+    [username],
+  );
+  return must(row, 'lookup');
+};
+
+const PATHS: Path[] = [
+  {
+    name: 'rotate',
+    async hand(db, loop) {
+      const now = new Date();
+      const next = { jti: randomUUID(), expiresAt: hourFrom(now) };
+      must((await families.rotate(db, { jti: loop.head, userId: loop.userId }, next, { blacklistOld: true, now })).ok || null, 'rotate');
+      loop.head = next.jti;
+    },
+    async orm(db, loop) {
+      const next = randomUUID();
+      must(await rotateOrm(db, loop, new Date(), next), 'rotate');
+      loop.head = next;
+    },
+  },
+  {
+    name: 'use',
+    async hand(db, loop) {
+      must((await families.use(db, { jti: loop.head, userId: loop.userId }, new Date())).ok || null, 'use');
+    },
+    async orm(db, loop) {
+      const token = await db.models.RefreshToken.scope({ method: ['usable', new Date()] }).findOne({
+        where: { jti: loop.head, '$family.user_id$': loop.userId },
+      });
+      must(token?.family?.user?.username, 'use');
+    },
+  },
+  {
+    name: 'refreshThrottle',
+    hand: (db, loop) => refreshWaitSeconds(db, loop.userId, new Date(), THROTTLE).then(() => {}),
+    async orm(db, loop) {
+      // The models' count (throttle.ts countAttempt, in a live window): one UPDATE … SET count = count + 1 … RETURNING.
+      const now = new Date();
+      const [, [row]] = await db.models.Throttle.update(
+        { count: literal('"count" + 1'), updatedAt: now },
+        { where: { key: loop.key, startedAt: { [Op.gt]: new Date(now.getTime() - 60_000) } }, returning: true },
+      );
+      must(row, 'refreshThrottle');
+    },
+  },
+  {
+    name: 'lookup',
+    hand: (db, loop) => lookupHand(db, loop.username).then(() => {}),
+    async orm(db, loop) {
+      // authenticate()'s lookup (app/auth/users.ts)
+      const user = await db.models.User.findOne({
+        where: { username: loop.username },
+        attributes: ['id', 'username', 'passwordHash', 'isActive'],
+      });
+      must(user, 'lookup');
+    },
+  },
+  {
+    name: 'startFamily',
+    hand: (db, loop) => startFamilyHand(db, loop.userId, randomUUID(), new Date()),
+    orm: async (db, loop) => {
+      const now = new Date();
+      await families.startFamily(db, { familyId: randomUUID(), userId: loop.userId, token: { jti: randomUUID(), expiresAt: hourFrom(now) }, now });
+    },
+  },
+  {
+    name: 'login',
+    async hand(db, loop) {
+      const user = await lookupHand(db, loop.username);
+      must((await hasher.verify(PASSWORD, user.password_hash)).ok || null, 'login');
+      await startFamilyHand(db, user.id, randomUUID(), new Date());
+    },
+    async orm(db, loop) {
+      const now = new Date();
+      const user = must(await authenticate(db, hasher, loop.username, PASSWORD, { updateLastLogin: false, now }), 'login');
+      await families.startFamily(db, { familyId: randomUUID(), userId: user.id, token: { jti: randomUUID(), expiresAt: hourFrom(now) }, now });
+    },
+  },
+];
+
+// --- the harness -------------------------------------------------------------------------------
+
+async function run(db: Database, op: Step, loops: Loop[], seconds: number): Promise<{ ops: number; statements: number; cpuUs: number }> {
+  const deadline = Date.now() + seconds * 1000;
+  const statementsBefore = db.statementCount();
+  const cpuBefore = process.cpuUsage();
+  let ops = 0;
+  await Promise.all(
+    loops.map(async (loop) => {
+      while (Date.now() < deadline) {
+        await op(db, loop);
+        ops += 1;
+      }
+    }),
+  );
+  const cpu = process.cpuUsage(cpuBefore);
+  return { ops, statements: db.statementCount() - statementsBefore, cpuUs: cpu.user + cpu.system };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function main(): Promise<void> {
+  let container: StartedPostgreSqlContainer | undefined;
+  let url = process.env.DATABASE_URL;
+  if (!url) {
+    process.env.TESTCONTAINERS_RYUK_DISABLED ??= 'true';
+    container = await new PostgreSqlContainer(images().POSTGRES_IMAGE).start();
+    url = container.getConnectionUri();
+  }
+  const db = createDatabase({ url, poolMax: Number(opts.pool), applicationName: 'koa-auth-stack bench:orm' });
+  try {
+    await createMigrator(db.sequelize, { info: () => {} }).up();
+    const tag = Date.now().toString(36);
+    const passwordHash = await hasher.hash(PASSWORD);
+    const loops: Loop[] = [];
+    for (let i = 0; i < CONCURRENCY; i++) {
+      const username = `bench-orm-${tag}-${i}`;
+      const user = await db.models.User.create({ username, passwordHash });
+      const head = randomUUID();
+      await startFamilyHand(db, user.id, head, new Date());
+      // The models' form's throttle record, in a window that lasts the whole run (the app's keeps its own).
+      const key = createHash('sha256').update(username).digest('hex');
+      await db.models.Throttle.create({ key, count: 0, startedAt: new Date(Date.now() + 3600_000), updatedAt: new Date() });
+      loops.push({ userId: user.id, username, head, key });
+    }
+    const only = opts.only ? opts.only.split(',') : undefined;
+    console.log(`pool ${opts.pool}, concurrency ${CONCURRENCY}, ${ROUNDS} rounds × ${SECONDS} s per form, median of the rounds`);
+    console.log('path             hand ops/s  stmts/op  µs CPU/op   orm ops/s  stmts/op  µs CPU/op   orm/hand');
+    for (const path of PATHS.filter((p) => !only || only.includes(p.name))) {
+      await run(db, path.hand, loops, 1); // warm up both forms (connections, prepared statements, JIT)
+      await run(db, path.orm, loops, 1);
+      const rates: Record<'hand' | 'orm', number[]> = { hand: [], orm: [] };
+      const perOp: Record<'hand' | 'orm', number> = { hand: 0, orm: 0 };
+      const cpu: Record<'hand' | 'orm', number[]> = { hand: [], orm: [] };
+      for (let r = 0; r < ROUNDS; r++) {
+        for (const form of r % 2 ? (['orm', 'hand'] as const) : (['hand', 'orm'] as const)) {
+          const { ops, statements, cpuUs } = await run(db, path[form], loops, SECONDS);
+          rates[form].push(ops / SECONDS);
+          cpu[form].push(cpuUs / ops);
+          perOp[form] = statements / ops;
+        }
+      }
+      const hand = median(rates.hand);
+      const orm = median(rates.orm);
+      console.log(
+        [
+          path.name.padEnd(15),
+          hand.toFixed(0).padStart(11),
+          perOp.hand.toFixed(1).padStart(9),
+          median(cpu.hand).toFixed(0).padStart(10),
+          orm.toFixed(0).padStart(11),
+          perOp.orm.toFixed(1).padStart(9),
+          median(cpu.orm).toFixed(0).padStart(10),
+          `${((orm / hand) * 100).toFixed(0)}%`.padStart(10),
+        ].join(' '),
+      );
+    }
+  } finally {
+    await db.close();
+    await container?.stop();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
