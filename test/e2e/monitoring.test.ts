@@ -186,7 +186,7 @@ describe('Prometheus (--profile monitoring)', () => {
     const groups = (await api('/api/v1/rules')).groups as { rules: { name: string; health: string }[] }[];
     const rules = groups.flatMap((g) => g.rules);
     expect(rules.map((r) => r.name).sort()).toEqual(
-      ['CredentialStuffing', 'HighErrorRatio', 'HighLatencyP99', 'MetricsTargetDown', 'ReadinessFailing', 'RefreshTokenReuse', 'RevocationFeedDown'],
+      ['CredentialStuffing', 'HighErrorRatio', 'HighLatencyP99', 'MetricsTargetDown', 'ReadinessFailing', 'RefreshTokenReuse', 'RevocationFeedDown', 'RevocationFeedSilent'],
     );
     expect(rules.every((r) => r.health !== 'err')).toBe(true);
     const alerts = (await api('/api/v1/alerts')).alerts as { labels: { alertname: string }; state: string }[];
