@@ -12,8 +12,11 @@ import { tokenRoutes } from './auth/routes';
 import type { Clock, TokenService } from './auth/tokens';
 import type { Config } from './config';
 import type { Database } from './db/database';
+import { corsPolicy } from './http/cors';
+import { docsRoutes } from './http/docs';
 import { errorHandler } from './http/errors';
 import { healthRoutes } from './http/health';
+import { openApiDocument, schemaRoutes } from './http/openapi';
 import { requestLogging } from './http/logging';
 import { untrustedProxyWarning } from './http/proxy';
 
@@ -45,6 +48,8 @@ export function createApp(deps: AppDeps): Koa {
   tokenRoutes(router, { db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard, throttle: config.throttle });
   jwksRoutes(router, config.jwt.keys);
   apiRoutes(router, { db, guard });
+  schemaRoutes(router, openApiDocument({ authScheme: config.jwt.authHeaderTypes[0]! }));
+  docsRoutes(router);
 
   app.use(requestLogging(logger));
   if (config.proxyHops === 0) app.use(untrustedProxyWarning(logger));
@@ -55,6 +60,7 @@ export function createApp(deps: AppDeps): Koa {
     ctx.set('Referrer-Policy', 'same-origin');
     await next();
   });
+  app.use(corsPolicy(config.corsAllowedOrigins));
   app.use(router.routes());
   return app;
 }

@@ -9,10 +9,12 @@ import type { Database } from '../db/database';
 import { createBodyReader } from '../http/body';
 import { endpoint } from '../http/endpoint';
 import { ApiError } from '../http/errors';
-import { charFields } from '../http/fields';
 import { sendJson } from '../http/respond';
+import { validated } from '../http/validation';
+import { clearRefreshCookie, noRefreshCookie, refreshCookie, setRefreshCookie, wantsCookie } from './cookie';
 import * as families from './families';
 import { HashAborted, HashQueueFull, type PasswordHasher } from './passwords';
+import { CookieRefreshRequest, ObtainRequest, RefreshRequest, VerifyRequest, type AccessOnly, type RotatedPair, type TokenPair } from './schemas';
 import type { RevocationCheck } from './revocations';
 import * as throttle from './throttle';
 import { TOKEN_MESSAGES, TokenError, type Claims, type Clock, type TokenService, type TokenType } from './tokens';
@@ -84,7 +86,29 @@ const noStore: Middleware = async (ctx, next) => {
 export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
   const { db, tokens, hasher, settings, clock, maxBodyBytes } = deps;
   const body = createBodyReader(maxBodyBytes);
-  const fields = async <K extends string>(ctx: Context, names: readonly K[]) => charFields(await body.fields(ctx), names);
+
+  /**
+   * The refresh token a request presents: the body's `refresh` field, or with the cookie transport
+   * the cookie when the body has none. A 401 in cookie mode clears the cookie, which is useless then.
+   */
+  async function presentedRefresh(ctx: Context, cookie: boolean): Promise<string> {
+    if (!cookie) return validated(RefreshRequest, await body.fields(ctx)).refresh;
+    const token = validated(CookieRefreshRequest, await body.fields(ctx)).refresh ?? refreshCookie(ctx);
+    if (token === undefined) throw noRefreshCookie();
+    return token;
+  }
+
+  /** Runs `work`; in cookie mode a refusal (401) also clears the cookie. */
+  async function clearingCookieOnRefusal(ctx: Context, cookie: boolean, work: () => Promise<void>): Promise<void> {
+    try {
+      await work();
+    } catch (err) {
+      if (cookie && err instanceof ApiError && err.status === 401) clearRefreshCookie(ctx);
+      throw err;
+    }
+  }
+
+  const secondsUntil = (date: Date) => Math.floor((date.getTime() - clock()) / 1000);
 
   function verified(token: string, type: TokenType | undefined): { claims: Claims; userId: number } {
     try {
@@ -97,7 +121,8 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
   }
 
   async function obtain(ctx: Context) {
-    const { username, password } = await fields(ctx, ['username', 'password'] as const);
+    const cookie = wantsCookie(ctx);
+    const { username, password } = validated(ObtainRequest, await body.fields(ctx));
     const now = new Date(clock());
     const key = throttle.loginKey(normalizeUsername(username), ctx.ip);
     const state = await throttle.loginState(db, key, now);
@@ -118,11 +143,20 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const refresh = tokens.sign('refresh', user.id, now.getTime());
     const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username });
     await families.startFamily(db, { familyId, userId: user.id, token: refresh, now });
-    sendJson(ctx, 200, { refresh: refresh.token, access: access.token });
+    if (cookie) {
+      setRefreshCookie(ctx, refresh.token, secondsUntil(refresh.expiresAt));
+      return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
+    }
+    sendJson(ctx, 200, { refresh: refresh.token, access: access.token } satisfies TokenPair);
   }
 
   async function refresh(ctx: Context) {
-    const { refresh: presented } = await fields(ctx, ['refresh'] as const);
+    const cookie = wantsCookie(ctx);
+    const presented = await presentedRefresh(ctx, cookie);
+    await clearingCookieOnRefusal(ctx, cookie, () => rotate(ctx, presented, cookie));
+  }
+
+  async function rotate(ctx: Context, presented: string, cookie: boolean) {
     const { claims, userId } = verified(presented, 'refresh');
     const now = new Date(clock());
     const wait = await throttle.refreshWaitSeconds(db, userId, now, deps.throttle);
@@ -132,17 +166,21 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
       const outcome = await families.use(db, ref, now);
       if (!outcome.ok) throw refused(outcome.refusal);
       const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username });
-      return sendJson(ctx, 200, { access: access.token });
+      return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
     }
     const next = tokens.sign('refresh', userId, now.getTime());
     const outcome = await families.rotate(db, ref, next, { blacklistOld: settings.blacklistAfterRotation, now });
     if (!outcome.ok) throw refused(outcome.refusal);
     const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username });
-    sendJson(ctx, 200, { access: access.token, refresh: next.token });
+    if (cookie) {
+      setRefreshCookie(ctx, next.token, secondsUntil(next.expiresAt));
+      return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
+    }
+    sendJson(ctx, 200, { access: access.token, refresh: next.token } satisfies RotatedPair);
   }
 
   async function verify(ctx: Context) {
-    const { token } = await fields(ctx, ['token'] as const);
+    const { token } = validated(VerifyRequest, await body.fields(ctx));
     const { claims, userId } = verified(token, undefined);
     const current =
       claims.token_type === 'refresh'
@@ -154,11 +192,15 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
   }
 
   async function blacklist(ctx: Context) {
-    const { refresh: presented } = await fields(ctx, ['refresh'] as const);
-    const { claims, userId } = verified(presented, 'refresh');
-    const outcome = await families.logout(db, { jti: claims.jti, userId }, new Date(clock()));
-    if (!outcome.ok) throw refused(outcome.refusal); // logout works for inactive accounts too: never 'inactive'
-    sendJson(ctx, 200, {});
+    const cookie = wantsCookie(ctx);
+    const presented = await presentedRefresh(ctx, cookie);
+    await clearingCookieOnRefusal(ctx, cookie, async () => {
+      const { claims, userId } = verified(presented, 'refresh');
+      const outcome = await families.logout(db, { jti: claims.jti, userId }, new Date(clock()));
+      if (!outcome.ok) throw refused(outcome.refusal); // logout works for inactive accounts too: never 'inactive'
+      if (cookie) clearRefreshCookie(ctx);
+      sendJson(ctx, 200, {});
+    });
   }
 
   /** Ends every session of the caller: all families, and every access token issued until now. */
