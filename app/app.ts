@@ -9,6 +9,7 @@ import { jwksRoutes } from './auth/jwks';
 import type { PasswordHasher } from './auth/passwords';
 import type { RevocationCheck, RevocationFeed } from './auth/revocations';
 import { tokenRoutes } from './auth/routes';
+import { sessionRoutes } from './auth/session-routes';
 import type { Clock, TokenService } from './auth/tokens';
 import type { Config } from './config';
 import type { Database } from './db/database';
@@ -47,6 +48,7 @@ export function createApp(deps: AppDeps): Koa {
   healthRoutes(router, { db, feed, clock });
   tokenRoutes(router, { db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard, throttle: config.throttle });
   jwksRoutes(router, config.jwt.keys);
+  sessionRoutes(router, { db, guard, clock });
   apiRoutes(router, { db, guard });
   schemaRoutes(router, openApiDocument({ authScheme: config.jwt.authHeaderTypes[0]! }));
   docsRoutes(router);

@@ -14,10 +14,11 @@ import { validated } from '../http/validation';
 import { clearRefreshCookie, noRefreshCookie, refreshCookie, setRefreshCookie, wantsCookie } from './cookie';
 import * as families from './families';
 import { HashAborted, HashQueueFull, type PasswordHasher } from './passwords';
-import { CookieRefreshRequest, ObtainRequest, RefreshRequest, VerifyRequest, type AccessOnly, type RotatedPair, type TokenPair } from './schemas';
+import { CookieRefreshRequest, LogoutAllQuery, ObtainRequest, RefreshRequest, VerifyRequest, type AccessOnly, type RotatedPair, type TokenPair } from './schemas';
 import type { RevocationCheck } from './revocations';
 import * as throttle from './throttle';
-import { TOKEN_MESSAGES, TokenError, type Claims, type Clock, type TokenService, type TokenType } from './tokens';
+import { endOtherSessions } from './sessions';
+import { newJti, TOKEN_MESSAGES, TokenError, type Claims, type Clock, type TokenService, type TokenType } from './tokens';
 import { authenticate, normalizeUsername } from './users';
 
 export interface TokenRouteDeps {
@@ -109,6 +110,10 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
   }
 
   const secondsUntil = (date: Date) => Math.floor((date.getTime() - clock()) / 1000);
+  // Whole seconds, as a token's exp: the database's expiries and the tokens' agree exactly.
+  const secondsFrom = (now: Date, seconds: number) => new Date((Math.floor(now.getTime() / 1000) + seconds) * 1000);
+  /** Who is calling, for the session list: ctx.ip is the address the trusted proxy saw (TRUST_PROXY_HOPS). */
+  const clientOf = (ctx: Context): families.Client => ({ userAgent: ctx.get('User-Agent').slice(0, 512), ip: ctx.ip.slice(0, 64) });
 
   function verified(token: string, type: TokenType | undefined): { claims: Claims; userId: number } {
     try {
@@ -140,9 +145,10 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     }
     if (state.recorded) await throttle.clearLoginFailures(db, key);
     const familyId = randomUUID();
-    const refresh = tokens.sign('refresh', user.id, now.getTime());
-    const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username });
-    await families.startFamily(db, { familyId, userId: user.id, token: refresh, now });
+    const sessionEnds = secondsFrom(now, settings.sessionMaxLifetime);
+    const refresh = tokens.sign('refresh', user.id, now.getTime(), { notAfter: sessionEnds });
+    const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username, notAfter: sessionEnds });
+    await families.startFamily(db, { familyId, userId: user.id, token: refresh, now, sessionEnds, client: clientOf(ctx) });
     if (cookie) {
       setRefreshCookie(ctx, refresh.token, secondsUntil(refresh.expiresAt));
       return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
@@ -163,15 +169,18 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     if (wait > 0) throw throttled(wait);
     const ref = { jti: claims.jti, userId };
     if (!settings.rotateRefreshTokens) {
-      const outcome = await families.use(db, ref, now);
+      const outcome = await families.use(db, ref, now, clientOf(ctx));
       if (!outcome.ok) throw refused(outcome.refusal);
-      const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username });
+      const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username, notAfter: outcome.sessionEnds });
       return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
     }
-    const next = tokens.sign('refresh', userId, now.getTime());
-    const outcome = await families.rotate(db, ref, next, { blacklistOld: settings.blacklistAfterRotation, now });
+    // The database records the child first and caps its expiry at the session's end; the token is
+    // then signed to match.
+    const child = { jti: newJti(), expiresAt: secondsFrom(now, settings.refreshTokenLifetime) };
+    const outcome = await families.rotate(db, ref, child, { blacklistOld: settings.blacklistAfterRotation, now, client: clientOf(ctx) });
     if (!outcome.ok) throw refused(outcome.refusal);
-    const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username });
+    const next = tokens.sign('refresh', userId, now.getTime(), { jti: child.jti, notAfter: outcome.expiresAt });
+    const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username, notAfter: outcome.sessionEnds });
     if (cookie) {
       setRefreshCookie(ctx, next.token, secondsUntil(next.expiresAt));
       return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
@@ -203,9 +212,16 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     });
   }
 
-  /** Ends every session of the caller: all families, and every access token issued until now. */
+  /**
+   * scope=all: ends every session of the caller, all families and every access token issued until now.
+   * scope=others: every session but the caller's (its access tokens stop by their family).
+   */
   async function logoutAll(ctx: Context) {
-    await families.revokeAllForUser(db, ctx.state.auth!.userId, 'logout_all', new Date(clock()));
+    const { scope } = validated(LogoutAllQuery, ctx.query);
+    const { userId, claims } = ctx.state.auth!;
+    const now = new Date(clock());
+    if (scope === 'others') await endOtherSessions(db, userId, claims.sid, now);
+    else await families.revokeAllForUser(db, userId, 'logout_all', now);
     sendJson(ctx, 200, {});
   }
 

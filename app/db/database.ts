@@ -21,6 +21,13 @@ export interface TokenFamilyAttributes {
   createdAt: Date;
   revokedAt: Date | null;
   revokeReason: string | null;
+  /** The session's absolute end: no refresh token of the family outlives it. */
+  expiresAt: Date;
+  lastUsedAt: Date;
+  loginUserAgent: string;
+  loginIp: string;
+  lastUserAgent: string;
+  lastIp: string;
 }
 export interface TokenFamilyRow extends Model<TokenFamilyAttributes>, TokenFamilyAttributes {}
 
@@ -80,6 +87,12 @@ export function createDatabase(options: DatabaseOptions) {
       createdAt: { type: DataTypes.DATE, allowNull: false },
       revokedAt: { type: DataTypes.DATE, allowNull: true },
       revokeReason: { type: DataTypes.STRING(32), allowNull: true },
+      expiresAt: { type: DataTypes.DATE, allowNull: false },
+      lastUsedAt: { type: DataTypes.DATE, allowNull: false },
+      loginUserAgent: { type: DataTypes.STRING(512), allowNull: false, defaultValue: '' },
+      loginIp: { type: DataTypes.STRING(64), allowNull: false, defaultValue: '' },
+      lastUserAgent: { type: DataTypes.STRING(512), allowNull: false, defaultValue: '' },
+      lastIp: { type: DataTypes.STRING(64), allowNull: false, defaultValue: '' },
     },
     { ...common, tableName: 'token_families' },
   );

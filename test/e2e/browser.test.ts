@@ -1,3 +1,5 @@
+// page.evaluate callbacks run in the browser:
+/// <reference lib="dom" />
 // Browser clients in a real browser: Debian's Chromium, driven by playwright-core, against the compose
 // stack through nginx over HTTPS (Secure cookies need a secure origin, and inside a container the stack
 // is not on loopback). Chromium trusts the test certificate by its public key alone. One stack and one

@@ -32,7 +32,7 @@ function routes(): Layer[] {
 describe('the guard', () => {
   it('stands in front of every route that is not public, before any handler', () => {
     const layers = routes();
-    expect(layers.map((l) => l.path)).toEqual(expect.arrayContaining(['/api/me', '/api/token/logout-all']));
+    expect(layers.map((l) => l.path)).toEqual(expect.arrayContaining(['/api/me', '/api/token/logout-all', '/api/sessions', '/api/sessions/:id']));
     for (const layer of layers) {
       const path = String(layer.path);
       const guardAt = layer.stack.findIndex(isGuard);
