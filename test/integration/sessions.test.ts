@@ -5,11 +5,10 @@ import { decodeJwt } from '../support/http';
 import { eventually, startTestApp, type TestApp } from '../support/test-app';
 
 let t: TestApp;
-let frank: number;
 beforeAll(async () => {
   // One trusted proxy in front, as behind nginx: the last X-Forwarded-For entry is the client.
   t = await startTestApp({ TRUST_PROXY_HOPS: '1' });
-  frank = await t.user('frank', 'frank-password-1');
+  await t.user('frank', 'frank-password-1');
   await t.user('grace', 'grace-password-1');
 });
 afterAll(() => t.stop());
