@@ -250,6 +250,24 @@ describe('the cookie transport, in a page of the stack', () => {
       expect(seen.filter((p) => !p.includes('401'))).toEqual([]); // the browser logs the 401s it was asked for
     });
   });
+
+  it("runs the README's ten lines as they are", async () => {
+    const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const snippet = /## Browser clients[\s\S]*?```js\n([\s\S]*?)```/.exec(readme)![1]!;
+    expect(snippet.trim().split('\n')).toHaveLength(10);
+    await scenario('readme', async (open) => {
+      const page = await open();
+      await page.goto(`${base}/api/docs/`);
+      await page.evaluate(`${snippet}; window.client = { login, refresh, api, logout, spoil: () => { access = 'expired'; } };`);
+      const run = (code: string) => page.evaluate(`(async () => { const { login, refresh, api, logout, spoil } = window.client; ${code} })()`);
+      expect(await run(`return login(${JSON.stringify(USER.username)}, ${JSON.stringify(USER.password)});`)).toBe(true);
+      expect(await run("return (await api('/api/me/')).status;")).toBe(200);
+      // A stale access token: api() refreshes from the cookie and tries again.
+      expect(await run("spoil(); return (await api('/api/me/')).status;")).toBe(200);
+      await run('await logout();');
+      expect(await run('return refresh();')).toBe(false);
+    });
+  });
 });
 
 describe('a page of another origin', () => {
