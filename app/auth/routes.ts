@@ -78,7 +78,7 @@ function refused(refusal: families.Refusal): ApiError {
 }
 
 // RFC 6749 §5.1: token responses must not be cached.
-const noStore: Middleware = async (ctx, next) => {
+export const noStore: Middleware = async (ctx, next) => {
   await next();
   ctx.set('Cache-Control', 'no-store');
   ctx.set('Pragma', 'no-cache');

@@ -7,6 +7,7 @@ import type { Database } from '../db/database';
 import { endpoint } from '../http/endpoint';
 import { ApiError } from '../http/errors';
 import { sendJson } from '../http/respond';
+import { noStore } from './routes';
 import { SessionPath } from './schemas';
 import { endSession, listSessions } from './sessions';
 import type { Clock } from './tokens';
@@ -15,10 +16,6 @@ const noSuchSession = () => new ApiError(404, { detail: 'Not found.', code: 'not
 
 export function sessionRoutes(router: Router, deps: { db: Database; guard: Middleware; clock: Clock }): void {
   const { db, guard, clock } = deps;
-  const noStore: Middleware = async (ctx, next) => {
-    await next();
-    ctx.set('Cache-Control', 'no-store');
-  };
   router.all(
     '/api/sessions',
     noStore,

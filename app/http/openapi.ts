@@ -92,6 +92,7 @@ function paths() {
           ...bodyErrors,
           401: error('No active account found with the given credentials'),
           429: throttled,
+          503: answer('login_overloaded: too many password checks queued; retry shortly', ErrorBody, retryAfter),
         },
       },
     },
