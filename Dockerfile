@@ -50,6 +50,8 @@ COPY --from=prod-deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ecosystem.config.js ./
 COPY scripts/run.js scripts/healthcheck.js ./scripts/
+# Where the workers' Unix socket goes (a volume shared with nginx in docker-compose.yml).
+RUN mkdir -p /run/koa-auth-stack && chown node:node /run/koa-auth-stack
 USER node
 EXPOSE 3000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 CMD ["node", "scripts/healthcheck.js"]

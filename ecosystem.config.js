@@ -2,6 +2,8 @@
 //   pm2-runtime ecosystem.config.js      the container's command (npm start)
 //   pm2 reload api                       roll every worker, one at a time, no failed request
 //   pm2 scale api 4                      resize the pool
+// Beside the workers, `metrics` answers Prometheus on METRICS_PORT (default 9464; 0: off) with the
+// whole container in one scrape, read from every worker's private socket (app/metrics/).
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -38,10 +40,12 @@ function instances() {
 }
 
 const cpus = containerCpus();
+const metricsOn = process.env.METRICS_PORT !== '0';
+const metricsSocketDir = process.env.METRICS_SOCKET_DIR || require('node:path').join(os.tmpdir(), 'koa-auth-stack-metrics');
 const workers = instances();
-if (!process.env.SIGNING_KEY && workers > 1) {
+if (!process.env.SIGNING_KEY && !process.env.SIGNING_KEY_FILE && workers > 1) {
   // Without a key each worker would make up its own, and tokens from one would fail on the others.
-  throw new Error('SIGNING_KEY must be set when running more than one worker (generate one: openssl rand -base64 48)');
+  throw new Error('SIGNING_KEY or SIGNING_KEY_FILE must be set when running more than one worker (generate one: openssl rand -base64 48)');
 }
 
 module.exports = {
@@ -69,7 +73,22 @@ module.exports = {
         NODE_ENV: process.env.NODE_ENV || 'production',
         // The CPUs shared out among the workers: more hashes at once than cores only slow each one.
         PASSWORD_HASH_CONCURRENCY: process.env.PASSWORD_HASH_CONCURRENCY || String(Math.max(1, Math.ceil(cpus / workers))),
+        METRICS_SOCKET_DIR: metricsOn ? metricsSocketDir : '',
       },
     },
+    ...(metricsOn
+      ? [
+          {
+            name: 'metrics',
+            script: 'dist/metrics/server.js',
+            exec_mode: 'fork',
+            instances: 1,
+            exp_backoff_restart_delay: 200,
+            max_restarts: 1000,
+            merge_logs: true,
+            env: { METRICS_SOCKET_DIR: metricsSocketDir },
+          },
+        ]
+      : []),
   ],
 };

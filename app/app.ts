@@ -4,6 +4,7 @@ import Router from '@koa/router';
 import Koa from 'koa';
 import type { Logger } from 'pino';
 import { apiRoutes } from './api/me';
+import { createAuthEvents } from './auth/events';
 import { createGuard } from './auth/guard';
 import { jwksRoutes } from './auth/jwks';
 import type { PasswordHasher } from './auth/passwords';
@@ -20,6 +21,8 @@ import { healthRoutes } from './http/health';
 import { openApiDocument, schemaRoutes } from './http/openapi';
 import { requestLogging } from './http/logging';
 import { untrustedProxyWarning } from './http/proxy';
+import { requestMetrics } from './http/metrics';
+import type { WorkerMetrics } from './metrics/worker';
 
 export interface AppDeps {
   config: Config;
@@ -30,10 +33,11 @@ export interface AppDeps {
   clock: Clock;
   revocations: RevocationCheck;
   feed: Pick<RevocationFeed, 'connected'>;
+  metrics: WorkerMetrics;
 }
 
 export function createApp(deps: AppDeps): Koa {
-  const { config, db, logger, tokens, hasher, clock, revocations, feed } = deps;
+  const { config, db, logger, tokens, hasher, clock, revocations, feed, metrics } = deps;
   const app = new Koa();
   // Behind nginx exactly one hop is trusted, so ctx.ip is the client nginx saw, not a header a client
   // wrote.
@@ -46,14 +50,15 @@ export function createApp(deps: AppDeps): Koa {
   // nginx's locations are: one spelling per endpoint, so no spelling slips past nginx's limits.
   const router = new Router({ sensitive: true });
   healthRoutes(router, { db, feed, clock });
-  tokenRoutes(router, { db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard, throttle: config.throttle });
+  tokenRoutes(router, { db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard, throttle: config.throttle, events: createAuthEvents(metrics, logger) });
   jwksRoutes(router, config.jwt.keys);
   sessionRoutes(router, { db, guard, clock });
   apiRoutes(router, { db, guard });
   schemaRoutes(router, openApiDocument({ authScheme: config.jwt.authHeaderTypes[0]! }));
   docsRoutes(router);
 
-  app.use(requestLogging(logger));
+  app.use(requestLogging(logger, config.slowRequestMs));
+  app.use(requestMetrics(metrics));
   if (config.proxyHops === 0) app.use(untrustedProxyWarning(logger));
   app.use(errorHandler({ logger, authScheme: config.jwt.authHeaderTypes[0]! }));
   app.use(async (ctx, next) => {

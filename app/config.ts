@@ -30,6 +30,8 @@ export interface Config {
   env: Environment;
   host: string;
   port: number;
+  /** A Unix socket to listen on as well (nginx in the same compose project, through a shared volume). */
+  listenSocket: string | undefined;
   databaseUrl: string;
   dbPoolMax: number;
   dbConnectTimeoutMs: number; // how long start waits for the database before giving up
@@ -46,6 +48,10 @@ export interface Config {
   throttle: ThrottleSettings;
   /** Origins (scheme://host[:port]) whose pages may call the API with credentials; no others. */
   corsAllowedOrigins: string[];
+  /** Where this worker offers its metrics to the container's collector (app/metrics/); none: off. */
+  metricsSocketDir: string | undefined;
+  /** Requests slower than this are logged at info (every request is logged at debug). */
+  slowRequestMs: number;
 }
 
 export class ConfigError extends Error {
@@ -137,7 +143,9 @@ const schema = z.object({
   // HTTP_BIND); HOST when the app is reached directly. Decides whether a published key may be used.
   HTTP_BIND: optionalText.optional(),
   PORT: int(0, 65535).default(3000),
+  LISTEN_SOCKET: optionalText.optional(),
   DATABASE_URL: databaseUrl,
+  DATABASE_PASSWORD_FILE: optionalText.optional(),
   DB_POOL_MAX: int(1, 1000).default(10),
   DB_CONNECT_TIMEOUT: duration('a duration').default(30),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -193,8 +201,13 @@ const schema = z.object({
       return origins;
     })
     .default([]),
+  METRICS_SOCKET_DIR: optionalText.optional(),
+  SLOW_REQUEST_MS: int(0, 3_600_000).default(1000),
   USER_ID_CLAIM: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected a claim name such as user_id').default('user_id'),
 });
+
+/** Every variable loadConfig reads (the deployment manifests are checked against it). */
+export const CONFIG_VARIABLES: readonly string[] = Object.keys(schema.shape);
 
 /** An origin as a browser sends it: scheme, host and port only, no path, no trailing slash. */
 function isOrigin(s: string): boolean {
@@ -219,6 +232,20 @@ function inlineOrFile(name: string, inline: string | undefined, file: string | u
   } catch (err) {
     throw invalid(`${name}_FILE`, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
+}
+
+/**
+ * DATABASE_URL with the password from DATABASE_PASSWORD_FILE, when given: the file a Docker or
+ * Kubernetes secret puts in the container, the same one the Postgres image reads
+ * (POSTGRES_PASSWORD_FILE). Percent-encoded, so any character survives the URL.
+ */
+function databaseUrlWithPassword(url: string, passwordFile: string | undefined): string {
+  const password = inlineOrFile('DATABASE_PASSWORD', undefined, passwordFile);
+  if (password === undefined) return url;
+  const u = new URL(url);
+  if (u.password) throw invalid('DATABASE_PASSWORD_FILE', 'DATABASE_URL has a password already; give it in one place');
+  u.password = encodeURIComponent(password);
+  return u.toString();
 }
 
 /** Reads the given environment (normally process.env). Throws ConfigError naming every bad variable. */
@@ -274,7 +301,8 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
       env: e.NODE_ENV,
       host: e.HOST,
       port: e.PORT,
-      databaseUrl: e.DATABASE_URL,
+      listenSocket: e.LISTEN_SOCKET,
+      databaseUrl: databaseUrlWithPassword(e.DATABASE_URL, e.DATABASE_PASSWORD_FILE),
       dbPoolMax: e.DB_POOL_MAX,
       dbConnectTimeoutMs: e.DB_CONNECT_TIMEOUT * 1000,
       logLevel: e.LOG_LEVEL,
@@ -306,6 +334,34 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
         refreshPerMinute: e.REFRESH_THROTTLE_PER_MINUTE,
       },
       corsAllowedOrigins: e.CORS_ALLOWED_ORIGINS,
+      metricsSocketDir: e.METRICS_SOCKET_DIR,
+      slowRequestMs: e.SLOW_REQUEST_MS,
     },
   };
+}
+
+/** The metrics collector's settings (app/metrics/server.ts): the scrape port and the workers' sockets. */
+export interface CollectorConfig {
+  host: string;
+  port: number;
+  socketDir: string;
+  logLevel: Config['logLevel'];
+}
+
+const collectorSchema = z.object({
+  METRICS_HOST: z.string().min(1).default('0.0.0.0'),
+  METRICS_PORT: int(1, 65535).default(9464),
+  METRICS_SOCKET_DIR: z.string().min(1),
+  LOG_LEVEL: schema.shape.LOG_LEVEL,
+});
+
+export function loadCollectorConfig(env: Record<string, string | undefined>): CollectorConfig {
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = collectorSchema.safeParse(present);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${present[String(issue.path[0])] === undefined ? 'is required' : issue.message}`);
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  return { host: e.METRICS_HOST, port: e.METRICS_PORT, socketDir: e.METRICS_SOCKET_DIR, logLevel: e.LOG_LEVEL };
 }

@@ -5,8 +5,9 @@ import type { Logger } from 'pino';
 import { createApp } from './app';
 import { ConfigError, loadConfig, type Config } from './config';
 import type { Database } from './db/database';
-import { createHttpServer } from './http/listen';
+import { createHttpServer, listenOnSocket } from './http/listen';
 import { createLogger } from './logger';
+import { serveReport } from './metrics/report';
 import { createServices } from './services';
 
 /** Waits for the database to answer, retrying with backoff, so a worker never reports ready too early. */
@@ -24,9 +25,10 @@ async function waitForDatabase(db: Database, timeoutMs: number, logger: Logger):
   }
 }
 
-export async function start(config: Config, logger: Logger): Promise<{ server: http.Server; stop: () => Promise<void> }> {
+export async function start(config: Config, logger: Logger, worker = '0'): Promise<{ server: http.Server; stop: () => Promise<void> }> {
   const clock = Date.now;
-  const services = createServices(config, logger, clock);
+  const identity = { worker, pid: process.pid };
+  const services = createServices(config, logger, clock, { identity });
   await waitForDatabase(services.db, config.dbConnectTimeoutMs, logger);
   // Never serve before the revocation state is loaded: a revoked token must not slip through.
   let timer: NodeJS.Timeout | undefined;
@@ -42,23 +44,38 @@ export async function start(config: Config, logger: Logger): Promise<{ server: h
   const app = createApp({ config, logger, clock, ...services });
 
   let closing = false;
-  const server = createHttpServer(app.callback(), { keepAliveTimeoutMs: config.keepAliveTimeoutMs });
-  // While draining, answer in-flight requests with Connection: close so keep-alive peers move on.
-  server.on('request', (_req, res: http.ServerResponse) => {
-    if (closing) res.setHeader('Connection', 'close');
-  });
+  const newServer = () => {
+    const s = createHttpServer(app.callback(), { keepAliveTimeoutMs: config.keepAliveTimeoutMs });
+    // While draining, answer in-flight requests with Connection: close so keep-alive peers move on.
+    s.on('request', (_req, res: http.ServerResponse) => {
+      if (closing) res.setHeader('Connection', 'close');
+    });
+    return s;
+  };
+  const server = newServer();
+  const servers = [server];
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.port, config.host, () => resolve());
   });
+  if (config.listenSocket) {
+    // The same app on a Unix socket too, for nginx beside it with no network hop. Under PM2 the
+    // cluster's primary owns the socket and shares it among the workers, as it shares the port.
+    const socketServer = newServer();
+    await listenOnSocket(socketServer, config.listenSocket, worker === '0');
+    servers.push(socketServer);
+  }
+  // The container's metrics collector reads this worker's counts here (app/metrics/).
+  const metricsEndpoint = config.metricsSocketDir ? await serveReport(config.metricsSocketDir, identity, services.metrics) : undefined;
 
   async function stop(): Promise<void> {
     closing = true;
-    const drained = new Promise<void>((resolve) => server.close(() => resolve()));
-    server.closeIdleConnections();
-    const timer = setTimeout(() => server.closeAllConnections(), config.shutdownTimeoutMs);
+    const drained = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    for (const s of servers) s.closeIdleConnections();
+    const timer = setTimeout(() => servers.forEach((s) => s.closeAllConnections()), config.shutdownTimeoutMs);
     await drained;
     clearTimeout(timer);
+    await metricsEndpoint?.close(); // after the last request: its final counts
     await services.close();
   }
   return { server, stop };
@@ -77,10 +94,11 @@ async function run(): Promise<void> {
   }
   const { config, warnings } = loaded;
   // PM2 numbers its cluster workers in NODE_APP_INSTANCE; it tags every log line.
-  const logger = createLogger(config.logLevel, { worker: process.env.NODE_APP_INSTANCE ?? null });
+  const worker = process.env.NODE_APP_INSTANCE ?? '0';
+  const logger = createLogger(config.logLevel, { worker });
   for (const warning of warnings) logger.warn(warning);
 
-  const { server, stop } = await start(config, logger);
+  const { server, stop } = await start(config, logger, worker);
   const address = server.address();
   logger.info({ address, node: process.version, execArgv: process.execArgv }, 'listening');
   process.send?.('ready'); // PM2 wait_ready: only now does a reload move on to the next worker

@@ -1,11 +1,12 @@
 // Everything a worker runs on, built from the Config: the pool, the token service, the hasher and
-// the revocation state with its feed. Shared by server.ts and the tests.
+// the revocation state with its feed, the metrics. Shared by server.ts and the tests.
 import type { Logger } from 'pino';
 import { createPasswordHasher, type Argon2Params, type PasswordHasher } from './auth/passwords';
 import { RevocationStore, startRevocationFeed, type RevocationFeed } from './auth/revocations';
 import { createTokenService, type Clock, type TokenService } from './auth/tokens';
 import type { Config } from './config';
 import { createDatabase, type Database } from './db/database';
+import { createWorkerMetrics, type PoolStats, type WorkerIdentity, type WorkerMetrics } from './metrics/worker';
 
 export interface Services {
   db: Database;
@@ -13,6 +14,7 @@ export interface Services {
   hasher: PasswordHasher;
   revocations: RevocationStore;
   feed: RevocationFeed;
+  metrics: WorkerMetrics;
   close(): Promise<void>;
 }
 
@@ -20,7 +22,7 @@ export function createServices(
   config: Config,
   logger: Logger,
   clock: Clock,
-  options: { argon2?: Argon2Params; reconnectDelayMs?: number } = {},
+  options: { argon2?: Argon2Params; reconnectDelayMs?: number; identity?: WorkerIdentity } = {},
 ): Services {
   const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax });
   const tokens = createTokenService(config.jwt, clock);
@@ -35,12 +37,19 @@ export function createServices(
     logger,
     ...(options.reconnectDelayMs !== undefined ? { reconnectDelayMs: options.reconnectDelayMs } : {}),
   });
+  const metrics = createWorkerMetrics(options.identity ?? { worker: '0', pid: process.pid }, {
+    // Sequelize's pool (sequelize-pool); its types leave it out of ConnectionManager.
+    pool: () => (db.sequelize.connectionManager as unknown as { pool?: PoolStats }).pool,
+    feed,
+    clock,
+  });
   return {
     db,
     tokens,
     hasher: createPasswordHasher(options.argon2, { concurrency: config.hashConcurrency, queueLimit: config.hashQueue }),
     revocations,
     feed,
+    metrics,
     async close() {
       await feed.stop();
       await db.close();

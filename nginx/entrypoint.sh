@@ -26,7 +26,7 @@ render() {
       "$src/$1" > "$out/$2"
 }
 
-rm -f "$out"/*.conf "$out"/*.locations "$out"/*.inc
+rm -f "$out"/*.conf "$out"/*.locations "$out"/*.inc "$out"/*.servers
 render common.conf 00-common.conf
 render api.locations api.locations
 render security-headers.inc security-headers.inc
@@ -38,5 +38,15 @@ else
   render http.conf 10-http.conf
   echo "koa-auth-stack: plain HTTP on port 80 (mount tls.crt and tls.key in $certs for TLS)" >&2
 fi
+# The app (upstream "app"): APP_UPSTREAM as given; or, with APP_UPSTREAM_FOLLOW=<seconds>, a second
+# nginx that sends to every address APP_UPSTREAM's name has, kept current as replicas come and go
+# (follow-upstream.sh).
+if [ -n "${APP_UPSTREAM_FOLLOW:-}" ]; then
+  /koa-auth-stack-follow-upstream.sh start
+  echo "server unix:/var/run/koa-auth-stack/app.sock max_fails=0;" >"$out/app.servers"
+else
+  echo "server $APP_UPSTREAM max_fails=0;" >"$out/app.servers"
+fi
 nginx -t -q
+if [ -n "${APP_UPSTREAM_FOLLOW:-}" ]; then /koa-auth-stack-follow-upstream.sh watch & fi
 exec "$@"

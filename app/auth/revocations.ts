@@ -93,7 +93,7 @@ export interface RevocationFeed {
   /** The Postgres backend pid of the LISTEN connection, when connected. */
   backendPid(): number | undefined;
   /** When (clock ms) the connection last answered: its load, a round-trip or a notification. */
-  lastHeard(): number | undefined;
+  lastContact(): number | undefined;
   stop(): Promise<void>;
 }
 
@@ -102,7 +102,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
   const firstDelay = options.reconnectDelayMs ?? 500;
   const heartbeatMs = options.heartbeatMs ?? 5_000;
   let client: pg.Client | undefined;
-  let heard: number | undefined;
+  let contact: number | undefined;
   let live = false;
   let stopped = false;
   let delay = firstDelay;
@@ -127,7 +127,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
       () => {
         if (client !== c) return;
         outstanding = false;
-        heard = clock();
+        contact = clock();
       },
       () => {}, // a failed query also ends the connection: 'error' / 'end' handle it
     );
@@ -147,7 +147,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     let held: string[] | undefined = [];
     c.on('notification', (msg) => {
       if (msg.channel !== REVOCATION_CHANNEL || !msg.payload) return;
-      heard = clock();
+      contact = clock();
       if (held) held.push(msg.payload);
       else store.apply(msg.payload);
     });
@@ -172,7 +172,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     held = undefined;
     live = true;
     outstanding = false;
-    heard = clock();
+    contact = clock();
     delay = firstDelay;
     logger.info({ ...store.size }, 'revocation state loaded');
     markReady();
@@ -223,7 +223,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     connected: () => live,
     // pg sets processID once connected; @types/pg does not declare it.
     backendPid: () => (live ? (client as unknown as { processID?: number } | undefined)?.processID : undefined),
-    lastHeard: () => heard,
+    lastContact: () => contact,
     async stop() {
       stopped = true;
       clearTimeout(retryTimer);

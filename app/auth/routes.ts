@@ -12,6 +12,7 @@ import { ApiError } from '../http/errors';
 import { sendJson } from '../http/respond';
 import { validated } from '../http/validation';
 import { clearRefreshCookie, noRefreshCookie, refreshCookie, setRefreshCookie, wantsCookie } from './cookie';
+import type { AuthEvents } from './events';
 import * as families from './families';
 import { HashAborted, HashQueueFull, type PasswordHasher } from './passwords';
 import { CookieRefreshRequest, LogoutAllQuery, ObtainRequest, RefreshRequest, VerifyRequest, type AccessOnly, type RotatedPair, type TokenPair } from './schemas';
@@ -33,6 +34,8 @@ export interface TokenRouteDeps {
   /** The bearer-token guard, for logout-all. */
   guard: Middleware;
   throttle: throttle.ThrottleSettings;
+  /** Security outcomes: counted, and logged with the request id. */
+  events: AuthEvents;
 }
 
 /** DRF's Throttled, with Retry-After. */
@@ -115,11 +118,12 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
   /** Who is calling, for the session list: ctx.ip is the address the trusted proxy saw (TRUST_PROXY_HOPS). */
   const clientOf = (ctx: Context): families.Client => ({ userAgent: ctx.get('User-Agent').slice(0, 512), ip: ctx.ip.slice(0, 64) });
 
-  function verified(token: string, type: TokenType | undefined): { claims: Claims; userId: number } {
+  function verified(token: string, type: TokenType | undefined, onInvalid?: () => void): { claims: Claims; userId: number } {
     try {
       const claims = tokens.verify(token, type);
       return { claims, userId: tokens.userIdOf(claims) };
     } catch (err) {
+      if (err instanceof TokenError) onInvalid?.();
       if (err instanceof TokenError) throw tokenNotValid(err.message);
       throw err;
     }
@@ -131,6 +135,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const now = new Date(clock());
     const key = throttle.loginKey(normalizeUsername(username), ctx.ip);
     const state = await throttle.loginState(db, key, now);
+    if (state.waitSeconds > 0) deps.events.login(ctx, 'throttled');
     if (state.waitSeconds > 0) throw throttled(state.waitSeconds);
     const user = await authenticate(db, hasher, username, password, { updateLastLogin: settings.updateLastLogin, now, signal: clientGone(ctx) }).catch(
       (err: unknown) => {
@@ -140,6 +145,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
       },
     );
     if (!user) {
+      deps.events.login(ctx, 'failure');
       await throttle.recordLoginFailure(db, key, now, deps.throttle);
       throw noActiveAccount(false);
     }
@@ -149,6 +155,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const refresh = tokens.sign('refresh', user.id, now.getTime(), { notAfter: sessionEnds });
     const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username, notAfter: sessionEnds });
     await families.startFamily(db, { familyId, userId: user.id, token: refresh, now, sessionEnds, client: clientOf(ctx) });
+    deps.events.login(ctx, 'success');
     if (cookie) {
       setRefreshCookie(ctx, refresh.token, secondsUntil(refresh.expiresAt));
       return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
@@ -163,24 +170,29 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
   }
 
   async function rotate(ctx: Context, presented: string, cookie: boolean) {
-    const { claims, userId } = verified(presented, 'refresh');
+    const { claims, userId } = verified(presented, 'refresh', () => deps.events.refresh(ctx, 'invalid'));
     const now = new Date(clock());
     const wait = await throttle.refreshWaitSeconds(db, userId, now, deps.throttle);
+    if (wait > 0) deps.events.refresh(ctx, 'throttled');
     if (wait > 0) throw throttled(wait);
     const ref = { jti: claims.jti, userId };
     if (!settings.rotateRefreshTokens) {
       const outcome = await families.use(db, ref, now, clientOf(ctx));
+      if (!outcome.ok) deps.events.refreshRefused(ctx, outcome.refusal);
       if (!outcome.ok) throw refused(outcome.refusal);
       const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username, notAfter: outcome.sessionEnds });
+      deps.events.refresh(ctx, 'refreshed');
       return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
     }
     // The database records the child first and caps its expiry at the session's end; the token is
     // then signed to match.
     const child = { jti: newJti(), expiresAt: secondsFrom(now, settings.refreshTokenLifetime) };
     const outcome = await families.rotate(db, ref, child, { blacklistOld: settings.blacklistAfterRotation, now, client: clientOf(ctx) });
+    if (!outcome.ok) deps.events.refreshRefused(ctx, outcome.refusal);
     if (!outcome.ok) throw refused(outcome.refusal);
     const next = tokens.sign('refresh', userId, now.getTime(), { jti: child.jti, notAfter: outcome.expiresAt });
     const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username, notAfter: outcome.sessionEnds });
+    deps.events.refresh(ctx, 'rotated');
     if (cookie) {
       setRefreshCookie(ctx, next.token, secondsUntil(next.expiresAt));
       return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
@@ -207,6 +219,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
       const { claims, userId } = verified(presented, 'refresh');
       const outcome = await families.logout(db, { jti: claims.jti, userId }, new Date(clock()));
       if (!outcome.ok) throw refused(outcome.refusal); // logout works for inactive accounts too: never 'inactive'
+      deps.events.revoked(ctx, 'logout');
       if (cookie) clearRefreshCookie(ctx);
       sendJson(ctx, 200, {});
     });
@@ -222,6 +235,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const now = new Date(clock());
     if (scope === 'others') await endOtherSessions(db, userId, claims.sid, now);
     else await families.revokeAllForUser(db, userId, 'logout_all', now);
+    deps.events.revoked(ctx, scope === 'others' ? 'logout_others' : 'logout_all');
     sendJson(ctx, 200, {});
   }
 

@@ -1,7 +1,9 @@
 // The Node HTTP server around the Koa callback: timeouts that suit nginx's keepalive, a header limit
 // above nginx's (so behind nginx it is nginx that refuses, as JSON, never a reset that reads as a 502),
 // and JSON answers for requests Node itself rejects before Koa sees them.
+import { chmodSync, rmSync } from 'node:fs';
 import http, { STATUS_CODES } from 'node:http';
+import net from 'node:net';
 import type { Duplex } from 'node:stream';
 
 // nginx accepts at most 4 × 8 KiB of request headers (large_client_header_buffers); Node's default
@@ -50,4 +52,43 @@ export function createHttpServer(
   server.requestTimeout = 30_000;
   server.on('clientError', onClientError);
   return server;
+}
+
+function listening(server: http.Server, where: net.ListenOptions): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const fail = (err: Error) => reject(err);
+    server.once('error', fail);
+    server.listen(where, () => {
+      server.off('error', fail);
+      resolve();
+    });
+  });
+}
+
+/** Whether something accepts connections on the Unix socket at `path`. */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect(path, () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.on('error', () => resolve(false));
+  });
+}
+
+/**
+ * Listens on a Unix socket that others (nginx) connect to, readable and writable by all. A socket
+ * file left by a process that died uncleanly is removed, but only by `mayClean` (one process of a
+ * cluster: two that both cleaned could remove the socket the first had just made); the others fail
+ * and are restarted by PM2, and by then the socket is there to share.
+ */
+export async function listenOnSocket(server: http.Server, path: string, mayClean: boolean): Promise<void> {
+  try {
+    await listening(server, { path });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || !mayClean || (await answers(path))) throw err;
+    rmSync(path, { force: true });
+    await listening(server, { path });
+  }
+  chmodSync(path, 0o666);
 }

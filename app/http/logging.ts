@@ -1,6 +1,8 @@
-// Request ids and one access-log line per request. The id comes from nginx (X-Request-Id, from its
-// $request_id) when it is well-formed, else a fresh one; it is returned to the client and is on every
-// log line of the request. Only method, path, status and time are logged: never headers, query
+// Request ids, and a log line per request only where nginx's access log (one line per request
+// across the stack) cannot stand in: at debug every request, at info the slow ones. The id comes from
+// nginx (X-Request-Id, from its $request_id) when it is well-formed, else a fresh one; it is returned
+// to the client and is on every log line of the request (errors, security events), so a line of the
+// app's is found beside nginx's. Only method, path, status and time are logged: never headers, query
 // strings or bodies, where tokens and passwords travel.
 import { randomUUID } from 'node:crypto';
 import type { Middleware } from 'koa';
@@ -16,7 +18,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 // Docker and nginx probe these every few seconds; a healthy answer is not worth a log line.
 const PROBES = new Set(['/healthz', '/readyz']);
 
-export function requestLogging(logger: Logger): Middleware {
+export function requestLogging(logger: Logger, slowMs: number): Middleware {
   return async function logRequest(ctx, next) {
     const started = performance.now();
     const incoming = ctx.get('x-request-id');
@@ -26,9 +28,10 @@ export function requestLogging(logger: Logger): Middleware {
     try {
       await next();
     } finally {
-      if (!(PROBES.has(ctx.path) && ctx.status < 300)) {
-        const ms = Math.round((performance.now() - started) * 100) / 100;
-        logger.info({ request_id: requestId, method: ctx.method, path: ctx.path, status: ctx.status, ms, ip: ctx.ip }, 'request');
+      const ms = Math.round((performance.now() - started) * 100) / 100;
+      const level = ms >= slowMs ? 'info' : 'debug';
+      if (logger.isLevelEnabled(level) && !(PROBES.has(ctx.path) && ctx.status < 300)) {
+        logger[level]({ request_id: requestId, method: ctx.method, path: ctx.path, status: ctx.status, ms, ip: ctx.ip }, level === 'info' ? 'slow request' : 'request');
       }
     }
   };

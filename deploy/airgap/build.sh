@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds local stand-ins for the official base images the stack names (node, postgres, nginx)
-# from Debian packages and npm, for machines that can reach no image registry, then writes
-# deploy/airgap/images.env (NODE_IMAGE=..., POSTGRES_IMAGE=..., NGINX_IMAGE=...).
+# Builds local stand-ins for the official base images the stack names (node, postgres, nginx,
+# prometheus) from Debian packages and npm, for machines that can reach no image registry, then
+# writes deploy/airgap/images.env (NODE_IMAGE=..., POSTGRES_IMAGE=..., NGINX_IMAGE=...,
+# PROMETHEUS_IMAGE=...).
 #
 #   bash deploy/airgap/build.sh [--force]
 #
@@ -19,6 +20,7 @@ BASE_IMAGE=$PREFIX/debian:bookworm
 NODE_IMAGE=$PREFIX/node:24
 POSTGRES_IMAGE=$PREFIX/postgres:15
 NGINX_IMAGE=$PREFIX/nginx:1.22
+PROMETHEUS_IMAGE=$PREFIX/prometheus:2.42
 LABEL=org.koa-auth-stack.airgap.recipe
 ENV_FILE=$here/images.env
 # The classic builder: BuildKit needs the buildx plugin, which Debian's docker.io lacks.
@@ -192,6 +194,7 @@ build_base
 build_node
 build_from_debian postgres "$POSTGRES_IMAGE" 'Debian postgresql-15'
 build_from_debian nginx "$NGINX_IMAGE" 'Debian nginx'
+build_from_debian prometheus "$PROMETHEUS_IMAGE" 'Debian prometheus'
 remove_replaced
 
 # Only now that every image is there: the file compose (--env-file), tests and CI read.
@@ -199,6 +202,7 @@ cat >"$ENV_FILE.tmp" <<EOF
 NODE_IMAGE=$NODE_IMAGE
 POSTGRES_IMAGE=$POSTGRES_IMAGE
 NGINX_IMAGE=$NGINX_IMAGE
+PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE
 EOF
 mv "$ENV_FILE.tmp" "$ENV_FILE"
 say "wrote ${ENV_FILE#"$repo/"}"

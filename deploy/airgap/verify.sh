@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks that the airgap stand-in images behave like the official ones where the stack relies
 # on it. build.sh runs it for every image it (re)builds; run it by hand with
-#   bash deploy/airgap/verify.sh [node|postgres|nginx|all]
+#   bash deploy/airgap/verify.sh [node|postgres|nginx|prometheus|all]
 # Containers are reached only through ports published on 127.0.0.1, and everything it creates
 # (containers, volumes, temp dirs) is removed on exit.
 set -euo pipefail
@@ -10,6 +10,7 @@ PREFIX=koa-auth-stack-airgap
 NODE_IMAGE=$PREFIX/node:24
 POSTGRES_IMAGE=$PREFIX/postgres:15
 NGINX_IMAGE=$PREFIX/nginx:1.22
+PROMETHEUS_IMAGE=$PREFIX/prometheus:2.42
 TAG=koa-airgap-verify-$$
 
 say() { echo "verify: $*"; }
@@ -186,12 +187,32 @@ verify_nginx() {
   timed_stop "$c"
 }
 
+verify_prometheus() {
+  say "$PROMETHEUS_IMAGE"
+  local port body=''
+  # As the official image: the default command serves the UI and API on 9090 and scrapes itself.
+  start prometheus -p 127.0.0.1::9090 "$PROMETHEUS_IMAGE"
+  port=$(host_port "$c" 9090/tcp)
+  for _ in $(seq 1 60); do
+    body=$(http_get "http://127.0.0.1:$port/api/v1/targets" 2>/dev/null) && grep -q '"health":"up"' <<<"$body" && break
+    running "$c" || { docker logs "$c" 2>&1 | tail -n 30 >&2; fail "prometheus exited"; }
+    sleep 0.5
+  done
+  grep -q '"health":"up"' <<<"$body" || fail "prometheus does not scrape itself (127.0.0.1:$port/api/v1/targets)"
+  say "  API on 127.0.0.1:$port, scraping itself"
+  [ "$(docker exec "$c" id -u)" = 65534 ] || fail "not running as nobody"
+  docker exec "$c" promtool --version >/dev/null || fail "promtool missing"
+  say "  runs as nobody; promtool present"
+  timed_stop "$c"
+}
+
 what=${1:-all}
 case "$what" in
   node) verify_node ;;
   postgres) verify_postgres ;;
   nginx) verify_nginx ;;
-  all) verify_node; verify_postgres; verify_nginx ;;
-  *) echo "usage: verify.sh [node|postgres|nginx|all]" >&2; exit 2 ;;
+  prometheus) verify_prometheus ;;
+  all) verify_node; verify_postgres; verify_nginx; verify_prometheus ;;
+  *) echo "usage: verify.sh [node|postgres|nginx|prometheus|all]" >&2; exit 2 ;;
 esac
 say "$what: OK"

@@ -1,27 +1,35 @@
-// The stack's benchmark, against its own ceiling, on this machine, in one run.
+// The stack's benchmark, against its ceiling, on this machine, in one run.
 //
 //   npm run bench                          start a bench stack (docker-compose.yml + deploy/bench/), measure, tear down
 //   npm run bench -- --keep                leave the stack up afterwards (project "kasbench")
-//   npm run bench -- --url http://127.0.0.1:8080 --app-url http://127.0.0.1:3000 \
-//                    --ceiling-url http://127.0.0.1:8081 --ceiling-direct-url http://127.0.0.1:3001 --project kasbench
-//                                          measure a stack that is already running (started with deploy/bench/)
+//   npm run bench -- --only me,verify --env LOG_LEVEL=debug     some scenarios, the stack with other settings
 //
 // Options: --duration S (10), --rounds N (3), --connections N (64), --workers N (WEB_CONCURRENCY for
-// the stack and the ceiling; default: the CPUs), --json FILE (write the results as JSON).
+// the stack and the ceilings; default: the CPUs), --only LIST (of: docker-ceiling, me, verify, login,
+// refresh, direct, tcp; default all but direct and tcp), --env K=V (repeatable: settings for the stack),
+// --json FILE, --svg FILE (default docs/bench.svg: the chart of the scenarios against the ceiling).
+// Needs root (a network namespace), Docker, wrk and nginx on the host (apt-get install wrk nginx-light).
 //
-// This machine is shared and noisy: every figure is the median of --rounds runs, and each app run is
-// paired with a ceiling run (or, for logins, a hash timing) taken right before it.
+// Every client runs in a network namespace of its own (made here, removed at the end), as a production
+// client does: the stack is reached through Docker's DNAT of a port published on the namespace link's
+// host address, never through Docker's userland proxy on 127.0.0.1. The reference is the **host
+// ceiling**: the same nginx configuration, on the host with no Docker, in front of a bare node:http
+// cluster with the same worker count (deploy/bench/ceiling.js). Every scenario is reported as a ratio
+// to it, and each run of a scenario is paired with a ceiling run taken right before it: this machine
+// is shared and its speed drifts from minute to minute. Every figure is the median of --rounds runs.
 //
-// Scenarios (wrk, one thread, a warm-up before each): GET /api/me/ and POST /api/token/verify/ with a
-// valid token; POST /api/token/ (login, 8 connections: hash-bound); POST /api/token/refresh/ (32
-// connections, every request a fresh refresh token minted before the clock starts). Each runs through
-// nginx and against the app directly, and is set beside the ceiling: a bare node:http cluster with the
-// same worker count behind the same nginx (deploy/bench/ceiling.js). Also measured: worker RSS under
-// load (pm2), one argon2id hash (the floor of a login), and pgbench running the refresh SQL (the
-// database's ceiling for refreshes). Nothing here is asserted: the numbers go in docs/PERFORMANCE.md.
-import { execFile, execFileSync } from 'node:child_process';
+// Scenarios (wrk, one thread, a warm-up before each): the bare chain in Docker (the same ceiling in
+// containers: the Docker tax alone); GET /api/me/ and POST /api/token/verify/ with a valid token;
+// POST /api/token/ (login, 8 connections: hash-bound); POST /api/token/refresh/ (32 connections,
+// every request a fresh refresh token minted before the clock starts); with --only direct, /api/me/
+// and verify on the app's port without nginx; with --only tcp, /api/me/ through a second nginx that
+// reaches the app over TCP, alternating with the Unix socket's nginx (the one change compared). Also measured: worker RSS under load (pm2), one
+// argon2id hash (the floor of a login), pgbench running the refresh SQL (the database's ceiling for
+// refreshes). Nothing here is asserted: the numbers go in docs/PERFORMANCE.md.
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -31,6 +39,8 @@ import { loadConfig } from '../../app/config';
 const ROOT = path.resolve(__dirname, '../..');
 const SIGNING_KEY = 'bench-only-signing-key-q8Vt1mZx4LwP0sKe7RbN2yHc5JdA9uGf';
 const USER = { username: 'bench', password: 'bench-password-1' };
+const SCENARIOS = ['docker-ceiling', 'me', 'verify', 'login', 'refresh', 'direct', 'tcp'] as const;
+type ScenarioName = (typeof SCENARIOS)[number];
 
 const { values: opts } = parseArgs({
   options: {
@@ -40,16 +50,26 @@ const { values: opts } = parseArgs({
     workers: { type: 'string', default: '' },
     keep: { type: 'boolean', default: false },
     project: { type: 'string', default: 'kasbench' },
-    url: { type: 'string' },
-    'app-url': { type: 'string' },
-    'ceiling-url': { type: 'string' },
-    'ceiling-direct-url': { type: 'string' },
+    only: { type: 'string', default: 'docker-ceiling,me,verify,login,refresh' },
+    env: { type: 'string', multiple: true, default: [] },
+    netns: { type: 'string', default: 'kaso-bench' },
+    subnet: { type: 'string', default: '10.199.77' },
     json: { type: 'string' },
+    svg: { type: 'string', default: path.join(ROOT, 'docs/bench.svg') },
   },
 });
 const DURATION = Number(opts.duration);
 const CONNECTIONS = Number(opts.connections);
 const ROUNDS = Number(opts.rounds);
+const ONLY = new Set(opts.only!.split(',').map((x) => x.trim()) as ScenarioName[]);
+for (const name of ONLY) if (!SCENARIOS.includes(name)) throw new Error(`--only: unknown scenario ${name} (of ${SCENARIOS.join(', ')})`);
+const STACK_ENV = Object.fromEntries(
+  opts.env!.map((kv) => {
+    const i = kv.indexOf('=');
+    if (i < 1) throw new Error(`--env: expected K=V (got ${kv})`);
+    return [kv.slice(0, i), kv.slice(i + 1)];
+  }),
+);
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'bench-'));
 
 function sh(cmd: string, args: string[], input?: string, env?: NodeJS.ProcessEnv): Promise<string> {
@@ -57,8 +77,100 @@ function sh(cmd: string, args: string[], input?: string, env?: NodeJS.ProcessEnv
     const child = execFile(cmd, args, { maxBuffer: 256 * 1024 * 1024, env: env ?? process.env }, (err, stdout, stderr) =>
       err ? reject(new Error(`${cmd} ${args.join(' ').slice(0, 200)}: ${stderr || err.message}`)) : resolve(stdout),
     );
+    child.stdin?.on('error', () => {}); // a command that never reads its input
     child.stdin?.end(input ?? '');
   });
+}
+
+// --- the client's network namespace and the host ceiling ----------------------------------------
+
+// The link between the client's namespace and the host: HOST_IP on the host's end, CLIENT_IP in the
+// namespace. All load goes to HOST_IP: the host ceiling listens there, and the stack's ports are
+// published there (Docker DNATs them to the containers).
+const HOST_IP = `${opts.subnet}.1`;
+const CLIENT_IP = `${opts.subnet}.2`;
+const NETNS = opts.netns!;
+const LINK_HOST = `${NETNS.slice(0, 12)}-h`;
+const LINK_NS = `${NETNS.slice(0, 12)}-n`;
+
+async function createNetns(): Promise<void> {
+  await removeNetns(); // left by a run that was killed
+  const ip = (...args: string[]) => sh('ip', args);
+  await ip('netns', 'add', NETNS);
+  await ip('link', 'add', LINK_HOST, 'type', 'veth', 'peer', 'name', LINK_NS);
+  await ip('link', 'set', LINK_NS, 'netns', NETNS);
+  await ip('addr', 'add', `${HOST_IP}/30`, 'dev', LINK_HOST);
+  await ip('link', 'set', LINK_HOST, 'up');
+  await ip('-n', NETNS, 'addr', 'add', `${CLIENT_IP}/30`, 'dev', LINK_NS);
+  await ip('-n', NETNS, 'link', 'set', LINK_NS, 'up');
+  await ip('-n', NETNS, 'link', 'set', 'lo', 'up');
+}
+
+async function removeNetns(): Promise<void> {
+  await sh('ip', ['link', 'del', LINK_HOST]).catch(() => {}); // takes its peer with it
+  await sh('ip', ['netns', 'del', NETNS]).catch(() => {});
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+/**
+ * The host ceiling: deploy/bench/ceiling.js on the host, behind the host's nginx running the
+ * project's own nginx configuration (nginx/), rendered as nginx/entrypoint.sh renders it, with only
+ * what must differ outside a container changed: paths, the listen address, the upstream.
+ */
+async function startHostCeiling(): Promise<{ url: string; stop: () => Promise<void> }> {
+  const [nodePort, nginxPort] = [await freePort(), await freePort()];
+  const dir = path.join(tmp, 'nginx');
+  mkdirSync(path.join(dir, 'conf.d'), { recursive: true });
+  const vars: Record<string, string> = {
+    APP_UPSTREAM: `127.0.0.1:${nodePort}`,
+    LOGIN_RATE: '1000000r/s', LOGIN_BURST: '1000000', TOKEN_RATE: '1000000r/s', TOKEN_BURST: '1000000',
+    CLIENT_MAX_BODY_SIZE: '64k',
+  };
+  const render = (file: string) => readFileSync(path.join(ROOT, 'nginx', file), 'utf8').replace(/\$\{(\w+)\}/g, (m, name: string) => vars[name] ?? m);
+  writeFileSync(path.join(dir, 'conf.d/00-common.conf'), render('templates/common.conf'));
+  writeFileSync(path.join(dir, 'conf.d/api.locations'), render('templates/api.locations'));
+  writeFileSync(
+    path.join(dir, 'conf.d/10-http.conf'),
+    render('templates/http.conf')
+      .replace('listen 80 default_server;', `listen ${HOST_IP}:${nginxPort} default_server;`)
+      .replace('/etc/nginx/conf.d/', `${dir}/conf.d/`),
+  );
+  writeFileSync(
+    path.join(dir, 'nginx.conf'),
+    render('nginx.conf')
+      .replace(/^user nginx;$/m, '') // as root, the workers run as nobody
+      .replace('/var/run/nginx.pid', `${dir}/nginx.pid`)
+      .replace('error_log /dev/stderr', `error_log ${dir}/error.log`)
+      .replace('access_log /dev/stdout', `access_log ${dir}/access.log`) // a file: no Docker to collect stdout
+      .replace('/etc/nginx/conf.d/*.conf', `${dir}/conf.d/*.conf`),
+  );
+  const children: ChildProcess[] = [
+    spawn(process.execPath, [path.join(ROOT, 'deploy/bench/ceiling.js')], {
+      env: { ...process.env, PORT: String(nodePort), HOST: '127.0.0.1', WEB_CONCURRENCY: opts.workers || '' },
+      stdio: 'inherit',
+    }),
+    spawn('nginx', ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-g', 'daemon off;'], { stdio: 'inherit' }),
+  ];
+  return {
+    url: `http://${HOST_IP}:${nginxPort}`,
+    async stop() {
+      for (const child of children) {
+        if (child.exitCode !== null) continue;
+        const exited = new Promise((resolve) => child.once('exit', resolve));
+        child.kill('SIGTERM');
+        await exited;
+      }
+    },
+  };
 }
 
 // --- the stack -----------------------------------------------------------------------------------
@@ -86,9 +198,11 @@ function composeEnv(): NodeJS.ProcessEnv {
     NODE_ENV: 'production',
     SIGNING_KEY,
     POSTGRES_PASSWORD: 'bench-db-password',
-    HTTP_BIND: '127.0.0.1',
+    HTTP_BIND: HOST_IP,
     HTTP_PORT: '0',
+    BENCH_BIND: HOST_IP,
     WEB_CONCURRENCY: opts.workers ?? '',
+    ...STACK_ENV,
   };
 }
 
@@ -160,7 +274,8 @@ end`
 async function wrk(base: string, s: Scenario, seconds: number): Promise<Load> {
   const script = path.join(tmp, `s${Math.random().toString(36).slice(2)}.lua`);
   writeFileSync(script, luaFor(s));
-  const out = await sh('wrk', ['-t1', `-c${s.connections}`, `-d${seconds}s`, '--timeout', '10s', '-s', script, base + s.path]);
+  // From the client's namespace.
+  const out = await sh('ip', ['netns', 'exec', NETNS, 'wrk', '-t1', `-c${s.connections}`, `-d${seconds}s`, '--timeout', '10s', '-s', script, base + s.path]);
   const r = JSON.parse(/RESULT (\{.*\})/.exec(out)![1]!) as Record<string, number>;
   return {
     rps: r.requests! / (r.duration! / 1e6),
@@ -293,101 +408,171 @@ async function post(base: string, p: string, body: unknown) {
 }
 
 async function main() {
-  try {
-    execFileSync('wrk', ['--version'], { stdio: 'ignore' });
-  } catch (err) {
-    // wrk --version exits 1 but runs; only a missing binary is fatal
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new Error('wrk is needed: apt-get install wrk', { cause: err });
+  for (const [tool, pkg] of [['wrk', 'wrk'], ['nginx', 'nginx-light'], ['ip', 'iproute2']]) {
+    try {
+      execFileSync(tool!, ['-v'], { stdio: 'ignore' });
+    } catch (err) {
+      // wrk -v exits 1 but runs; only a missing binary is fatal
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`${tool} is needed: apt-get install ${pkg}`, { cause: err });
+    }
   }
-  const own = !opts.url;
-  if (own) {
+  await createNetns();
+  const host = await startHostCeiling();
+  // Interrupted: still remove the namespace and the host ceiling (the stack stays, as with --keep).
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      console.error(`bench: ${signal}: cleaning up`);
+      void host.stop().then(removeNetns).finally(() => process.exit(130));
+    });
+  }
+  try {
     console.error('bench: building and starting the bench stack (project %s) ...', opts.project);
     await compose('up', '-d', '--build');
-  }
-  try {
-    const url = opts.url ?? (await publishedUrl('nginx', 80));
-    const appUrl = opts['app-url'] ?? (await publishedUrl('app', 3000));
-    const ceilingUrl = opts['ceiling-url'] ?? (await publishedUrl('ceiling-nginx', 80));
-    const ceilingDirectUrl = opts['ceiling-direct-url'] ?? (await publishedUrl('ceiling', 3000));
-    for (const u of [url, appUrl, ceilingUrl, ceilingDirectUrl]) {
-      for (let i = 0; (await fetch(`${u}/healthz`).then((r) => r.status, () => 0)) !== 200; i++) {
-        if (i > 120) throw new Error(`${u} is not answering`);
-        await new Promise((r) => setTimeout(r, 500));
-      }
+    try {
+      await measureAll(host.url);
+    } finally {
+      if (!opts.keep) await compose('down', '-v', '--remove-orphans').catch((err: Error) => console.error(err.message));
     }
-    await sh('docker', ['exec', '-i', await container('app'), 'npm', 'run', '-s', 'cli', '--', 'createuser', USER.username, '--password-stdin'], USER.password).catch(() => {});
-    // A fresh access token for each scenario: a whole run outlasts ACCESS_TOKEN_LIFETIME.
-    const freshAccess = async () => {
-      const login = await post(url, '/api/token/', USER);
-      if (login.status !== 200) throw new Error(`cannot log in as ${USER.username}: ${login.status}`);
-      return login.json.access!;
-    };
-    const userId = JSON.parse(Buffer.from((await freshAccess()).split('.')[1]!, 'base64url').toString()).user_id as number;
-    const scenarios = {
-      'GET /api/me/': (access: string): Scenario => ({ method: 'GET', path: '/api/me/', headers: { Authorization: `Bearer ${access}` }, connections: CONNECTIONS }),
-      'POST /api/token/verify/': (access: string): Scenario => ({ method: 'POST', path: '/api/token/verify/', body: JSON.stringify({ token: access }), connections: CONNECTIONS }),
-    };
-    const loginS: Scenario = { method: 'POST', path: '/api/token/', body: JSON.stringify(USER), connections: 8 };
-    const rows: Row[] = [];
-    let rss: number[] = [];
-    const watched = async (run: Promise<Load>) => {
-      const { result, rssMb } = await workerRss(run);
-      rss.push(...rssMb);
-      return result;
-    };
-    /** The largest worker RSS seen since the last call. */
-    const rssSince = () => {
-      const max = rss.length ? Math.max(...rss) : undefined;
-      rss = [];
-      return max;
-    };
-    for (const [via, base, ceilingBase] of [['nginx', url, ceilingUrl], ['direct', appUrl, ceilingDirectUrl]] as const) {
-      for (const [name, scenario] of Object.entries(scenarios)) {
-        const s = scenario(await freshAccess());
-        const pairs: [Load, Load][] = [];
-        for (let r = 0; r < ROUNDS; r++) pairs.push([await measure(ceilingBase, s), await watched(measure(base, s))]);
-        const [ceiling, app] = [median(pairs.map((p) => p[0])), median(pairs.map((p) => p[1]))];
-        rows.push({ name, via, conns: s.connections, load: app, ceiling, ratio: medianOf(pairs.map(([c, a]) => a.rps / c.rps)), rssMb: rssSince() });
-        console.error(`bench: ${via} ${name}: ${app.rps.toFixed(0)} req/s (ceiling ${ceiling.rps.toFixed(0)}), p99 ${app.p99.toFixed(1)} ms`);
-      }
-      const logins: [number, Load][] = [];
-      for (let r = 0; r < ROUNDS; r++) logins.push([(await hashTimeMs()).ms, await watched(measure(base, loginS))]);
-      const cpus = (await hashTimeMs()).cpus;
-      const login = median(logins.map((l) => l[1]));
-      const hashMs = medianOf(logins.map((l) => l[0]));
-      rows.push({ name: 'POST /api/token/ (login)', via, conns: 8, load: login, hashMs, cpus, ratio: medianOf(logins.map(([h, l]) => l.rps / (cpus / (h / 1000)))), rssMb: rssSince() });
-      console.error(`bench: ${via} login: ${login.rps.toFixed(0)} req/s, one hash ${hashMs.toFixed(1)} ms`);
-      const refreshes: Load[] = [];
-      for (let r = 0; r < ROUNDS; r++) {
-        const refresh: Scenario = { method: 'POST', path: '/api/token/refresh/', tokensFile: await mintRefreshTokens(userId, 4000 * DURATION), connections: 32 };
-        refreshes.push(await watched(measure(base, refresh)));
-      }
-      const refresh = median(refreshes);
-      rows.push({ name: 'POST /api/token/refresh/', via, conns: 32, load: refresh, rssMb: rssSince() });
-      console.error(`bench: ${via} refresh: ${refresh.rps.toFixed(0)} req/s`);
-    }
-    const pgbench: number[] = [];
-    for (let r = 0; r < ROUNDS; r++) pgbench.push(await pgbenchRefresh(userId, 32));
-    const pgbenchTps = medianOf(pgbench);
-    for (const row of rows) if (row.name.includes('refresh')) row.ratio = row.load.rps / pgbenchTps;
-    const imageSize = Number((await sh('docker', ['image', 'inspect', '-f', '{{.Size}}', (await sh('docker', ['inspect', '-f', '{{.Config.Image}}', await container('app')])).trim()])).trim());
-    report({ rows, pgbenchTps, imageSize });
   } finally {
-    if (own && !opts.keep) await compose('down', '-v', '--remove-orphans').catch((err: Error) => console.error(err.message));
+    await host.stop();
+    await removeNetns();
   }
 }
 
+async function measureAll(hostCeiling: string) {
+  const url = await publishedUrl('nginx', 80);
+  const appUrl = await publishedUrl('app', 3000);
+  const dockerCeiling = await publishedUrl('ceiling-nginx', 80);
+  const tcpUrl = await publishedUrl('nginx-tcp', 80);
+  for (const u of [hostCeiling, url, appUrl, dockerCeiling, tcpUrl]) {
+    for (let i = 0; (await fetch(`${u}/healthz`).then((r) => r.status, () => 0)) !== 200; i++) {
+      if (i > 120) throw new Error(`${u} is not answering`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+  // Every worker up (compose may just have recreated the app container with new settings).
+  for (let i = 0; ; i++) {
+    const list = JSON.parse(await sh('docker', ['exec', await container('app'), 'pm2', 'jlist'])) as { name: string; pm2_env: { status: string } }[];
+    const api = list.filter((p) => p.name === 'api');
+    if (api.length > 0 && api.length === (Number(opts.workers) || api.length) && api.every((p) => p.pm2_env.status === 'online')) {
+      const health = await sh('docker', ['inspect', '-f', '{{.State.Health.Status}}', await container('app')]);
+      if (health.trim() === 'healthy') break;
+    }
+    if (i > 240) throw new Error('the app\'s workers did not all come online');
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  await sh('docker', ['exec', '-i', await container('app'), 'npm', 'run', '-s', 'cli', '--', 'createuser', USER.username, '--password-stdin'], USER.password).catch((err: Error) => {
+    if (!/exists|taken/i.test(err.message)) throw err; // a stack kept from an earlier run has the user
+  });
+  // A fresh access token for each scenario: a whole run outlasts ACCESS_TOKEN_LIFETIME.
+  const freshAccess = async () => {
+    const login = await post(url, '/api/token/', USER);
+    if (login.status !== 200) throw new Error(`cannot log in as ${USER.username}: ${login.status}`);
+    return login.json.access!;
+  };
+  const userId = JSON.parse(Buffer.from((await freshAccess()).split('.')[1]!, 'base64url').toString()).user_id as number;
+  const me = (access: string): Scenario => ({ method: 'GET', path: '/api/me/', headers: { Authorization: `Bearer ${access}` }, connections: CONNECTIONS });
+  const verify = (access: string): Scenario => ({ method: 'POST', path: '/api/token/verify/', body: JSON.stringify({ token: access }), connections: CONNECTIONS });
+  const rows: Row[] = [];
+  const ceilings: Load[] = []; // every host-ceiling run (GET /api/me/ at CONNECTIONS)
+  let rss: number[] = [];
+  const watched = async (run: Promise<Load>) => {
+    const { result, rssMb } = await workerRss(run);
+    rss.push(...rssMb);
+    return result;
+  };
+  /** The largest worker RSS seen since the last call. */
+  const rssSince = () => {
+    const max = rss.length ? Math.max(...rss) : undefined;
+    rss = [];
+    return max;
+  };
+  /** `rounds` pairs: the host ceiling, then the scenario; the ratio is the median of the pairs'. */
+  const paired = async (name: string, via: Via, base: string, s: Scenario, stack: boolean) => {
+    const pairs: [Load, Load][] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      const ceiling = await measure(hostCeiling, me('unused'));
+      ceilings.push(ceiling);
+      pairs.push([ceiling, stack ? await watched(measure(base, s)) : await measure(base, s)]);
+    }
+    const load = median(pairs.map((p) => p[1]));
+    const ratio = medianOf(pairs.map(([c, a]) => a.rps / c.rps));
+    rows.push({ name, via, conns: s.connections, load, ceilingRatio: ratio, rssMb: stack ? rssSince() : undefined });
+    console.error(`bench: ${name} (${via}): ${load.rps.toFixed(0)} req/s, ${(100 * ratio).toFixed(0)}% of the host ceiling, p99 ${load.p99.toFixed(1)} ms`);
+  };
+
+  // A scenario that fails (this machine is shared) is reported as missing; the others still are.
+  const attempt = async (name: string, run: () => Promise<void>) => {
+    try {
+      await run();
+    } catch (err) {
+      console.error(`bench: ${name} failed: ${(err as Error).message.slice(0, 300)}`);
+      failed.push(name);
+    }
+  };
+  const failed: string[] = [];
+  if (ONLY.has('docker-ceiling')) await paired('bare node:http chain in Docker', 'nginx', dockerCeiling, me('unused'), false);
+  if (ONLY.has('me')) await paired('GET /api/me/', 'nginx', url, me(await freshAccess()), true);
+  if (ONLY.has('verify')) await paired('POST /api/token/verify/', 'nginx', url, verify(await freshAccess()), true);
+  if (ONLY.has('direct')) {
+    await paired('GET /api/me/', 'direct', appUrl, me(await freshAccess()), true);
+    await paired('POST /api/token/verify/', 'direct', appUrl, verify(await freshAccess()), true);
+  }
+  if (ONLY.has('tcp')) {
+    // Unix socket and TCP in turns, on the same app: the ratio is TCP's to the socket's.
+    const s = me(await freshAccess());
+    const pairs: [Load, Load][] = [];
+    for (let r = 0; r < ROUNDS; r++) pairs.push([await measure(url, s), await watched(measure(tcpUrl, s))]);
+    const load = median(pairs.map((p) => p[1]));
+    const socket = median(pairs.map((p) => p[0]));
+    const ratio = medianOf(pairs.map(([u, t]) => t.rps / u.rps));
+    rows.push({ name: 'GET /api/me/, nginx → app over TCP', via: 'nginx', conns: s.connections, load, reference: { ratio, what: `the same over the Unix socket (${socket.rps.toFixed(0)}/s, alternating)` }, rssMb: rssSince() });
+    console.error(`bench: tcp: ${load.rps.toFixed(0)} req/s, ${(100 * ratio).toFixed(0)}% of the Unix socket's ${socket.rps.toFixed(0)}`);
+  }
+  if (ONLY.has('login')) await attempt('login', async () => {
+    const loginS: Scenario = { method: 'POST', path: '/api/token/', body: JSON.stringify(USER), connections: 8 };
+    const logins: [number, Load][] = [];
+    for (let r = 0; r < ROUNDS; r++) logins.push([(await hashTimeMs()).ms, await watched(measure(url, loginS))]);
+    const cpus = (await hashTimeMs()).cpus;
+    const load = median(logins.map((l) => l[1]));
+    const hashMs = medianOf(logins.map((l) => l[0]));
+    const ratio = medianOf(logins.map(([h, l]) => l.rps / (cpus / (h / 1000))));
+    rows.push({ name: 'POST /api/token/ (login)', via: 'nginx', conns: 8, load, reference: { ratio, what: `${cpus} CPUs / ${hashMs.toFixed(1)} ms hash = ${(cpus / (hashMs / 1000)).toFixed(0)}/s` }, rssMb: rssSince() });
+    console.error(`bench: login: ${load.rps.toFixed(0)} req/s, one hash ${hashMs.toFixed(1)} ms`);
+  });
+  let pgbenchTps: number | undefined;
+  if (ONLY.has('refresh')) await attempt('refresh', async () => {
+    const refreshes: Load[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      const refresh: Scenario = { method: 'POST', path: '/api/token/refresh/', tokensFile: await mintRefreshTokens(userId, 4000 * DURATION), connections: 32 };
+      refreshes.push(await watched(measure(url, refresh)));
+    }
+    const pgbench: number[] = [];
+    for (let r = 0; r < ROUNDS; r++) pgbench.push(await pgbenchRefresh(userId, 32));
+    pgbenchTps = medianOf(pgbench);
+    const load = median(refreshes);
+    rows.push({ name: 'POST /api/token/refresh/', via: 'nginx', conns: 32, load, reference: { ratio: load.rps / pgbenchTps, what: `pgbench ${pgbenchTps.toFixed(0)} tps` }, rssMb: rssSince() });
+    console.error(`bench: refresh: ${load.rps.toFixed(0)} req/s, pgbench ${pgbenchTps.toFixed(0)} tps`);
+  });
+  // Login and refresh are not paired with ceiling runs of their own: set beside the run's ceiling.
+  const ceiling = median(ceilings.length ? ceilings : [await measure(hostCeiling, me('unused'))]);
+  for (const row of rows) row.ceilingRatio ??= row.load.rps / ceiling.rps;
+  const imageSize = Number((await sh('docker', ['image', 'inspect', '-f', '{{.Size}}', (await sh('docker', ['inspect', '-f', '{{.Config.Image}}', await container('app')])).trim()])).trim());
+  report({ rows, ceiling, pgbenchTps, imageSize, failed });
+}
+
+type Via = 'nginx' | 'direct';
+
 interface Row {
   name: string;
-  via: 'nginx' | 'direct';
+  via: Via;
   conns: number;
   load: Load;
-  ceiling?: Load;
-  /** Median of the per-round ratios: to the ceiling, the hash-bound limit, or pgbench. */
-  ratio?: number;
-  hashMs?: number;
-  cpus?: number;
-  /** The largest RSS of any worker during the scenario's app runs. */
+  /** Median of the per-round ratios to the host ceiling (or, unpaired, to the run's median ceiling). */
+  ceilingRatio?: number;
+  /** The scenario's own limit: the hash-bound rate for logins, pgbench for refreshes. */
+  reference?: { ratio: number; what: string };
+  /** The largest RSS of any worker during the scenario's runs. */
   rssMb?: number | undefined;
 }
 
@@ -395,36 +580,63 @@ const medianOf = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.l
 /** The run with the median throughput (its latencies come with it). */
 const median = (runs: Load[]) => [...runs].sort((a, b) => a.rps - b.rps)[Math.floor(runs.length / 2)]!;
 
-function report(r: { rows: Row[]; pgbenchTps: number; imageSize: number }) {
+function report(r: { rows: Row[]; ceiling: Load; pgbenchTps: number | undefined; imageSize: number; failed: string[] }) {
   const f0 = (n: number) => n.toFixed(0);
   const f1 = (n: number) => n.toFixed(1);
   const pct = (n: number | undefined) => (n === undefined ? '' : `${(100 * n).toFixed(0)}%`);
-  const line = (name: string, via: string, conns: number, l: Load, vs: string, rssMb?: number) =>
-    `| ${name} | ${via} | ${conns} | ${f0(l.rps)} | ${f1(l.p50)} | ${f1(l.p99)} | ${l.non2xx} | ${l.errors} | ${vs} | ${rssMb === undefined ? '' : f0(rssMb)} |`;
+  const line = (name: string, via: string, conns: number, l: Load, ratio: string, vs: string, rssMb?: number) =>
+    `| ${name} | ${via} | ${conns} | ${f0(l.rps)} | ${f1(l.p50)} | ${f1(l.p99)} | ${l.non2xx} | ${l.errors} | ${ratio} | ${vs} | ${rssMb === undefined ? '' : f0(rssMb)} |`;
+  const command = `npm run bench -- --duration ${DURATION} --rounds ${ROUNDS} --connections ${CONNECTIONS}${opts.workers ? ` --workers ${opts.workers}` : ''}` +
+    `${opts.only !== 'docker-ceiling,me,verify,login,refresh' ? ` --only ${opts.only}` : ''}${opts.env!.map((e) => ` --env ${e}`).join('')}`;
   const lines = [
     `Machine: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ${f0(os.totalmem() / 2 ** 30)} GiB RAM; ${new Date().toISOString().slice(0, 10)}.`,
-    `Command: npm run bench -- --duration ${DURATION} --rounds ${ROUNDS} --connections ${CONNECTIONS}${opts.workers ? ` --workers ${opts.workers}` : ''}`,
+    `Command: ${command}`,
     '',
-    '| scenario | via | conns | req/s | p50 ms | p99 ms | non-2xx | errors | against | worker RSS MB |',
-    '|---|---|---|---|---|---|---|---|---|---|',
-    ...r.rows.flatMap((row) => {
-      if (row.ceiling) {
-        return [
-          line(`${row.name}: ceiling (bare node:http)`, row.via, row.conns, row.ceiling, ''),
-          line(row.name, row.via, row.conns, row.load, `${pct(row.ratio)} of the ceiling`, row.rssMb),
-        ];
-      }
-      if (row.hashMs !== undefined) {
-        return [line(row.name, row.via, row.conns, row.load, `${pct(row.ratio)} of ${row.cpus} CPUs / ${f1(row.hashMs)} ms hash = ${f0(row.cpus! / (row.hashMs / 1000))}/s`, row.rssMb)];
-      }
-      return [line(row.name, row.via, row.conns, row.load, `${pct(row.ratio)} of pgbench ${f0(r.pgbenchTps)} tps`, row.rssMb)];
-    }),
+    '| scenario | via | conns | req/s | p50 ms | p99 ms | non-2xx | errors | of the host ceiling | against its own limit | worker RSS MB |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
+    line('host ceiling: nginx + bare node:http, no Docker (median of all its runs)', 'nginx', CONNECTIONS, r.ceiling, '100%', ''),
+    ...r.rows.map((row) => line(row.name, row.via, row.conns, row.load, pct(row.ceilingRatio), row.reference ? `${pct(row.reference.ratio)} of ${row.reference.what}` : '', row.rssMb)),
     '',
-    `- pgbench, the refresh statement (32 clients, prepared statements, inside the database container): ${f0(r.pgbenchTps)} tps.`,
+    ...(r.pgbenchTps ? [`- pgbench, the refresh statement (32 clients, prepared statements, inside the database container): ${f0(r.pgbenchTps)} tps.`] : []),
     `- App image: ${f1(r.imageSize / 1e6)} MB.`,
+    ...(r.failed.length ? [`- Failed, not measured: ${r.failed.join(', ')}.`] : []),
+    `- Load average at the end: ${os.loadavg().map((l) => l.toFixed(1)).join(', ')} (this machine is shared: compare runs only at similar loads).`,
   ];
   console.log(lines.join('\n'));
   if (opts.json) writeFileSync(opts.json, JSON.stringify(r, null, 2));
+  if (opts.svg) {
+    writeFileSync(opts.svg, chart(r.rows, r.ceiling, command));
+    console.error(`bench: chart written to ${path.relative(process.cwd(), opts.svg)}`);
+  }
+}
+
+/** A bar per scenario: its req/s as a share of the host ceiling, the 50% target marked. */
+function chart(rows: Row[], ceiling: Load, command: string): string {
+  const esc = (t: string) => t.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+  const bars = [{ label: 'host ceiling (nginx + node:http, no Docker)', ratio: 1, rps: ceiling.rps }, ...rows.map((r) => ({ label: `${r.name}${r.via === 'direct' ? ' (no nginx)' : ''}`, ratio: r.ceilingRatio ?? 0, rps: r.load.rps }))];
+  const left = 330, width = 420, barH = 22, gap = 10, top = 56;
+  const height = top + bars.length * (barH + gap) + 40;
+  const x = (ratio: number) => left + Math.min(ratio, 1.2) * width;
+  const out = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${left + width + 170}" height="${height}" font-family="sans-serif" font-size="13">`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    `<text x="10" y="22" font-size="15" font-weight="bold">Requests per second, as a share of the host ceiling (client in its own network namespace)</text>`,
+    `<text x="10" y="42" fill="#555">${esc(command)}; ${new Date().toISOString().slice(0, 10)}</text>`,
+    ...bars.flatMap((b, i) => {
+      const y = top + i * (barH + gap);
+      const fill = i === 0 ? '#999' : b.ratio >= 0.5 ? '#2b7bb9' : '#d9822b';
+      return [
+        `<text x="${left - 8}" y="${y + 15}" text-anchor="end">${esc(b.label)}</text>`,
+        `<rect x="${left}" y="${y}" width="${Math.max(1, x(b.ratio) - left)}" height="${barH}" fill="${fill}"/>`,
+        `<text x="${x(b.ratio) + 6}" y="${y + 15}">${(100 * b.ratio).toFixed(0)}% (${b.rps.toFixed(0)}/s)</text>`,
+      ];
+    }),
+    `<line x1="${x(0.5)}" y1="${top - 6}" x2="${x(0.5)}" y2="${height - 30}" stroke="#c00" stroke-dasharray="4 3"/>`,
+    `<text x="${x(0.5)}" y="${height - 14}" fill="#c00" text-anchor="middle">50%: the target for /api/me/ and verify</text>`,
+    `<line x1="${x(1)}" y1="${top - 6}" x2="${x(1)}" y2="${height - 30}" stroke="#999"/>`,
+    '</svg>',
+  ];
+  return `${out.join('\n')}\n`;
 }
 
 main().catch((err) => {

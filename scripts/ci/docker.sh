@@ -1,31 +1,33 @@
 #!/usr/bin/env bash
 # Makes sure a Docker engine is usable on this machine (CI and developers alike).
-# Fresh machines have no Docker: install Debian's docker.io (engine + CLI), docker-compose (v1)
-# and debootstrap (used by deploy/airgap/build.sh, since no image registry is reachable), then
+# Fresh machines have no Docker: install Debian's docker.io (engine + CLI), docker-compose (v1),
+# debootstrap (used by deploy/airgap/build.sh, since no image registry is reachable), and iproute2
+# and iptables (the swarm test's engines in network namespaces: test/support/engines.ts), then
 # start dockerd in the background (there is no systemd) and wait until it answers.
-# Idempotent and quick: exits at once when `docker info` already works.
+# Idempotent and quick: exits at once when the packages are there and `docker info` works.
 set -euo pipefail
 
 LOG=/var/log/dockerd.log
-PACKAGES=(docker.io docker-compose debootstrap)
+PACKAGES=(docker.io docker-compose debootstrap iproute2 iptables)
 WAIT_SECONDS=${DOCKER_WAIT_SECONDS:-60}
 
 say() { echo "docker.sh: $*" >&2; }
 docker_ok() { command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1; }
 
-# Fast path: the engine already answers.
-if docker_ok; then exit 0; fi
-
-if [ "$(id -u)" -ne 0 ]; then
-  say "docker is not usable and installing/starting it needs root"; exit 1
-fi
-
-# 1. Install whatever Debian packages are missing.
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
   [ "$status" = installed ] || missing+=("$pkg")
 done
+
+# Fast path: everything is installed and the engine already answers.
+if [ "${#missing[@]}" -eq 0 ] && docker_ok; then exit 0; fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  say "installing packages (${missing[*]:-none}) or starting docker needs root"; exit 1
+fi
+
+# 1. Install whatever Debian packages are missing.
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -49,15 +49,16 @@ async function createUser(username: string, password: string, flags: string[] = 
   return r.stdout;
 }
 
-/** The app's log line for a request id; logs travel worker → PM2 → Docker, so wait a moment for it. */
-async function appLogLine(requestId: string | null): Promise<Record<string, unknown>> {
+/** A service's log line for a request id; logs travel worker → PM2 → Docker, so wait a moment for it. */
+async function logLine(service: 'app' | 'nginx', requestId: string | null): Promise<Record<string, unknown>> {
   for (let i = 0; i < 50; i++) {
-    const line = (await stack.logs('app')).split('\n').find((l) => l.includes(`"request_id":"${requestId}"`));
+    const line = (await stack.logs(service)).split('\n').find((l) => l.includes(`"request_id":"${requestId}"`));
     if (line) return JSON.parse(line.slice(line.indexOf('{'))) as Record<string, unknown>;
     await sleep(100);
   }
-  throw new Error(`no app log line for request ${requestId}`);
+  throw new Error(`no ${service} log line for request ${requestId}`);
 }
+const appLogLine = (requestId: string | null) => logLine('app', requestId);
 
 interface Pm2Process {
   name: string;
@@ -163,30 +164,40 @@ describe('the client flow through nginx', () => {
   });
 
   it('trusts exactly one proxy hop: a client cannot choose its own address', async () => {
-    const r = await get('/api/me/', { 'X-Forwarded-For': '203.0.113.66' });
+    // A failed login is a security event: the app logs it with the address it believes.
+    const r = await post('/api/token/', { username: 'nobody-here', password: 'wrong-password' }, { 'X-Forwarded-For': '203.0.113.66' });
+    expect(r.status).toBe(401);
     const ip = (await appLogLine(r.headers.get('x-request-id'))).ip as string;
     expect(ip).not.toBe('203.0.113.66');
     expect(ip).toMatch(/^(\d+\.){3}\d+$/); // the address nginx saw: the client's, through Docker's port
   });
 });
 
-describe('request ids', () => {
-  it('every response carries X-Request-Id, and the app logs the same id', async () => {
+describe('request ids and logs', () => {
+  it('one line per request (nginx\'s), and the app\'s line for every security event, under the same id', async () => {
     const pair = await login('bob', 'bob-password-1');
+    const rotated = await post('/api/token/refresh/', { refresh: pair.refresh });
     const replies = [
       await get('/api/me/', bearer(pair.access)),
       await get('/api/me/'),
       await post('/api/token/verify/', { token: pair.access }),
       await get('/nowhere'),
-      await get('/healthz'),
+      await post('/api/token/', { username: 'bob', password: 'not-bobs-password' }),
+      await post('/api/token/refresh/', { refresh: pair.refresh }), // a replay: reuse, and a revocation
     ];
+    expect(rotated.status).toBe(200);
+    expect(replies.map((r) => r.status)).toEqual([200, 401, 200, 404, 401, 401]);
     const ids = replies.map((r) => r.headers.get('x-request-id'));
     for (const id of ids) expect(id).toMatch(/^[0-9a-f]{32}$/);
     expect(new Set(ids).size).toBe(ids.length);
-    for (const id of ids.slice(0, 4)) expect(await appLogLine(id)).toMatchObject({ request_id: id, msg: 'request' });
+    for (const [i, id] of ids.entries()) expect(await logLine('nginx', id)).toMatchObject({ request_id: id, status: replies[i]!.status });
+    expect(await appLogLine(ids[4]!)).toMatchObject({ msg: 'security event', event: 'login_failure' });
+    const replay = (await stack.logs('app')).split('\n').filter((l) => l.includes(`"request_id":"${ids[5]}"`)).map((l) => JSON.parse(l.slice(l.indexOf('{'))));
+    expect(replay.map((l) => l.event)).toEqual(['refresh_reused', 'revocation']);
     const appLogs = await stack.logs('app');
     const nginxLogs = await stack.logs('nginx');
-    expect(nginxLogs).toContain(`"request_id":"${ids[0]}"`);
+    // Ordinary requests are nginx's alone (the app logs them only at LOG_LEVEL=debug).
+    for (const id of ids.slice(0, 4)) expect(appLogs).not.toContain(id);
     // Logs carry no credentials.
     expect(appLogs).not.toContain(pair.access);
     expect(nginxLogs).not.toContain(pair.access);
@@ -199,19 +210,19 @@ describe('the PM2 cluster', () => {
     expect(list).toHaveLength(2);
     expect(list.every((p) => p.pm2_env.status === 'online')).toBe(true);
     const pair = await login('bob', 'bob-password-1');
+    // Each worker's count of the requests it answered, from the container's metrics scrape.
+    const served = async () => {
+      const r = await stack.exec('app', ['node', '-e', 'fetch("http://127.0.0.1:9464/metrics").then(async (r) => process.stdout.write(await r.text()))']);
+      const counts = new Map<string, number>();
+      for (const m of r.stdout.matchAll(/^http_worker_requests_total\{worker="(\d+)",pid="\d+"\} (\d+)$/gm)) counts.set(m[1]!, (counts.get(m[1]!) ?? 0) + Number(m[2]));
+      return counts;
+    };
+    const before = await served();
     const replies = await Promise.all(Array.from({ length: 40 }, () => get('/api/me/', bearer(pair.access))));
     expect(replies.every((r) => r.status === 200)).toBe(true);
-    const ids = new Set(replies.map((r) => r.headers.get('x-request-id')));
-    await appLogLine(replies.at(-1)!.headers.get('x-request-id')); // the lines are in
-    const servedBy = new Set(
-      (await stack.logs('app'))
-        .split('\n')
-        .filter((l) => l.includes('"msg":"request"'))
-        .map((l) => JSON.parse(l.slice(l.indexOf('{'))) as { request_id: string; worker: string })
-        .filter((l) => ids.has(l.request_id))
-        .map((l) => l.worker),
-    );
-    expect(servedBy.size).toBeGreaterThan(1);
+    const after = await served();
+    const servedBy = [...after].filter(([worker, n]) => n > (before.get(worker) ?? 0));
+    expect(servedBy.length).toBeGreaterThan(1);
   });
 
   it('pm2 reload during a steady stream of requests: zero failed requests', async () => {

@@ -10,12 +10,14 @@ export interface Images {
   NODE_IMAGE: string;
   POSTGRES_IMAGE: string;
   NGINX_IMAGE: string;
+  PROMETHEUS_IMAGE: string;
 }
 
 const OFFICIAL: Images = {
   NODE_IMAGE: 'node:24-bookworm-slim',
   POSTGRES_IMAGE: 'postgres:15-bookworm',
   NGINX_IMAGE: 'nginx:stable-bookworm',
+  PROMETHEUS_IMAGE: 'prom/prometheus:v2.53.4',
 };
 
 function readEnvFile(file: string): Record<string, string> {
@@ -35,5 +37,10 @@ export function images(): Images {
     process.env.TESTCONTAINERS_RYUK_DISABLED ??= 'true';
   }
   const pick = (name: keyof Images) => process.env[name] || airgap[name] || OFFICIAL[name];
-  return { NODE_IMAGE: pick('NODE_IMAGE'), POSTGRES_IMAGE: pick('POSTGRES_IMAGE'), NGINX_IMAGE: pick('NGINX_IMAGE') };
+  return {
+    NODE_IMAGE: pick('NODE_IMAGE'),
+    POSTGRES_IMAGE: pick('POSTGRES_IMAGE'),
+    NGINX_IMAGE: pick('NGINX_IMAGE'),
+    PROMETHEUS_IMAGE: pick('PROMETHEUS_IMAGE'),
+  };
 }

@@ -20,6 +20,8 @@ export function run(cmd: string, args: string[], options: { stdin?: string; env?
     const child = execFile(cmd, args, { maxBuffer: 64 * 1024 * 1024, env: options.env ?? process.env }, (err, stdout, stderr) =>
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
     );
+    // A command that never reads its input may exit before it is written: not an error.
+    child.stdin?.on('error', () => {});
     child.stdin?.end(options.stdin ?? '');
   });
 }
@@ -38,6 +40,8 @@ export interface StackOptions {
   env?: Record<string, string>;
   /** With docker-compose.tls.yml: nginx serves HTTPS with the tls.crt and tls.key in this directory. */
   tlsCertDir?: string;
+  /** Compose profiles to start as well (`monitoring`: Prometheus). */
+  profiles?: string[];
 }
 
 export interface Stack {
@@ -48,6 +52,8 @@ export interface Stack {
   host: string;
   env: Record<string, string>;
   flavour: 'v1' | 'v2';
+  /** The URL of a service's published port, on the address the tests reach. */
+  published(service: string, port: number): string;
   /** The container name of a service (its first replica). */
   container(service: string): string;
   exec(service: string, command: string[], stdin?: string): Promise<Run>;
@@ -76,6 +82,16 @@ export async function reachableHost(): Promise<{ host: string; bind: string }> {
   return { host, bind: isIP(host) === 4 ? host : '0.0.0.0' };
 }
 
+/** Builds the compose file's images (tagged as compose tags them), for use outside compose. */
+export async function buildImages(services: string[], env: Record<string, string> = {}): Promise<void> {
+  shareHostCa();
+  const compose = composeFlavour() === 'v2' ? ['docker', 'compose'] : ['docker-compose'];
+  const r = await run(compose[0]!, [...compose.slice(1), '-f', path.join(ROOT, 'docker-compose.yml'), 'build', ...services], {
+    env: { ...process.env, ...images(), DOCKER_BUILDKIT: '0', ...env },
+  });
+  if (r.code !== 0) throw new Error(`image build failed:\n${(r.stdout + r.stderr).split('\n').slice(-30).join('\n')}`);
+}
+
 export async function startStack(options: StackOptions): Promise<Stack> {
   shareHostCa();
   const flavour = composeFlavour();
@@ -86,6 +102,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     HTTP_BIND: bind,
     HTTP_PORT: '0', // a free port, read back below
     ...(options.tlsCertDir ? { TLS_CERT_DIR: options.tlsCertDir, HTTPS_PORT: '0' } : {}),
+    PROMETHEUS_BIND: bind,
+    PROMETHEUS_PORT: '0',
     ...options.env,
   };
   const files = ['docker-compose.yml', ...(options.tlsCertDir ? ['docker-compose.tls.yml'] : [])];
@@ -103,6 +121,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       .withWaitStrategy(name('app'), Wait.forHealthCheck())
       .withWaitStrategy(name('postgres'), Wait.forHealthCheck())
       .withStartupTimeout(240_000);
+    if (options.profiles?.length) e = e.withProfiles(...options.profiles);
     if (flavour === 'v1') e = e.withClientOptions({ executable: { standalone: true, executablePath: 'docker-compose' } });
     return e;
   };
@@ -114,6 +133,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     host: hostInUrl,
     env,
     flavour,
+    published: (service, port) => `http://${hostInUrl}:${started.getContainer(name(service)).getMappedPort(port)}`,
     container: (service) => started.getContainer(name(service)).getName().replace(/^\//, ''),
     exec: (service, command, stdin) => run('docker', ['exec', '-i', stack.container(service), ...command], { stdin: stdin ?? '' }),
     logs: async (service) => {

@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../app/config';
 import { thrown } from '../support/thrown';
@@ -71,6 +74,24 @@ describe('loadConfig', () => {
   it('requires DATABASE_URL and checks its form', () => {
     expect(fail({})).toMatch(/DATABASE_URL: is required/);
     expect(fail({ DATABASE_URL: 'mysql://x' })).toMatch(/DATABASE_URL: expected a URL like postgres:/);
+  });
+
+  it('takes the database password from DATABASE_PASSWORD_FILE (a Docker or Kubernetes secret), any character', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'kas-config-'));
+    try {
+      const file = path.join(dir, 'db-password');
+      const password = 'p@ss:w/rd?#%41 ü';
+      writeFileSync(file, `${password}\n`); // the newline an editor adds is not part of it
+      const url = loadConfig({ DATABASE_URL: 'postgres://app@db:5432/app', DATABASE_PASSWORD_FILE: file }).config.databaseUrl;
+      const parsed = new URL(url);
+      expect([parsed.username, decodeURIComponent(parsed.password), parsed.host, parsed.pathname]).toEqual(['app', password, 'db:5432', '/app']);
+      expect(fail({ ...base, DATABASE_PASSWORD_FILE: file })).toMatch(/DATABASE_PASSWORD_FILE: DATABASE_URL has a password already/);
+      expect(fail({ DATABASE_URL: 'postgres://app@db/app', DATABASE_PASSWORD_FILE: path.join(dir, 'nope') })).toMatch(
+        /DATABASE_PASSWORD_FILE: cannot read .*nope: ENOENT/,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses to start in production without a long signing key', () => {

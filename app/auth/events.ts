@@ -1,0 +1,54 @@
+// Security outcomes of the token endpoints: counted for Prometheus, and the ones an operator must be
+// able to find later (failed and throttled logins, throttled refreshes, a replayed refresh token,
+// revocations) logged at info with the request id. nginx's access log has every request; the app logs
+// only what nginx cannot know. Routes call these at their outcomes; nothing here decides anything.
+import type { Logger } from 'pino';
+import type { LoginOutcome, RefreshOutcome, RevocationReason } from '../metrics/worker';
+import type { Refusal } from './families';
+
+export interface AuthCounters {
+  login(outcome: LoginOutcome): void;
+  refresh(outcome: RefreshOutcome): void;
+  revocation(reason: RevocationReason): void;
+}
+
+/** What an event needs of the request: Koa's Context has both. */
+export interface EventSource {
+  ip: string;
+  state: { requestId?: string };
+}
+
+const LOGGED_LOGINS = new Set<LoginOutcome>(['failure', 'throttled']);
+const LOGGED_REFRESHES = new Set<RefreshOutcome>(['throttled', 'reused']);
+
+// A refused refresh, by why: a replay of a rotated token is "reused" (and revokes its family); a token
+// of a revoked family or of an inactive account is "revoked"; no such live token is "invalid".
+const REFUSALS: Record<Refusal, RefreshOutcome> = { reused: 'reused', revoked: 'revoked', inactive: 'revoked', unknown: 'invalid' };
+
+export function createAuthEvents(counters: AuthCounters, logger: Logger) {
+  const log = (source: EventSource, event: string, extra: Record<string, unknown> = {}) =>
+    logger.info({ request_id: source.state.requestId, event, ip: source.ip, ...extra }, 'security event');
+  const refresh = (source: EventSource, outcome: RefreshOutcome) => {
+    counters.refresh(outcome);
+    if (LOGGED_REFRESHES.has(outcome)) log(source, `refresh_${outcome}`);
+  };
+  const revoked = (source: EventSource, reason: RevocationReason) => {
+    counters.revocation(reason);
+    log(source, 'revocation', { reason });
+  };
+  return {
+    login(source: EventSource, outcome: LoginOutcome) {
+      counters.login(outcome);
+      if (LOGGED_LOGINS.has(outcome)) log(source, `login_${outcome}`);
+    },
+    refresh,
+    /** A refused refresh; a replay also revoked its family (families.rotate did it). */
+    refreshRefused(source: EventSource, refusal: Refusal) {
+      refresh(source, REFUSALS[refusal]);
+      if (refusal === 'reused') revoked(source, 'reuse');
+    },
+    revoked,
+  };
+}
+
+export type AuthEvents = ReturnType<typeof createAuthEvents>;

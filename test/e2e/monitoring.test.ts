@@ -1,0 +1,195 @@
+// Metrics end to end: `docker compose --profile monitoring up` with two PM2 workers. Requests go
+// through nginx as a client's would; the container's scrape is read as Prometheus reads it (on
+// METRICS_PORT inside the compose network, here through `docker exec`), and Prometheus itself is
+// asked over its HTTP API what it has scraped.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { request, type Reply } from '../support/http';
+import { startStack, type Stack } from '../support/stack';
+
+const SIGNING_KEY = 'e2e-metrics-signing-key-0123456789abcdefghijklmnopqrstuvwxyz';
+let stack: Stack;
+
+beforeAll(async () => {
+  stack = await startStack({
+    project: `kasmon${process.pid}`,
+    profiles: ['monitoring'],
+    env: {
+      NODE_ENV: 'production',
+      SIGNING_KEY,
+      POSTGRES_PASSWORD: 'e2e-db-password',
+      WEB_CONCURRENCY: '2',
+      // All load comes from one address here.
+      LOGIN_RATE: '1000r/s',
+      LOGIN_BURST: '1000',
+      TOKEN_RATE: '1000r/s',
+      TOKEN_BURST: '1000',
+      REFRESH_THROTTLE_PER_MINUTE: '0',
+    },
+  });
+  const r = await stack.exec('app', ['npm', 'run', '-s', 'cli', '--', 'createuser', 'alice', '--password-stdin'], 'alice-password-1');
+  expect(r.code, r.stderr).toBe(0);
+}, 600_000);
+
+afterAll(async () => {
+  await stack?.down({ removeVolumes: true });
+}, 120_000);
+
+const post = (path: string, json: unknown) => request(stack.url, 'POST', path, { json });
+
+/** The container's scrape, as Prometheus gets it. */
+async function scrape(): Promise<string> {
+  const r = await stack.exec('app', [
+    'node', '-e', 'fetch("http://127.0.0.1:9464/metrics").then(async (r) => { if (!r.ok) process.exit(1); process.stdout.write(await r.text()); })',
+  ]);
+  expect(r.code, r.stderr).toBe(0);
+  return r.stdout;
+}
+
+/** Every sample of a metric whose labels include `labels`. */
+function samples(text: string, name: string, labels: Record<string, string> = {}): { labels: Record<string, string>; value: number }[] {
+  const out = [];
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1]!, l[2]!]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) out.push({ labels: have, value: Number(m[3]) });
+  }
+  return out;
+}
+const value = (text: string, name: string, labels: Record<string, string>) => samples(text, name, labels).reduce((sum, s) => sum + s.value, 0);
+
+async function login(): Promise<{ access: string; refresh: string }> {
+  const r = await post('/api/token/', { username: 'alice', password: 'alice-password-1' });
+  expect(r.status, r.text).toBe(200);
+  return r.json;
+}
+
+/** `n` requests through nginx, `parallel` at a time; every one must succeed as `expected`. */
+async function send(n: number, parallel: number, one: () => Promise<Reply>, expected: number): Promise<void> {
+  let next = 0;
+  const statuses: number[] = [];
+  await Promise.all(
+    Array.from({ length: parallel }, async () => {
+      while (next < n) {
+        next += 1;
+        statuses.push((await one()).status);
+      }
+    }),
+  );
+  expect(statuses.filter((s) => s !== expected)).toEqual([]);
+  expect(statuses).toHaveLength(n);
+}
+
+const ME = { method: 'GET', route: '/api/me/', status: '200' };
+
+describe('the container scrape', () => {
+  it('N requests through nginx to two workers: exactly N more in one scrape, served by both', async () => {
+    const { access } = await login();
+    const before = await scrape();
+    const N = 300;
+    await send(N, 8, () => request(stack.url, 'GET', '/api/me/', { headers: { Authorization: `Bearer ${access}` } }), 200);
+    const after = await scrape();
+    expect(value(after, 'http_requests_total', ME) - value(before, 'http_requests_total', ME)).toBe(N);
+    expect(value(after, 'http_request_duration_seconds_count', { method: 'GET', route: '/api/me/' }) -
+      value(before, 'http_request_duration_seconds_count', { method: 'GET', route: '/api/me/' })).toBe(N);
+    // The sum is over both workers: each served part of it.
+    const served = (text: string, worker: string) => value(text, 'http_worker_requests_total', { worker });
+    for (const w of ['0', '1']) expect(served(after, w) - served(before, w)).toBeGreaterThan(0);
+    expect(value(after, 'metrics_collector_workers', {})).toBe(2);
+  });
+
+  it('a login, a failed login and a reused refresh token: exactly one more of each', async () => {
+    const before = await scrape();
+    const pair = await login();
+    expect((await post('/api/token/', { username: 'alice', password: 'wrong-password' })).status).toBe(401);
+    expect((await post('/api/token/refresh/', { refresh: pair.refresh })).status).toBe(200);
+    const replay = await post('/api/token/refresh/', { refresh: pair.refresh });
+    expect(replay.status).toBe(401);
+    const after = await scrape();
+    const delta = (name: string, labels: Record<string, string>) => value(after, name, labels) - value(before, name, labels);
+    expect(delta('auth_logins_total', { outcome: 'success' })).toBe(1);
+    expect(delta('auth_logins_total', { outcome: 'failure' })).toBe(1);
+    expect(delta('auth_refreshes_total', { outcome: 'rotated' })).toBe(1);
+    expect(delta('auth_refreshes_total', { outcome: 'reused' })).toBe(1);
+    expect(delta('auth_revocations_total', { reason: 'reuse' })).toBe(1);
+    expect(delta('http_requests_total', { method: 'POST', route: '/api/token/', status: '401' })).toBe(1);
+  });
+
+  it('has per-worker process metrics, the feed, the pool and Node\'s defaults', async () => {
+    const text = await scrape();
+    const workers = samples(text, 'auth_revocation_feed_up');
+    expect(workers.map((s) => s.labels.worker).sort()).toEqual(['0', '1']);
+    expect(workers.every((s) => s.value === 1)).toBe(true);
+    expect(samples(text, 'process_resident_memory_bytes').map((s) => s.labels.worker).sort()).toEqual(['0', '1']);
+    expect(samples(text, 'auth_revocation_feed_last_contact_age_seconds')).toHaveLength(2);
+    expect(samples(text, 'nodejs_eventloop_lag_p99_seconds')).toHaveLength(2);
+    expect(value(text, 'db_pool_connections_max', {})).toBe(20); // DB_POOL_MAX 10 × 2 workers
+    for (const name of ['db_pool_connections_in_use', 'db_pool_connections_idle', 'db_pool_waiting_requests']) {
+      expect(samples(text, name)).toHaveLength(1);
+    }
+  });
+
+  it('counts never go back when PM2 replaces workers (reload, and a killed worker)', async () => {
+    const before = value(await scrape(), 'http_requests_total', ME);
+    expect(before).toBeGreaterThan(0);
+    const reload = await stack.exec('app', ['pm2', 'reload', 'api']);
+    expect(reload.code, reload.stderr).toBe(0);
+    const afterReload = await scrape();
+    expect(value(afterReload, 'http_requests_total', ME)).toBe(before); // the old workers' final counts
+    expect(value(afterReload, 'metrics_collector_workers', {})).toBe(2);
+
+    const pids = samples(afterReload, 'auth_revocation_feed_up').map((s) => s.labels.pid);
+    const killed = await stack.exec('app', ['node', '-e', `process.kill(${pids[0]}, 'SIGKILL')`]);
+    expect(killed.code, killed.stderr).toBe(0);
+    await expect.poll(async () => samples(await scrape(), 'auth_revocation_feed_up').filter((s) => s.labels.pid !== pids[0]).length, { timeout: 30_000 }).toBe(2);
+    expect(value(await scrape(), 'http_requests_total', ME)).toBe(before); // what was last read of the dead one
+  });
+
+  it('is never reachable through nginx, and its port is not published', async () => {
+    const r = await request(stack.url, 'GET', '/metrics');
+    expect(r.status).toBe(404);
+    expect(r.text).not.toContain('http_requests_total');
+    const port = await stack.docker('port', stack.container('app'));
+    expect(port.stdout.trim()).toBe('');
+  });
+});
+
+describe('Prometheus (--profile monitoring)', () => {
+  const api = async (path: string) => {
+    const r = await request(stack.published('prometheus', 9090), 'GET', path);
+    expect(r.status, r.text).toBe(200);
+    return r.json.data;
+  };
+
+  it('scrapes the app and has the stack\'s series', async () => {
+    await expect
+      .poll(async () => (await api('/api/v1/targets')).activeTargets.map((t: { health: string }) => t.health), { timeout: 60_000, interval: 2_000 })
+      .toEqual(['up']);
+    await expect
+      .poll(async () => {
+        const result = (await api(`/api/v1/query?query=${encodeURIComponent('http_requests_total{route="/api/me/",status="200"}')}`)).result;
+        return result.length === 1 ? Number(result[0].value[1]) : 0;
+      }, { timeout: 60_000, interval: 2_000 })
+      .toBeGreaterThanOrEqual(300);
+    // Per worker (a replaced worker's series go stale at the next scrape).
+    await expect
+      .poll(async () => {
+        const feed = (await api(`/api/v1/query?query=${encodeURIComponent('auth_revocation_feed_up == 1')}`)).result;
+        return feed.map((s: { metric: Record<string, string> }) => s.metric.worker).sort();
+      }, { timeout: 30_000, interval: 2_000 })
+      .toEqual(['0', '1']);
+    const logins = (await api(`/api/v1/query?query=${encodeURIComponent('auth_logins_total{outcome="failure"}')}`)).result;
+    expect(Number(logins[0].value[1])).toBeGreaterThanOrEqual(1);
+  });
+
+  it('has loaded the alert rules, and none is firing', async () => {
+    const groups = (await api('/api/v1/rules')).groups as { rules: { name: string; health: string }[] }[];
+    const rules = groups.flatMap((g) => g.rules);
+    expect(rules.map((r) => r.name).sort()).toEqual(
+      ['CredentialStuffing', 'HighErrorRatio', 'HighLatencyP99', 'MetricsTargetDown', 'ReadinessFailing', 'RefreshTokenReuse', 'RevocationFeedDown'],
+    );
+    expect(rules.every((r) => r.health !== 'err')).toBe(true);
+    const alerts = (await api('/api/v1/alerts')).alerts as { labels: { alertname: string }; state: string }[];
+    expect(alerts.filter((a) => a.state === 'firing').map((a) => a.labels.alertname)).toEqual([]);
+  });
+});
