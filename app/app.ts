@@ -50,9 +50,10 @@ export function createApp(deps: AppDeps): Koa {
   // nginx's locations are: one spelling per endpoint, so no spelling slips past nginx's limits.
   const router = new Router({ sensitive: true });
   healthRoutes(router, { db, feed, clock });
-  tokenRoutes(router, { db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard, throttle: config.throttle, events: createAuthEvents(metrics, logger) });
+  const events = createAuthEvents(metrics, logger);
+  tokenRoutes(router, { db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard, throttle: config.throttle, events });
   jwksRoutes(router, config.jwt.keys);
-  sessionRoutes(router, { db, guard, clock });
+  sessionRoutes(router, { db, guard, clock, events });
   apiRoutes(router, { db, guard });
   schemaRoutes(router, openApiDocument({ authScheme: config.jwt.authHeaderTypes[0]! }));
   docsRoutes(router);

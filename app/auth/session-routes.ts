@@ -5,6 +5,7 @@ import type Router from '@koa/router';
 import type { Middleware } from 'koa';
 import type { Database } from '../db/database';
 import { endpoint } from '../http/endpoint';
+import type { AuthEvents } from './events';
 import { ApiError } from '../http/errors';
 import { sendJson } from '../http/respond';
 import { noStore } from './routes';
@@ -14,8 +15,8 @@ import type { Clock } from './tokens';
 
 const noSuchSession = () => new ApiError(404, { detail: 'Not found.', code: 'not_found' });
 
-export function sessionRoutes(router: Router, deps: { db: Database; guard: Middleware; clock: Clock }): void {
-  const { db, guard, clock } = deps;
+export function sessionRoutes(router: Router, deps: { db: Database; guard: Middleware; clock: Clock; events: AuthEvents }): void {
+  const { db, guard, clock, events } = deps;
   router.all(
     '/api/sessions',
     noStore,
@@ -36,6 +37,7 @@ export function sessionRoutes(router: Router, deps: { db: Database; guard: Middl
         const path = SessionPath.safeParse(ctx.params);
         if (!path.success) throw noSuchSession();
         if (!(await endSession(db, ctx.state.auth!.userId, path.data.id, new Date(clock())))) throw noSuchSession();
+        events.revoked(ctx, 'session_ended');
         ctx.status = 204;
       },
     }),
