@@ -10,11 +10,15 @@ import { jwksRoutes } from './auth/jwks';
 import type { PasswordHasher } from './auth/passwords';
 import type { RevocationCheck, RevocationFeed } from './auth/revocations';
 import { tokenRoutes } from './auth/routes';
+import { sessionRoutes } from './auth/session-routes';
 import type { Clock, TokenService } from './auth/tokens';
 import type { Config } from './config';
 import type { Database } from './db/database';
+import { corsPolicy } from './http/cors';
+import { docsRoutes } from './http/docs';
 import { errorHandler } from './http/errors';
 import { healthRoutes } from './http/health';
+import { openApiDocument, schemaRoutes } from './http/openapi';
 import { requestLogging } from './http/logging';
 import { untrustedProxyWarning } from './http/proxy';
 import { requestMetrics } from './http/metrics';
@@ -46,9 +50,13 @@ export function createApp(deps: AppDeps): Koa {
   // nginx's locations are: one spelling per endpoint, so no spelling slips past nginx's limits.
   const router = new Router({ sensitive: true });
   healthRoutes(router, { db, feed, clock });
-  tokenRoutes(router, { db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard, throttle: config.throttle, events: createAuthEvents(metrics, logger) });
+  const events = createAuthEvents(metrics, logger);
+  tokenRoutes(router, { db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard, throttle: config.throttle, events });
   jwksRoutes(router, config.jwt.keys);
+  sessionRoutes(router, { db, guard, clock, events });
   apiRoutes(router, { db, guard });
+  schemaRoutes(router, openApiDocument({ authScheme: config.jwt.authHeaderTypes[0]! }));
+  docsRoutes(router);
 
   app.use(requestLogging(logger, config.slowRequestMs));
   app.use(requestMetrics(metrics));
@@ -60,6 +68,7 @@ export function createApp(deps: AppDeps): Koa {
     ctx.set('Referrer-Policy', 'same-origin');
     await next();
   });
+  app.use(corsPolicy(config.corsAllowedOrigins));
   app.use(router.routes());
   return app;
 }

@@ -22,6 +22,8 @@ export interface JwtSettings {
   leeway: number; // seconds
   authHeaderTypes: string[];
   userIdClaim: string;
+  /** A session's absolute lifetime from its login (seconds): no refresh carries it further. */
+  sessionMaxLifetime: number;
 }
 
 export interface Config {
@@ -44,6 +46,8 @@ export interface Config {
   hashQueue: number;
   jwt: JwtSettings;
   throttle: ThrottleSettings;
+  /** Origins (scheme://host[:port]) whose pages may call the API with credentials; no others. */
+  corsAllowedOrigins: string[];
   /** Where this worker offers its metrics to the container's collector (app/metrics/); none: off. */
   metricsSocketDir: string | undefined;
   /** Requests slower than this are logged at info (every request is logged at debug). */
@@ -156,6 +160,7 @@ const schema = z.object({
   PASSWORD_HASH_QUEUE: int(0, 100_000).default(32),
   ACCESS_TOKEN_LIFETIME: duration('a duration').default(300),
   REFRESH_TOKEN_LIFETIME: duration('a duration').default(86400),
+  SESSION_MAX_LIFETIME: duration('a duration').default(30 * 86400),
   ROTATE_REFRESH_TOKENS: bool.default(true),
   BLACKLIST_AFTER_ROTATION: bool.default(true),
   UPDATE_LAST_LOGIN: bool.default(false),
@@ -184,6 +189,18 @@ const schema = z.object({
   LOGIN_THROTTLE_MAX_DELAY: duration('a duration').default(300),
   LOGIN_THROTTLE_QUIET: duration('a duration').default(900),
   REFRESH_THROTTLE_PER_MINUTE: int(0, 1_000_000).default(60),
+  CORS_ALLOWED_ORIGINS: z
+    .string()
+    .transform((s, ctx) => {
+      const origins = s.split(/[\s,]+/).filter(Boolean);
+      for (const origin of origins) {
+        if (!isOrigin(origin)) {
+          ctx.addIssue({ code: 'custom', message: `expected origins like https://app.example.com, comma-separated (got ${JSON.stringify(origin)})` });
+        }
+      }
+      return origins;
+    })
+    .default([]),
   METRICS_SOCKET_DIR: optionalText.optional(),
   SLOW_REQUEST_MS: int(0, 3_600_000).default(1000),
   USER_ID_CLAIM: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected a claim name such as user_id').default('user_id'),
@@ -191,6 +208,16 @@ const schema = z.object({
 
 /** Every variable loadConfig reads (the deployment manifests are checked against it). */
 export const CONFIG_VARIABLES: readonly string[] = Object.keys(schema.shape);
+
+/** An origin as a browser sends it: scheme, host and port only, no path, no trailing slash. */
+function isOrigin(s: string): boolean {
+  try {
+    const url = new URL(s);
+    return ['http:', 'https:'].includes(url.protocol) && url.origin === s;
+  } catch {
+    return false;
+  }
+}
 
 function invalid(name: string, message: string): ConfigError {
   return new ConfigError(`Invalid configuration:\n  ${name}: ${message}`);
@@ -298,6 +325,7 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
         leeway: e.LEEWAY,
         authHeaderTypes: e.AUTH_HEADER_TYPES,
         userIdClaim: e.USER_ID_CLAIM,
+        sessionMaxLifetime: e.SESSION_MAX_LIFETIME,
       },
       throttle: {
         loginFreeAttempts: e.LOGIN_THROTTLE_FREE_ATTEMPTS,
@@ -305,6 +333,7 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
         loginQuietSeconds: e.LOGIN_THROTTLE_QUIET,
         refreshPerMinute: e.REFRESH_THROTTLE_PER_MINUTE,
       },
+      corsAllowedOrigins: e.CORS_ALLOWED_ORIGINS,
       metricsSocketDir: e.METRICS_SOCKET_DIR,
       slowRequestMs: e.SLOW_REQUEST_MS,
     },

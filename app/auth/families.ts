@@ -8,7 +8,7 @@ import { literal, type Transaction } from 'sequelize';
 import type { Database } from '../db/database';
 import { findUserById } from './users';
 
-export type RevokeReason = 'logout' | 'reuse' | 'logout_all' | 'password_change' | 'deactivated';
+export type RevokeReason = 'logout' | 'reuse' | 'logout_all' | 'logout_others' | 'session_ended' | 'password_change' | 'deactivated';
 
 /** Why a refresh token cannot be used. */
 export type Refusal =
@@ -18,7 +18,16 @@ export type Refusal =
   | 'unknown'; // no such token (or it names another user, or has expired)
 
 export type Outcome = { ok: true; familyId: string } | { ok: false; refusal: Refusal };
-export type Renewal = { ok: true; familyId: string; username: string } | { ok: false; refusal: Refusal };
+/** A refresh that succeeded: the session, and when it ends (SESSION_MAX_LIFETIME after its login). */
+export type Renewal = { ok: true; familyId: string; username: string; sessionEnds: Date } | { ok: false; refusal: Refusal };
+/** A rotation that succeeded: also when the new refresh token expires (never after the session ends). */
+export type Rotation = (Renewal & { ok: true; expiresAt: Date }) | { ok: false; refusal: Refusal };
+
+/** Who is calling: the User-Agent and the client address (the trusted proxy's), for the session list. */
+export interface Client {
+  userAgent: string;
+  ip: string;
+}
 
 export interface RefreshTokenRef {
   jti: string;
@@ -31,12 +40,12 @@ export interface NewToken {
 }
 
 /**
- * Starts a family with its first refresh token: one nested create through the association, in one
- * transaction, so the family and its token exist together or not at all.
+ * Starts a family (a session, ending at `sessionEnds`) with its first refresh token: one nested create
+ * through the association, in one transaction, so the family and its token exist together or not at all.
  */
 export async function startFamily(
   db: Database,
-  input: { familyId: string; userId: number; token: NewToken; now: Date },
+  input: { familyId: string; userId: number; token: NewToken; now: Date; sessionEnds: Date; client: Client },
 ): Promise<void> {
   await db.sequelize.transaction((transaction) =>
     db.models.TokenFamily.create(
@@ -44,6 +53,12 @@ export async function startFamily(
         id: input.familyId,
         userId: input.userId,
         createdAt: input.now,
+        expiresAt: input.sessionEnds,
+        lastUsedAt: input.now,
+        loginUserAgent: input.client.userAgent,
+        loginIp: input.client.ip,
+        lastUserAgent: input.client.userAgent,
+        lastIp: input.client.ip,
         refreshTokens: [{ jti: input.token.jti, createdAt: input.now, expiresAt: input.token.expiresAt }],
       },
       { include: [{ association: 'refreshTokens' }], transaction },
@@ -58,46 +73,60 @@ export async function startFamily(
 // create its child) where this is one, and its usability check (the "usable" scope) spends
 // milliseconds of worker CPU building the joined query. The predicate is the RefreshToken "usable"
 // scope's, in SQL; test/integration/models.test.ts holds the two together.
-// $1 jti, $2 user id, $3 now: the token is current, unexpired, in a live family of an active user.
+// $1 jti, $2 user id, $3 now: the token is current, unexpired, in a live family (not revoked, not
+// past its session's end) of an active user.
 const USABLE = `
   t.jti = $1 AND t.rotated_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > $3
-  AND f.id = t.family_id AND f.revoked_at IS NULL AND f.user_id = $2
+  AND f.id = t.family_id AND f.revoked_at IS NULL AND f.user_id = $2 AND f.expires_at > $3
   AND u.id = f.user_id AND u.is_active`;
 
+// Records the refresh on its family: $3 now, then the user agent and address at `$ua`, `$ip`.
+const touch = (from: string, ua: string, ip: string) =>
+  `UPDATE token_families SET last_used_at = $3, last_user_agent = ${ua}, last_ip = ${ip} FROM ${from} WHERE id = ${from}.family_id`;
+
 /**
- * Replaces a refresh token with `next`. With `blacklistOld` (BLACKLIST_AFTER_ROTATION) the old token is
- * marked rotated by a conditional UPDATE: of any number of concurrent calls with one token exactly one
- * matches the row (the others wait on its lock, then see it rotated), so exactly one succeeds.
+ * Replaces a refresh token with a child (`next.jti`), expiring at `next.expiresAt` or at the session's
+ * end, whichever comes first: the answer says when, and the caller signs the token to match. With
+ * `blacklistOld` (BLACKLIST_AFTER_ROTATION) the old token is marked rotated by a conditional UPDATE: of
+ * any number of concurrent calls with one token exactly one matches the row (the others wait on its
+ * lock, then see it rotated), so exactly one succeeds. The family records the refresh.
  */
 export async function rotate(
   db: Database,
   ref: RefreshTokenRef,
   next: NewToken,
-  options: { blacklistOld: boolean; now: Date },
-): Promise<Renewal> {
+  options: { blacklistOld: boolean; now: Date; client: Client },
+): Promise<Rotation> {
   const claim = options.blacklistOld
     ? `UPDATE refresh_tokens t SET rotated_at = $3 FROM token_families f, users u WHERE ${USABLE}
-       RETURNING t.family_id, u.username`
-    : `SELECT t.family_id, u.username FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}`;
-  const [row] = await db.rows<{ family_id: string; username: string }>(
+       RETURNING t.family_id, u.username, f.expires_at AS session_ends`
+    : `SELECT t.family_id, u.username, f.expires_at AS session_ends FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}`;
+  const [row] = await db.rows<{ family_id: string; username: string; session_ends: Date; expires_at: Date }>(
     `WITH claimed AS (${claim}),
      inserted AS (
        INSERT INTO refresh_tokens (jti, family_id, parent_jti, created_at, expires_at)
-       SELECT $4, family_id, $1, $3, $5 FROM claimed RETURNING family_id
-     )
-     SELECT inserted.family_id, claimed.username FROM inserted, claimed`,
-    [ref.jti, ref.userId, options.now, next.jti, next.expiresAt],
+       SELECT $4, family_id, $1, $3, LEAST($5, session_ends) FROM claimed RETURNING family_id, expires_at
+     ),
+     touched AS (${touch('inserted', '$6', '$7')})
+     SELECT inserted.family_id, inserted.expires_at, claimed.username, claimed.session_ends FROM inserted, claimed`,
+    [ref.jti, ref.userId, options.now, next.jti, next.expiresAt, options.client.userAgent, options.client.ip],
   );
-  return row ? { ok: true, familyId: row.family_id, username: row.username } : refuse(db, ref, options.now, { checkUser: true });
+  if (!row) return refuse(db, ref, options.now, { checkUser: true });
+  return { ok: true, familyId: row.family_id, username: row.username, sessionEnds: row.session_ends, expiresAt: row.expires_at };
 }
 
-/** Checks a refresh token without rotating it (ROTATE_REFRESH_TOKENS off). */
-export async function use(db: Database, ref: RefreshTokenRef, now: Date): Promise<Renewal> {
-  const [row] = await db.rows<{ family_id: string; username: string }>(
-    `SELECT t.family_id, u.username FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}`,
-    [ref.jti, ref.userId, now],
+/** Checks a refresh token without rotating it (ROTATE_REFRESH_TOKENS off); the family records the refresh. */
+export async function use(db: Database, ref: RefreshTokenRef, now: Date, client: Client): Promise<Renewal> {
+  const [row] = await db.rows<{ family_id: string; username: string; session_ends: Date }>(
+    `WITH usable AS (
+       SELECT t.family_id, u.username, f.expires_at AS session_ends FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}
+     ),
+     touched AS (${touch('usable', '$4', '$5')})
+     SELECT family_id, username, session_ends FROM usable`,
+    [ref.jti, ref.userId, now, client.userAgent, client.ip],
   );
-  return row ? { ok: true, familyId: row.family_id, username: row.username } : refuse(db, ref, now, { checkUser: true });
+  if (!row) return refuse(db, ref, now, { checkUser: true });
+  return { ok: true, familyId: row.family_id, username: row.username, sessionEnds: row.session_ends };
 }
 
 /** Logout of one session: revokes the token and its family (and so every token of it). */
@@ -144,7 +173,7 @@ async function refuse(
       {
         model: TokenFamily,
         as: 'family',
-        attributes: ['id', 'userId', 'revokedAt'],
+        attributes: ['id', 'userId', 'revokedAt', 'expiresAt'],
         include: [{ model: User, as: 'user', attributes: ['id', 'isActive'] }],
       },
     ],
@@ -161,7 +190,7 @@ async function refuse(
     return { ok: false, refusal: 'reused' };
   }
   if (token.revokedAt || family.revokedAt) return { ok: false, refusal: 'revoked' };
-  if (token.expiresAt <= now) return { ok: false, refusal: 'unknown' };
+  if (token.expiresAt <= now || family.expiresAt <= now) return { ok: false, refusal: 'unknown' };
   // The token was usable a moment ago but the state moved under us (say, the user was reactivated):
   // refuse this once rather than guess.
   return { ok: false, refusal: 'revoked' };

@@ -9,14 +9,17 @@ import type { Database } from '../db/database';
 import { createBodyReader } from '../http/body';
 import { endpoint } from '../http/endpoint';
 import { ApiError } from '../http/errors';
-import { charFields } from '../http/fields';
 import { sendJson } from '../http/respond';
+import { validated } from '../http/validation';
+import { clearRefreshCookie, noRefreshCookie, refreshCookie, setRefreshCookie, wantsCookie } from './cookie';
 import type { AuthEvents } from './events';
 import * as families from './families';
 import { HashAborted, HashQueueFull, type PasswordHasher } from './passwords';
+import { CookieRefreshRequest, LogoutAllQuery, ObtainRequest, RefreshRequest, VerifyRequest, type AccessOnly, type RotatedPair, type TokenPair } from './schemas';
 import type { RevocationCheck } from './revocations';
 import * as throttle from './throttle';
-import { TOKEN_MESSAGES, TokenError, type Claims, type Clock, type TokenService, type TokenType } from './tokens';
+import { endOtherSessions } from './sessions';
+import { newJti, TOKEN_MESSAGES, TokenError, type Claims, type Clock, type TokenService, type TokenType } from './tokens';
 import { authenticate, normalizeUsername } from './users';
 
 export interface TokenRouteDeps {
@@ -78,7 +81,7 @@ function refused(refusal: families.Refusal): ApiError {
 }
 
 // RFC 6749 §5.1: token responses must not be cached.
-const noStore: Middleware = async (ctx, next) => {
+export const noStore: Middleware = async (ctx, next) => {
   await next();
   ctx.set('Cache-Control', 'no-store');
   ctx.set('Pragma', 'no-cache');
@@ -87,7 +90,33 @@ const noStore: Middleware = async (ctx, next) => {
 export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
   const { db, tokens, hasher, settings, clock, maxBodyBytes } = deps;
   const body = createBodyReader(maxBodyBytes);
-  const fields = async <K extends string>(ctx: Context, names: readonly K[]) => charFields(await body.fields(ctx), names);
+
+  /**
+   * The refresh token a request presents: the body's `refresh` field, or with the cookie transport
+   * the cookie when the body has none. A 401 in cookie mode clears the cookie, which is useless then.
+   */
+  async function presentedRefresh(ctx: Context, cookie: boolean): Promise<string> {
+    if (!cookie) return validated(RefreshRequest, await body.fields(ctx)).refresh;
+    const token = validated(CookieRefreshRequest, await body.fields(ctx)).refresh ?? refreshCookie(ctx);
+    if (token === undefined) throw noRefreshCookie();
+    return token;
+  }
+
+  /** Runs `work`; in cookie mode a refusal (401) also clears the cookie. */
+  async function clearingCookieOnRefusal(ctx: Context, cookie: boolean, work: () => Promise<void>): Promise<void> {
+    try {
+      await work();
+    } catch (err) {
+      if (cookie && err instanceof ApiError && err.status === 401) clearRefreshCookie(ctx);
+      throw err;
+    }
+  }
+
+  const secondsUntil = (date: Date) => Math.floor((date.getTime() - clock()) / 1000);
+  // Whole seconds, as a token's exp: the database's expiries and the tokens' agree exactly.
+  const secondsFrom = (now: Date, seconds: number) => new Date((Math.floor(now.getTime() / 1000) + seconds) * 1000);
+  /** Who is calling, for the session list: ctx.ip is the address the trusted proxy saw (TRUST_PROXY_HOPS). */
+  const clientOf = (ctx: Context): families.Client => ({ userAgent: ctx.get('User-Agent').slice(0, 512), ip: ctx.ip.slice(0, 64) });
 
   function verified(token: string, type: TokenType | undefined, onInvalid?: () => void): { claims: Claims; userId: number } {
     try {
@@ -101,7 +130,8 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
   }
 
   async function obtain(ctx: Context) {
-    const { username, password } = await fields(ctx, ['username', 'password'] as const);
+    const cookie = wantsCookie(ctx);
+    const { username, password } = validated(ObtainRequest, await body.fields(ctx));
     const now = new Date(clock());
     const key = throttle.loginKey(normalizeUsername(username), ctx.ip);
     const state = await throttle.loginState(db, key, now);
@@ -121,15 +151,25 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     }
     if (state.recorded) await throttle.clearLoginFailures(db, key);
     const familyId = randomUUID();
-    const refresh = tokens.sign('refresh', user.id, now.getTime());
-    const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username });
-    await families.startFamily(db, { familyId, userId: user.id, token: refresh, now });
+    const sessionEnds = secondsFrom(now, settings.sessionMaxLifetime);
+    const refresh = tokens.sign('refresh', user.id, now.getTime(), { notAfter: sessionEnds });
+    const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username, notAfter: sessionEnds });
+    await families.startFamily(db, { familyId, userId: user.id, token: refresh, now, sessionEnds, client: clientOf(ctx) });
     deps.events.login(ctx, 'success');
-    sendJson(ctx, 200, { refresh: refresh.token, access: access.token });
+    if (cookie) {
+      setRefreshCookie(ctx, refresh.token, secondsUntil(refresh.expiresAt));
+      return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
+    }
+    sendJson(ctx, 200, { refresh: refresh.token, access: access.token } satisfies TokenPair);
   }
 
   async function refresh(ctx: Context) {
-    const { refresh: presented } = await fields(ctx, ['refresh'] as const);
+    const cookie = wantsCookie(ctx);
+    const presented = await presentedRefresh(ctx, cookie);
+    await clearingCookieOnRefusal(ctx, cookie, () => rotate(ctx, presented, cookie));
+  }
+
+  async function rotate(ctx: Context, presented: string, cookie: boolean) {
     const { claims, userId } = verified(presented, 'refresh', () => deps.events.refresh(ctx, 'invalid'));
     const now = new Date(clock());
     const wait = await throttle.refreshWaitSeconds(db, userId, now, deps.throttle);
@@ -137,24 +177,31 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     if (wait > 0) throw throttled(wait);
     const ref = { jti: claims.jti, userId };
     if (!settings.rotateRefreshTokens) {
-      const outcome = await families.use(db, ref, now);
+      const outcome = await families.use(db, ref, now, clientOf(ctx));
       if (!outcome.ok) deps.events.refreshRefused(ctx, outcome.refusal);
       if (!outcome.ok) throw refused(outcome.refusal);
-      const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username });
+      const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username, notAfter: outcome.sessionEnds });
       deps.events.refresh(ctx, 'refreshed');
-      return sendJson(ctx, 200, { access: access.token });
+      return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
     }
-    const next = tokens.sign('refresh', userId, now.getTime());
-    const outcome = await families.rotate(db, ref, next, { blacklistOld: settings.blacklistAfterRotation, now });
+    // The database records the child first and caps its expiry at the session's end; the token is
+    // then signed to match.
+    const child = { jti: newJti(), expiresAt: secondsFrom(now, settings.refreshTokenLifetime) };
+    const outcome = await families.rotate(db, ref, child, { blacklistOld: settings.blacklistAfterRotation, now, client: clientOf(ctx) });
     if (!outcome.ok) deps.events.refreshRefused(ctx, outcome.refusal);
     if (!outcome.ok) throw refused(outcome.refusal);
-    const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username });
+    const next = tokens.sign('refresh', userId, now.getTime(), { jti: child.jti, notAfter: outcome.expiresAt });
+    const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username, notAfter: outcome.sessionEnds });
     deps.events.refresh(ctx, 'rotated');
-    sendJson(ctx, 200, { access: access.token, refresh: next.token });
+    if (cookie) {
+      setRefreshCookie(ctx, next.token, secondsUntil(next.expiresAt));
+      return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
+    }
+    sendJson(ctx, 200, { access: access.token, refresh: next.token } satisfies RotatedPair);
   }
 
   async function verify(ctx: Context) {
-    const { token } = await fields(ctx, ['token'] as const);
+    const { token } = validated(VerifyRequest, await body.fields(ctx));
     const { claims, userId } = verified(token, undefined);
     const current =
       claims.token_type === 'refresh'
@@ -166,18 +213,29 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
   }
 
   async function blacklist(ctx: Context) {
-    const { refresh: presented } = await fields(ctx, ['refresh'] as const);
-    const { claims, userId } = verified(presented, 'refresh');
-    const outcome = await families.logout(db, { jti: claims.jti, userId }, new Date(clock()));
-    if (!outcome.ok) throw refused(outcome.refusal); // logout works for inactive accounts too: never 'inactive'
-    deps.events.revoked(ctx, 'logout');
-    sendJson(ctx, 200, {});
+    const cookie = wantsCookie(ctx);
+    const presented = await presentedRefresh(ctx, cookie);
+    await clearingCookieOnRefusal(ctx, cookie, async () => {
+      const { claims, userId } = verified(presented, 'refresh');
+      const outcome = await families.logout(db, { jti: claims.jti, userId }, new Date(clock()));
+      if (!outcome.ok) throw refused(outcome.refusal); // logout works for inactive accounts too: never 'inactive'
+      deps.events.revoked(ctx, 'logout');
+      if (cookie) clearRefreshCookie(ctx);
+      sendJson(ctx, 200, {});
+    });
   }
 
-  /** Ends every session of the caller: all families, and every access token issued until now. */
+  /**
+   * scope=all: ends every session of the caller, all families and every access token issued until now.
+   * scope=others: every session but the caller's (its access tokens stop by their family).
+   */
   async function logoutAll(ctx: Context) {
-    await families.revokeAllForUser(db, ctx.state.auth!.userId, 'logout_all', new Date(clock()));
-    deps.events.revoked(ctx, 'logout_all');
+    const { scope } = validated(LogoutAllQuery, ctx.query);
+    const { userId, claims } = ctx.state.auth!;
+    const now = new Date(clock());
+    if (scope === 'others') await endOtherSessions(db, userId, claims.sid, now);
+    else await families.revokeAllForUser(db, userId, 'logout_all', now);
+    deps.events.revoked(ctx, scope === 'others' ? 'logout_others' : 'logout_all');
     sendJson(ctx, 200, {});
   }
 

@@ -56,10 +56,14 @@ export interface IssuedToken {
   expiresAt: Date;
 }
 
-/** What access tokens carry beyond simplejwt's claims. */
+/** What access tokens carry beyond simplejwt's claims, and how a token's times may be set. */
 export interface AccessExtras {
   sid?: string;
   username?: string;
+  /** Its jti, when the database has recorded it already (a rotation); a fresh one otherwise. */
+  jti?: string;
+  /** Its exp is never later than this (the session's end). */
+  notAfter?: Date;
 }
 
 // Bounds that keep a validly signed but odd token away from the database and from arithmetic
@@ -119,8 +123,9 @@ export function createTokenService(settings: JwtSettings, clock: Clock): TokenSe
 
   function sign(type: TokenType, userId: number, now: number, extra: AccessExtras = {}): IssuedToken {
     const iat = Math.floor(now / 1000);
-    const exp = iat + (type === 'access' ? settings.accessTokenLifetime : settings.refreshTokenLifetime);
-    const jti = newJti();
+    const lifetime = type === 'access' ? settings.accessTokenLifetime : settings.refreshTokenLifetime;
+    const exp = Math.min(iat + lifetime, extra.notAfter ? Math.floor(extra.notAfter.getTime() / 1000) : Infinity);
+    const jti = extra.jti ?? newJti();
     const payload: Record<string, unknown> = { token_type: type, exp, iat, jti, [settings.userIdClaim]: userId };
     if (extra.sid !== undefined) payload.sid = extra.sid;
     if (extra.username !== undefined) payload.username = extra.username;

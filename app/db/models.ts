@@ -34,8 +34,18 @@ export interface TokenFamilyAttributes {
   createdAt: Date;
   revokedAt: Date | null;
   revokeReason: string | null;
+  /** The session's absolute end: no refresh token of the family outlives it. */
+  expiresAt: Date;
+  lastUsedAt: Date;
+  loginUserAgent: string;
+  loginIp: string;
+  lastUserAgent: string;
+  lastIp: string;
 }
-type TokenFamilyCreation = Optional<TokenFamilyAttributes, 'revokedAt' | 'revokeReason'> & {
+type TokenFamilyCreation = Optional<
+  TokenFamilyAttributes,
+  'revokedAt' | 'revokeReason' | 'loginUserAgent' | 'loginIp' | 'lastUserAgent' | 'lastIp'
+> & {
   /** Nested create through the association (TokenFamily.create(…, { include: ['refreshTokens'] })). */
   refreshTokens?: Optional<RefreshTokenCreation, 'familyId'>[];
 };
@@ -109,6 +119,12 @@ export function defineModels(sequelize: Sequelize) {
       createdAt: { type: DataTypes.DATE, allowNull: false },
       revokedAt: { type: DataTypes.DATE, allowNull: true },
       revokeReason: { type: DataTypes.STRING(32), allowNull: true },
+      expiresAt: { type: DataTypes.DATE, allowNull: false },
+      lastUsedAt: { type: DataTypes.DATE, allowNull: false },
+      loginUserAgent: { type: DataTypes.STRING(512), allowNull: false, defaultValue: '' },
+      loginIp: { type: DataTypes.STRING(64), allowNull: false, defaultValue: '' },
+      lastUserAgent: { type: DataTypes.STRING(512), allowNull: false, defaultValue: '' },
+      lastIp: { type: DataTypes.STRING(64), allowNull: false, defaultValue: '' },
     },
     { ...common, tableName: 'token_families', scopes: { live: { where: { revokedAt: null } } } },
   );
@@ -160,7 +176,7 @@ export function defineModels(sequelize: Sequelize) {
 
   // Not rotated and not revoked: the newest token of its chain.
   RefreshToken.addScope('current', { where: { rotatedAt: null, revokedAt: null } });
-  // Usable at `now`: current, unexpired, in a live family of an active user. The rotation statement
+  // Usable at `now`: current, unexpired, in a live family (not past its session's end) of an active user. The rotation statement
   // in families.ts says the same in SQL; test/integration/models.test.ts holds the two together.
   RefreshToken.addScope('usable', (now: Date) => ({
     where: { rotatedAt: null, revokedAt: null, expiresAt: { [Op.gt]: now } },
@@ -169,6 +185,7 @@ export function defineModels(sequelize: Sequelize) {
         model: TokenFamily.scope('live'),
         as: 'family',
         required: true,
+        where: { expiresAt: { [Op.gt]: now } },
         attributes: ['id', 'userId'],
         include: [{ model: User.scope('active'), as: 'user', required: true, attributes: ['id', 'username'] }],
       },

@@ -5,13 +5,17 @@ import { ApiError } from './errors';
 
 type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
+// The methods each endpoint serves, so a test can compare the router with the OpenAPI document.
+const served = new WeakMap<Middleware, readonly Method[]>();
+export const endpointMethods = (middleware: unknown): readonly Method[] | undefined => served.get(middleware as Middleware);
+
 export function endpoint(handlers: Partial<Record<Method, Middleware>>): Middleware {
   const methods = Object.keys(handlers) as Method[];
   const allowed = [...methods, ...(methods.includes('GET') ? ['HEAD'] : []), 'OPTIONS'];
   const allow = allowed.join(', ');
-  return async function dispatch(ctx, next) {
+  const dispatch: Middleware = async function dispatch(ctx, next) {
     ctx.set('Allow', allow);
-    ctx.set('Vary', 'Accept');
+    ctx.vary('Accept'); // added to, not replacing, CORS's Vary: Origin
     const method = ctx.method === 'HEAD' ? 'GET' : (ctx.method as Method);
     const handler = handlers[method];
     if (handler) return handler(ctx, next);
@@ -21,4 +25,6 @@ export function endpoint(handlers: Partial<Record<Method, Middleware>>): Middlew
     }
     throw new ApiError(405, { detail: `Method "${ctx.method}" not allowed.` });
   };
+  served.set(dispatch, methods);
+  return dispatch;
 }

@@ -28,7 +28,7 @@ export interface WorkerIdentity {
 
 export type LoginOutcome = 'success' | 'failure' | 'throttled';
 export type RefreshOutcome = 'rotated' | 'refreshed' | 'reused' | 'revoked' | 'invalid' | 'throttled';
-export type RevocationReason = 'logout' | 'logout_all' | 'reuse';
+export type RevocationReason = 'logout' | 'logout_all' | 'logout_others' | 'session_ended' | 'reuse';
 
 // Seconds; from a cached-token GET (~1 ms) to a login under load (hashing, ~0.1–1 s).
 const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -78,7 +78,7 @@ export function createWorkerMetrics(identity: WorkerIdentity, sources: { pool: (
   // Every outcome from the start, so rate() has a zero to start from instead of a missing series.
   for (const o of ['success', 'failure', 'throttled'] satisfies LoginOutcome[]) logins.inc({ outcome: o }, 0);
   for (const o of ['rotated', 'reused', 'revoked', 'invalid', 'throttled'] satisfies RefreshOutcome[]) refreshes.inc({ outcome: o }, 0);
-  for (const r of ['logout', 'logout_all', 'reuse'] satisfies RevocationReason[]) revocations.inc({ reason: r }, 0);
+  for (const r of ['logout', 'logout_all', 'logout_others', 'session_ended', 'reuse'] satisfies RevocationReason[]) revocations.inc({ reason: r }, 0);
 
   const pool = (name: string, help: string, read: (p: PoolStats) => number) =>
     new Gauge({

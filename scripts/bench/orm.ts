@@ -92,7 +92,8 @@ async function rotateOrm(db: Database, loop: Loop, now: Date, next: string): Pro
 async function startFamilyHand(db: Database, userId: number, jti: string, now: Date): Promise<void> {
   await db.rows(
     `WITH family AS (
-       INSERT INTO token_families (id, user_id, created_at) VALUES ($1, $2, $3) RETURNING id
+       INSERT INTO token_families (id, user_id, created_at, expires_at, last_used_at, login_user_agent, login_ip, last_user_agent, last_ip)
+       VALUES ($1, $2, $3, $5, $3, 'bench', '127.0.0.1', 'bench', '127.0.0.1') RETURNING id
      )
      INSERT INTO refresh_tokens (jti, family_id, created_at, expires_at)
      SELECT $4, id, $3, $5 FROM family RETURNING jti`,
@@ -109,13 +110,15 @@ const lookupHand = async (db: Database, username: string) => {
   return must(row, 'lookup');
 };
 
+const CLIENT = { userAgent: 'bench', ip: '127.0.0.1' };
+
 const PATHS: Path[] = [
   {
     name: 'rotate',
     async hand(db, loop) {
       const now = new Date();
       const next = { jti: randomUUID(), expiresAt: hourFrom(now) };
-      must((await families.rotate(db, { jti: loop.head, userId: loop.userId }, next, { blacklistOld: true, now })).ok || null, 'rotate');
+      must((await families.rotate(db, { jti: loop.head, userId: loop.userId }, next, { blacklistOld: true, now, client: CLIENT })).ok || null, 'rotate');
       loop.head = next.jti;
     },
     async orm(db, loop) {
@@ -127,7 +130,7 @@ const PATHS: Path[] = [
   {
     name: 'use',
     async hand(db, loop) {
-      must((await families.use(db, { jti: loop.head, userId: loop.userId }, new Date())).ok || null, 'use');
+      must((await families.use(db, { jti: loop.head, userId: loop.userId }, new Date(), CLIENT)).ok || null, 'use');
     },
     async orm(db, loop) {
       const token = await db.models.RefreshToken.scope({ method: ['usable', new Date()] }).findOne({
@@ -166,7 +169,7 @@ const PATHS: Path[] = [
     hand: (db, loop) => startFamilyHand(db, loop.userId, randomUUID(), new Date()),
     orm: async (db, loop) => {
       const now = new Date();
-      await families.startFamily(db, { familyId: randomUUID(), userId: loop.userId, token: { jti: randomUUID(), expiresAt: hourFrom(now) }, now });
+      await families.startFamily(db, { familyId: randomUUID(), userId: loop.userId, token: { jti: randomUUID(), expiresAt: hourFrom(now) }, now, sessionEnds: hourFrom(now), client: CLIENT });
     },
   },
   {
@@ -179,7 +182,7 @@ const PATHS: Path[] = [
     async orm(db, loop) {
       const now = new Date();
       const user = must(await authenticate(db, hasher, loop.username, PASSWORD, { updateLastLogin: false, now }), 'login');
-      await families.startFamily(db, { familyId: randomUUID(), userId: user.id, token: { jti: randomUUID(), expiresAt: hourFrom(now) }, now });
+      await families.startFamily(db, { familyId: randomUUID(), userId: user.id, token: { jti: randomUUID(), expiresAt: hourFrom(now) }, now, sessionEnds: hourFrom(now), client: CLIENT });
     },
   },
 ];

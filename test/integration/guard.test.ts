@@ -8,7 +8,11 @@ import { startTestApp, type TestApp } from '../support/test-app';
 
 // The routes anyone may call: the token endpoints take credentials or tokens in the body, the rest
 // are public by nature. Every other route is protected.
-const PUBLIC = new Set(['/healthz', '/readyz', '/.well-known/jwks.json', '/api/token', '/api/token/refresh', '/api/token/verify', '/api/token/blacklist']);
+// The schema and the docs page describe the API; they hold no data.
+const PUBLIC = new Set([
+  '/healthz', '/readyz', '/.well-known/jwks.json', '/api/token', '/api/token/refresh', '/api/token/verify', '/api/token/blacklist',
+  '/api/schema', '/api/docs', '/api/docs/:asset',
+]);
 
 let t: TestApp;
 beforeAll(async () => {
@@ -28,7 +32,7 @@ function routes(): Layer[] {
 describe('the guard', () => {
   it('stands in front of every route that is not public, before any handler', () => {
     const layers = routes();
-    expect(layers.map((l) => l.path)).toEqual(expect.arrayContaining(['/api/me', '/api/token/logout-all']));
+    expect(layers.map((l) => l.path)).toEqual(expect.arrayContaining(['/api/me', '/api/token/logout-all', '/api/sessions', '/api/sessions/:id']));
     for (const layer of layers) {
       const path = String(layer.path);
       const guardAt = layer.stack.findIndex(isGuard);

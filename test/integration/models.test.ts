@@ -23,6 +23,8 @@ interface TokenState {
   /** Milliseconds from `now` to the token's expiry (0: it expires exactly now). */
   expiresIn: number;
   familyRevoked: boolean;
+  /** The session's absolute end (SESSION_MAX_LIFETIME) has passed. */
+  sessionEnded: boolean;
   userActive: boolean;
 }
 
@@ -40,6 +42,8 @@ async function tokenIn(state: TokenState, now: Date): Promise<{ jti: string; use
       createdAt: past,
       revokedAt: state.familyRevoked ? past : null,
       revokeReason: state.familyRevoked ? 'logout' : null,
+      expiresAt: state.sessionEnded ? past : new Date(now.getTime() + 2 * HOUR),
+      lastUsedAt: past,
       refreshTokens: [
         {
           jti,
@@ -55,7 +59,7 @@ async function tokenIn(state: TokenState, now: Date): Promise<{ jti: string; use
   return { jti, userId: user.id, familyId: family.id };
 }
 
-const USABLE: TokenState = { rotated: false, revoked: false, expiresIn: HOUR, familyRevoked: false, userActive: true };
+const USABLE: TokenState = { rotated: false, revoked: false, expiresIn: HOUR, familyRevoked: false, sessionEnded: false, userActive: true };
 const STATES: Record<string, TokenState> = {
   usable: USABLE,
   rotated: { ...USABLE, rotated: true },
@@ -63,8 +67,10 @@ const STATES: Record<string, TokenState> = {
   expired: { ...USABLE, expiresIn: -HOUR },
   expiresNow: { ...USABLE, expiresIn: 0 },
   familyRevoked: { ...USABLE, familyRevoked: true },
+  sessionEnded: { ...USABLE, sessionEnded: true },
   userInactive: { ...USABLE, userActive: false },
 };
+const CLIENT = { userAgent: 'models-test', ip: '127.0.0.1' };
 
 describe('scopes', () => {
   it('RefreshToken usable/expired/current, TokenFamily live and User active return what they claim', async () => {
@@ -88,7 +94,7 @@ describe('scopes', () => {
     expect(usable[0]!.family!.user!.username).toMatch(/^state-/);
     expect(names(await RefreshToken.scope({ method: ['expired', now] }).findAll({ where: { jti: jtis } }))).toEqual(['expired', 'expiresNow']);
     expect(names(await RefreshToken.scope('current').findAll({ where: { jti: jtis } }))).toEqual(
-      ['usable', 'expired', 'expiresNow', 'familyRevoked', 'userInactive'].sort(),
+      ['usable', 'expired', 'expiresNow', 'familyRevoked', 'sessionEnded', 'userInactive'].sort(),
     );
     const live = await TokenFamily.scope('live').findAll({ where: { id: [...byFamily.keys()] } });
     expect(live.map((f) => byFamily.get(f.id)).sort()).toEqual(Object.keys(STATES).filter((s) => s !== 'familyRevoked').sort());
@@ -103,6 +109,7 @@ describe('scopes', () => {
       revoked: fc.boolean(),
       expiresIn: fc.constantFrom(-HOUR, -1, 0, 1, HOUR),
       familyRevoked: fc.boolean(),
+      sessionEnded: fc.boolean(),
       userActive: fc.boolean(),
     });
     await fc.assert(
@@ -111,9 +118,9 @@ describe('scopes', () => {
         const { jti, userId } = await tokenIn(s, now);
         const inScope = (await RefreshToken.scope({ method: ['usable', now] }).count({ where: { jti } })) === 1;
         const ref = { jti, userId };
-        expect((await families.use(t.db, ref, now)).ok).toBe(inScope);
+        expect((await families.use(t.db, ref, now, CLIENT)).ok).toBe(inScope);
         const next = { jti: randomUUID(), expiresAt: new Date(now.getTime() + HOUR) };
-        expect((await families.rotate(t.db, ref, next, { blacklistOld: true, now })).ok).toBe(inScope);
+        expect((await families.rotate(t.db, ref, next, { blacklistOld: true, now, client: CLIENT })).ok).toBe(inScope);
       }),
       { numRuns: 60 },
     );

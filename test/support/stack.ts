@@ -38,12 +38,18 @@ function composeFlavour(): 'v2' | 'v1' {
 export interface StackOptions {
   project: string;
   env?: Record<string, string>;
+  /** With docker-compose.tls.yml: nginx serves HTTPS with the tls.crt and tls.key in this directory. */
+  tlsCertDir?: string;
   /** Compose profiles to start as well (`monitoring`: Prometheus). */
   profiles?: string[];
 }
 
 export interface Stack {
   url: string;
+  /** nginx's HTTPS port, with `tlsCertDir` (the plain port then only redirects). */
+  httpsUrl: string | undefined;
+  /** The address the stack is published on, as it appears in a URL. */
+  host: string;
   env: Record<string, string>;
   flavour: 'v1' | 'v2';
   /** The URL of a service's published port, on the address the tests reach. */
@@ -70,7 +76,7 @@ function shareHostCa(): void {
 // the bridge gateway (172.17.0.1 here), where a port published on 127.0.0.1 cannot be reached. A
 // host name (a remote engine) or an IPv6 address (compose's short port syntax has no brackets) gets
 // every interface.
-async function reachableHost(): Promise<{ host: string; bind: string }> {
+export async function reachableHost(): Promise<{ host: string; bind: string }> {
   const host = (await getContainerRuntimeClient()).info.containerRuntime.host;
   if (host === 'localhost') return { host: '127.0.0.1', bind: '127.0.0.1' };
   return { host, bind: isIP(host) === 4 ? host : '0.0.0.0' };
@@ -95,15 +101,19 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     ...images(),
     HTTP_BIND: bind,
     HTTP_PORT: '0', // a free port, read back below
+    ...(options.tlsCertDir ? { TLS_CERT_DIR: options.tlsCertDir, HTTPS_PORT: '0' } : {}),
     PROMETHEUS_BIND: bind,
     PROMETHEUS_PORT: '0',
     ...options.env,
   };
+  const files = ['docker-compose.yml', ...(options.tlsCertDir ? ['docker-compose.tls.yml'] : [])];
   const name = (service: string) => (flavour === 'v2' ? `${service}-1` : `${options.project}_${service}_1`);
   const nginxUrl = (running: StartedDockerComposeEnvironment) =>
     `http://${hostInUrl}:${running.getContainer(name('nginx')).getMappedPort(80)}`;
+  const nginxHttpsUrl = (running: StartedDockerComposeEnvironment) =>
+    options.tlsCertDir ? `https://${hostInUrl}:${running.getContainer(name('nginx')).getMappedPort(443)}` : undefined;
   const environment = () => {
-    let e = new DockerComposeEnvironment(ROOT, 'docker-compose.yml')
+    let e = new DockerComposeEnvironment(ROOT, files)
       .withProjectName(options.project)
       .withEnvironment(env)
       .withBuild()
@@ -119,6 +129,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   let started: StartedDockerComposeEnvironment = await environment().up();
   const stack: Stack = {
     url: '',
+    httpsUrl: undefined,
+    host: hostInUrl,
     env,
     flavour,
     published: (service, port) => `http://${hostInUrl}:${started.getContainer(name(service)).getMappedPort(port)}`,
@@ -135,8 +147,10 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     async up() {
       started = await environment().up();
       stack.url = nginxUrl(started);
+      stack.httpsUrl = nginxHttpsUrl(started);
     },
   };
   stack.url = nginxUrl(started);
+  stack.httpsUrl = nginxHttpsUrl(started);
   return stack;
 }

@@ -22,7 +22,9 @@ describe('loadConfig', () => {
       userIdClaim: 'user_id',
       audience: undefined,
       issuer: undefined,
+      sessionMaxLifetime: 30 * 86400,
     });
+    expect(config.corsAllowedOrigins).toEqual([]);
     expect(config.port).toBe(3000);
     expect(config.env).toBe('development');
     expect(config.jwt.keys.active.signing.symmetricKeySize).toBeGreaterThanOrEqual(32);
@@ -125,6 +127,16 @@ describe('loadConfig', () => {
     }
     // The compose stack as shipped: nginx published on loopback, the app listening on every interface.
     expect(loadConfig({ ...base, SIGNING_KEY: dev, HOST: '0.0.0.0', HTTP_BIND: '127.0.0.1' }).warnings).toHaveLength(1);
+  });
+
+  it('reads the session lifetime and the CORS origins, which must be bare origins', () => {
+    const { config } = loadConfig({ ...base, SESSION_MAX_LIFETIME: '7d', CORS_ALLOWED_ORIGINS: 'https://app.example.com, http://localhost:5173' });
+    expect(config.jwt.sessionMaxLifetime).toBe(7 * 86400);
+    expect(config.corsAllowedOrigins).toEqual(['https://app.example.com', 'http://localhost:5173']);
+    for (const bad of ['*', 'app.example.com', 'https://app.example.com/', 'https://app.example.com/path', 'ftp://x.example', 'null']) {
+      expect(fail({ ...base, CORS_ALLOWED_ORIGINS: bad }), bad).toMatch(/CORS_ALLOWED_ORIGINS: expected origins like/);
+    }
+    expect(fail({ ...base, SESSION_MAX_LIFETIME: '0' })).toMatch(/SESSION_MAX_LIFETIME/);
   });
 
   it('rejects a zero lifetime and odd header types', () => {

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { bearerToken } from '../../app/auth/guard';
 import { ApiError } from '../../app/http/errors';
-import { charFields } from '../../app/http/fields';
+import { z } from 'zod';
+import { charField, choiceField, validated } from '../../app/http/validation';
 import { thrown } from '../support/thrown';
 
 const apiError = (f: () => unknown) => thrown(f, ApiError);
@@ -29,13 +30,15 @@ describe('bearerToken (simplejwt header rules)', () => {
   });
 });
 
-describe('charFields (DRF CharField)', () => {
+const chars = (...names: string[]) => z.object(Object.fromEntries(names.map((n) => [n, charField])));
+
+describe('validated (zod schemas answering as DRF serializers)', () => {
   it('trims, and renders numbers as text', () => {
-    expect(charFields({ a: '  x ', b: 12 }, ['a', 'b'])).toEqual({ a: 'x', b: '12' });
+    expect(validated(chars('a', 'b'), { a: '  x ', b: 12 })).toEqual({ a: 'x', b: '12' });
   });
 
   it('collects every field error in field order', () => {
-    const e = apiError(() => charFields({ b: '', c: null, d: [], e: 'a\0b', f: 'x\ud800' }, ['a', 'b', 'c', 'd', 'e', 'f']));
+    const e = apiError(() => validated(chars('a', 'b', 'c', 'd', 'e', 'f'), { f: 'x\ud800', e: 'a\0b', d: [], c: null, b: '' }));
     expect(e.status).toBe(400);
     expect(e.body).toEqual({
       a: ['This field is required.'],
@@ -47,8 +50,19 @@ describe('charFields (DRF CharField)', () => {
     });
   });
 
+  it('gives every message of a field, as DRF runs every validator', () => {
+    const e = apiError(() => validated(chars('a', 'b'), { a: 'x\0\udc00', b: true }));
+    expect(e.body).toEqual({ a: ['Null characters are not allowed.', 'Surrogate characters are not allowed: U+DC00.'], b: ['Not a valid string.'] });
+  });
+
   it('does not read inherited properties', () => {
-    const e = apiError(() => charFields(JSON.parse('{"__proto__": {"a": "x"}}') as Record<string, unknown>, ['a', 'toString']));
-    expect(Object.keys(e.body)).toEqual(['a', 'toString']);
+    const e = apiError(() => validated(chars('a', 'toString'), JSON.parse('{"__proto__": {"a": "x"}}') as Record<string, unknown>));
+    expect(e.body).toEqual({ a: ['This field is required.'], toString: ['This field is required.'] });
+  });
+
+  it('answers a bad choice in DRF\'s words', () => {
+    const e = apiError(() => validated(z.object({ scope: choiceField(['all', 'others']).default('all') }), { scope: 'mine' }));
+    expect(e.body).toEqual({ scope: ['"mine" is not a valid choice.'] });
+    expect(validated(z.object({ scope: choiceField(['all', 'others']).default('all') }), {})).toEqual({ scope: 'all' });
   });
 });

@@ -1,0 +1,45 @@
+// The session API: GET /api/sessions/ lists the caller's live sessions (one per login);
+// DELETE /api/sessions/<id>/ ends one of them. Another user's session answers 404, like one that does
+// not exist, so ids cannot be probed.
+import type Router from '@koa/router';
+import type { Middleware } from 'koa';
+import type { Database } from '../db/database';
+import { endpoint } from '../http/endpoint';
+import type { AuthEvents } from './events';
+import { ApiError } from '../http/errors';
+import { sendJson } from '../http/respond';
+import { noStore } from './routes';
+import { SessionPath } from './schemas';
+import { endSession, listSessions } from './sessions';
+import type { Clock } from './tokens';
+
+const noSuchSession = () => new ApiError(404, { detail: 'Not found.', code: 'not_found' });
+
+export function sessionRoutes(router: Router, deps: { db: Database; guard: Middleware; clock: Clock; events: AuthEvents }): void {
+  const { db, guard, clock, events } = deps;
+  router.all(
+    '/api/sessions',
+    noStore,
+    guard,
+    endpoint({
+      GET: async (ctx) => {
+        const { userId, claims } = ctx.state.auth!;
+        sendJson(ctx, 200, await listSessions(db, userId, claims.sid, new Date(clock())));
+      },
+    }),
+  );
+  router.all(
+    '/api/sessions/:id',
+    noStore,
+    guard,
+    endpoint({
+      DELETE: async (ctx) => {
+        const path = SessionPath.safeParse(ctx.params);
+        if (!path.success) throw noSuchSession();
+        if (!(await endSession(db, ctx.state.auth!.userId, path.data.id, new Date(clock())))) throw noSuchSession();
+        events.revoked(ctx, 'session_ended');
+        ctx.status = 204;
+      },
+    }),
+  );
+}

@@ -1,0 +1,28 @@
+// CORS (@koa/cors) for the origins CORS_ALLOWED_ORIGINS lists, with credentials (the refresh cookie)
+// and the cookie transport's header. A preflight from any other origin is refused with a 403: the
+// browser then never sends the request, and since the cookie transport needs a custom header, no page
+// of another origin can refresh or log out with the cookie.
+import cors from '@koa/cors';
+import type { Middleware } from 'koa';
+import { TRANSPORT_HEADER } from '../auth/cookie';
+import { ApiError } from './errors';
+
+const PREFLIGHT_MAX_AGE_SECONDS = 600;
+
+export function corsPolicy(allowedOrigins: readonly string[]): Middleware {
+  const allowed = new Set(allowedOrigins);
+  return cors({
+    origin(ctx) {
+      const origin = ctx.get('Origin');
+      if (allowed.has(origin)) return origin;
+      if (ctx.method === 'OPTIONS' && origin !== '' && ctx.get('Access-Control-Request-Method') !== '') {
+        throw new ApiError(403, { detail: 'Cross-origin requests from this origin are not allowed.', code: 'cors_origin_not_allowed' });
+      }
+      return ''; // no CORS headers: a browser keeps the answer from the page
+    },
+    credentials: true,
+    allowMethods: ['GET', 'HEAD', 'POST', 'DELETE'],
+    allowHeaders: ['Authorization', 'Content-Type', TRANSPORT_HEADER],
+    maxAge: PREFLIGHT_MAX_AGE_SECONDS,
+  });
+}

@@ -1,0 +1,264 @@
+// GET /api/schema/: the OpenAPI 3.1 document of every route, generated from the zod schemas the
+// handlers validate with (zod writes JSON Schema 2020-12, OpenAPI 3.1's dialect), so it cannot drift
+// from what is enforced. test/integration/openapi.test.ts proves that every route the router serves is
+// in it, and nothing else.
+import type Router from '@koa/router';
+import { z } from 'zod';
+import { REFRESH_COOKIE, REFRESH_COOKIE_PATH, TRANSPORT_HEADER } from '../auth/cookie';
+import * as s from '../auth/schemas';
+import { endpoint } from './endpoint';
+import { sendJson } from './respond';
+
+/** DRF's validation errors: each field (or non_field_errors) with its messages. */
+export const FieldErrors = z
+  .record(z.string(), z.array(z.string()))
+  .meta({ id: 'FieldErrors', description: 'Per-field messages, as DRF answers: `{"username": ["This field is required."]}`, `{"non_field_errors": [...]}`.' });
+/** Every other error: simplejwt's and DRF's `{detail}`, `{detail, code}` and the guard's `{detail, code, messages}`. */
+export const ErrorBody = z
+  .object({
+    detail: z.string(),
+    code: z.string().optional().meta({ description: 'Machine-readable: token_not_valid, no_active_account, throttled, not_authenticated, …' }),
+    messages: z
+      .array(z.object({ token_class: z.string(), token_type: z.string(), message: z.string() }))
+      .optional()
+      .meta({ description: 'Protected routes: why the access token was refused.' }),
+  })
+  .meta({ id: 'Error' });
+export const Me = z.object({ id: z.number().int(), username: z.string() }).meta({ id: 'Me' });
+export const Health = z.object({ status: z.string(), database: z.string().optional() }).meta({ id: 'Health' });
+export const Jwks = z
+  .object({ keys: z.array(z.looseObject({ kty: z.string(), kid: z.string().optional(), alg: z.string().optional() })) })
+  .meta({ id: 'JWKS' });
+
+const ref = (schema: z.ZodType) => {
+  const id = z.globalRegistry.get(schema)?.id;
+  if (!id) throw new Error('a schema in the document needs an id (.meta({ id }))');
+  return { $ref: `#/components/schemas/${id}` };
+};
+const json = (schema: z.ZodType | Record<string, unknown>) => ({
+  'application/json': { schema: schema instanceof z.ZodType ? ref(schema) : schema },
+});
+const answer = (description: string, schema?: z.ZodType | Record<string, unknown>, headers?: Record<string, unknown>) => ({
+  description,
+  ...(schema ? { content: json(schema) } : {}),
+  ...(headers ? { headers } : {}),
+});
+const error = (description: string) => answer(description, ErrorBody);
+const badRequest = answer('Field errors, or a body that does not parse', { anyOf: [ref(FieldErrors), ref(ErrorBody)] });
+const bodyErrors = {
+  400: badRequest,
+  405: error('Any other method'),
+  413: error('The body is over MAX_BODY_BYTES'),
+  415: error('A body that is not JSON, form-encoded or multipart'),
+};
+
+/** A request body in the three media types DRF's default parsers take. */
+function body(schema: z.ZodType | Record<string, unknown>, required = true) {
+  const one = { schema: schema instanceof z.ZodType ? ref(schema) : schema };
+  return { required, content: { 'application/json': one, 'application/x-www-form-urlencoded': one, 'multipart/form-data': one } };
+}
+
+const transport = {
+  name: TRANSPORT_HEADER,
+  in: 'header',
+  required: false,
+  description:
+    `\`cookie\`: the refresh token travels in the \`${REFRESH_COOKIE}\` cookie (HttpOnly, Secure, SameSite=Strict, ` +
+    `Path=${REFRESH_COOKIE_PATH}) instead of the body; refresh and blacklist then read it when the body has none. ` +
+    'Without this header the cookie is never read.',
+  schema: { type: 'string', enum: ['cookie'] },
+};
+const setCookie = { 'Set-Cookie': { description: `With ${TRANSPORT_HEADER}: cookie, the ${REFRESH_COOKIE} cookie (set, rotated or cleared).`, schema: { type: 'string' } } };
+const retryAfter = { 'Retry-After': { description: 'Seconds to wait', schema: { type: 'integer' } } };
+const throttled = answer('Too many attempts', ErrorBody, retryAfter);
+const bearer = [{ bearer: [] }];
+const cookieOrBody = [{}, { refreshCookie: [] }];
+// The refresh token in the body, or (with the cookie transport) no body at all.
+const refreshBody = body({ anyOf: [ref(s.RefreshRequest), ref(s.CookieRefreshRequest)] }, false);
+const publicRoute = { security: [] };
+
+function paths() {
+  return {
+    '/api/token/': {
+      post: {
+        tags: ['tokens'],
+        summary: 'Log in: a refresh and an access token',
+        operationId: 'tokenObtain',
+        ...publicRoute,
+        parameters: [transport],
+        requestBody: body(s.ObtainRequest),
+        responses: {
+          200: answer('The pair; with the cookie transport only the access token, the refresh token in the cookie', { anyOf: [ref(s.TokenPair), ref(s.AccessOnly)] }, setCookie),
+          ...bodyErrors,
+          401: error('No active account found with the given credentials'),
+          429: throttled,
+          503: answer('login_overloaded: too many password checks queued; retry shortly', ErrorBody, retryAfter),
+        },
+      },
+    },
+    '/api/token/refresh/': {
+      post: {
+        tags: ['tokens'],
+        summary: 'A new access token (and, with rotation, a new refresh token)',
+        operationId: 'tokenRefresh',
+        security: cookieOrBody,
+        parameters: [transport],
+        requestBody: refreshBody,
+        responses: {
+          200: answer('The new tokens', { anyOf: [ref(s.RotatedPair), ref(s.AccessOnly)] }, setCookie),
+          ...bodyErrors,
+          401: answer('token_not_valid (invalid, expired, blacklisted, replayed: the session is then revoked); not_authenticated (no cookie)', ErrorBody, setCookie),
+          429: throttled,
+        },
+      },
+    },
+    '/api/token/verify/': {
+      post: {
+        tags: ['tokens'],
+        summary: 'Check a token (either type)',
+        operationId: 'tokenVerify',
+        ...publicRoute,
+        requestBody: body(s.VerifyRequest),
+        responses: { 200: answer('Valid', s.Empty), ...bodyErrors, 401: error('token_not_valid') },
+      },
+    },
+    '/api/token/blacklist/': {
+      post: {
+        tags: ['tokens'],
+        summary: 'Log out: end the session the refresh token belongs to',
+        operationId: 'tokenBlacklist',
+        security: cookieOrBody,
+        parameters: [transport],
+        requestBody: refreshBody,
+        responses: { 200: answer('Logged out (and the cookie cleared)', s.Empty, setCookie), ...bodyErrors, 401: answer('token_not_valid; not_authenticated (no cookie)', ErrorBody, setCookie) },
+      },
+    },
+    '/api/token/logout-all/': {
+      post: {
+        tags: ['sessions'],
+        summary: 'End every session of the caller (scope=all), or every other one (scope=others)',
+        operationId: 'tokenLogoutAll',
+        security: bearer,
+        parameters: [{ name: 'scope', in: 'query', required: false, schema: schemaOf(s.LogoutAllQuery.shape.scope) }],
+        responses: { 200: answer('Ended', s.Empty), 400: badRequest, 401: error('No valid access token'), 405: error('Any other method') },
+      },
+    },
+    '/api/sessions/': {
+      get: {
+        tags: ['sessions'],
+        summary: "The caller's live sessions (one per login), the current one marked",
+        operationId: 'sessionList',
+        security: bearer,
+        responses: { 200: answer('Newest first', s.SessionList), 401: error('No valid access token') },
+      },
+    },
+    '/api/sessions/{id}/': {
+      delete: {
+        tags: ['sessions'],
+        summary: "End one of the caller's sessions; its access tokens stop at once",
+        operationId: 'sessionEnd',
+        security: bearer,
+        parameters: [{ name: 'id', in: 'path', required: true, schema: schemaOf(s.SessionPath.shape.id) }],
+        responses: { 204: { description: 'Ended' }, 401: error('No valid access token'), 404: error('No such live session of the caller') },
+      },
+    },
+    '/api/me/': {
+      get: {
+        tags: ['api'],
+        summary: 'Who the access token belongs to',
+        operationId: 'me',
+        security: bearer,
+        responses: { 200: answer('The user', Me), 401: error('No valid access token') },
+      },
+    },
+    '/.well-known/jwks.json': {
+      get: {
+        tags: ['keys'],
+        summary: 'The public keys tokens are verified with (none for HMAC)',
+        operationId: 'jwks',
+        ...publicRoute,
+        responses: { 200: answer('A JWK set', Jwks) },
+      },
+    },
+    '/api/schema/': {
+      get: {
+        tags: ['docs'],
+        summary: 'This document',
+        operationId: 'schema',
+        ...publicRoute,
+        responses: { 200: answer('OpenAPI 3.1', { type: 'object' }) },
+      },
+    },
+    '/api/docs/': {
+      get: {
+        tags: ['docs'],
+        summary: 'The interactive reference (Swagger UI)',
+        operationId: 'docs',
+        ...publicRoute,
+        responses: { 200: { description: 'An HTML page', content: { 'text/html': { schema: { type: 'string' } } } } },
+      },
+    },
+    '/api/docs/{asset}': {
+      get: {
+        tags: ['docs'],
+        summary: "The reference page's scripts, styles and icon",
+        operationId: 'docsAsset',
+        ...publicRoute,
+        parameters: [{ name: 'asset', in: 'path', required: true, schema: { type: 'string' } }],
+        responses: { 200: { description: 'The file', content: { '*/*': { schema: { type: 'string' } } } }, 404: error('No such file') },
+      },
+    },
+    '/healthz': {
+      get: { tags: ['health'], summary: 'Liveness', operationId: 'healthz', ...publicRoute, responses: { 200: answer('Alive', Health) } },
+    },
+    '/readyz': {
+      get: {
+        tags: ['health'],
+        summary: 'Readiness: the database answers',
+        operationId: 'readyz',
+        ...publicRoute,
+        responses: { 200: answer('Ready', Health), 503: error('The database is not answering') },
+      },
+    },
+  };
+}
+
+function schemaOf(schema: z.ZodType): Record<string, unknown> {
+  const { $schema: _, ...rest } = z.toJSONSchema(schema, { io: 'input', target: 'draft-2020-12' });
+  return rest;
+}
+
+/** Every schema with an id, as OpenAPI components (refs between them point into components). */
+function components(): Record<string, unknown> {
+  const { schemas } = z.toJSONSchema(z.globalRegistry, { io: 'input', target: 'draft-2020-12', uri: (id) => `#/components/schemas/${id}` });
+  return Object.fromEntries(
+    Object.entries(schemas).map(([id, schema]) => {
+      const { $schema: _s, $id: _i, ...rest } = schema as Record<string, unknown>;
+      return [id, rest];
+    }),
+  );
+}
+
+export function openApiDocument(options: { authScheme: string }): Record<string, unknown> {
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'koa-auth-stack',
+      version: '1.0.0',
+      description:
+        'JWT authentication, wire-compatible with djangorestframework-simplejwt, plus sessions per device and a cookie transport for browsers.',
+    },
+    paths: paths(),
+    components: {
+      schemas: components(),
+      securitySchemes: {
+        bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: `Authorization: ${options.authScheme} <access token>` },
+        refreshCookie: { type: 'apiKey', in: 'cookie', name: REFRESH_COOKIE, description: `Read only with the ${TRANSPORT_HEADER}: cookie header.` },
+      },
+    },
+  };
+}
+
+export function schemaRoutes(router: Router, document: Record<string, unknown>): void {
+  router.all('/api/schema', endpoint({ GET: (ctx) => sendJson(ctx, 200, document) }));
+}
