@@ -345,8 +345,8 @@ async function psql(sql: string): Promise<string> {
 async function mintRefreshTokens(userId: number, n: number): Promise<string> {
   const seed = Date.now().toString(36);
   await psql(`
-    WITH f AS (INSERT INTO token_families (id, user_id, created_at)
-               SELECT gen_random_uuid(), ${userId}, now() FROM generate_series(1, ${n}) RETURNING id),
+    WITH f AS (INSERT INTO token_families (id, user_id, created_at, expires_at, last_used_at)
+               SELECT gen_random_uuid(), ${userId}, now(), now() + interval '30 days', now() FROM generate_series(1, ${n}) RETURNING id),
          numbered AS (SELECT id, row_number() OVER () AS i FROM f)
     INSERT INTO refresh_tokens (jti, family_id, created_at, expires_at)
     SELECT md5('${seed}-' || i), id, now(), now() + interval '1 day' FROM numbered;`);
@@ -369,8 +369,8 @@ async function pgbenchRefresh(userId: number, clients: number): Promise<number> 
   await psql(`
     DROP TABLE IF EXISTS bench_heads;
     CREATE TABLE bench_heads (client_id int PRIMARY KEY, jti varchar(64) NOT NULL);
-    WITH f AS (INSERT INTO token_families (id, user_id, created_at)
-               SELECT gen_random_uuid(), ${userId}, now() FROM generate_series(0, ${clients - 1}) RETURNING id),
+    WITH f AS (INSERT INTO token_families (id, user_id, created_at, expires_at, last_used_at)
+               SELECT gen_random_uuid(), ${userId}, now(), now() + interval '30 days', now() FROM generate_series(0, ${clients - 1}) RETURNING id),
          numbered AS (SELECT id, row_number() OVER () - 1 AS c FROM f),
          t AS (INSERT INTO refresh_tokens (jti, family_id, created_at, expires_at)
                SELECT md5('head-' || c || '-' || clock_timestamp()), id, now(), now() + interval '1 day' FROM numbered
@@ -382,12 +382,16 @@ WITH head AS (SELECT jti FROM bench_heads WHERE client_id = :client_id),
 claimed AS (
   UPDATE refresh_tokens t SET rotated_at = now() FROM token_families f, users u, head
   WHERE t.jti = head.jti AND t.rotated_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > now()
-    AND f.id = t.family_id AND f.revoked_at IS NULL AND f.user_id = ${userId} AND u.id = f.user_id AND u.is_active
-  RETURNING t.family_id, t.jti AS parent, u.username),
+    AND f.id = t.family_id AND f.revoked_at IS NULL AND f.user_id = ${userId} AND f.expires_at > now()
+    AND u.id = f.user_id AND u.is_active
+  RETURNING t.family_id, t.jti AS parent, u.username, f.expires_at AS session_ends),
 inserted AS (
   INSERT INTO refresh_tokens (jti, family_id, parent_jti, created_at, expires_at)
-  SELECT md5(random()::text || clock_timestamp()), family_id, parent, now(), now() + interval '1 day' FROM claimed
-  RETURNING jti)
+  SELECT md5(random()::text || clock_timestamp()), family_id, parent, now(), LEAST(now() + interval '1 day', session_ends) FROM claimed
+  RETURNING jti, family_id),
+touched AS (
+  UPDATE token_families SET last_used_at = now(), last_user_agent = 'pgbench', last_ip = '127.0.0.1'
+  FROM inserted WHERE id = inserted.family_id)
 UPDATE bench_heads SET jti = inserted.jti FROM inserted WHERE client_id = :client_id;
 `;
   await sh('docker', ['exec', '-i', pg, 'sh', '-c', 'cat > /tmp/rotate.sql'], script);
