@@ -4,6 +4,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { flushExpired } from './auth/families';
+import { revocationWindowMs } from './auth/revocations';
 import { ALGORITHMS, generateKey, isHmac, NO_EDDSA, type Algorithm } from './auth/keys';
 import { flushThrottle } from './auth/throttle';
 import { createPasswordHasher, storedHashProblem } from './auth/passwords';
@@ -197,7 +198,7 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
       }
       case 'deactivate': {
         const username = one('username');
-        const r = await deactivateUser(db, username);
+        const r = await deactivateUser(db, username, now());
         out(`deactivated ${username}; ended ${r.revokedSessions} session(s)`);
         break;
       }
@@ -208,9 +209,9 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
         break;
       }
       case 'flushexpiredtokens': {
-        const r = await flushExpired(db, now());
+        const r = await flushExpired(db, now(), revocationWindowMs(config.jwt));
         const stale = await flushThrottle(db, now(), config.throttle);
-        out(`deleted ${r.tokens} expired refresh token(s) and ${r.families} empty famil${r.families === 1 ? 'y' : 'ies'}`);
+        out(`deleted ${r.tokens} expired refresh token(s), ${r.families} empty or long-revoked famil${r.families === 1 ? 'y' : 'ies'} and ${r.cutoffs} old cutoff(s)`);
         if (stale) out(`deleted ${stale} stale throttle record(s)`);
         break;
       }

@@ -188,6 +188,10 @@ const schema = z.object({
   LOGIN_THROTTLE_FREE_ATTEMPTS: int(1, 1000).default(5),
   LOGIN_THROTTLE_MAX_DELAY: duration('a duration').default(300),
   LOGIN_THROTTLE_QUIET: duration('a duration').default(900),
+  // Logins to one account from addresses that never logged into it share this budget per window.
+  LOGIN_THROTTLE_ACCOUNT_BUDGET: int(0, 1_000_000).default(20),
+  LOGIN_THROTTLE_ACCOUNT_WINDOW: duration('a duration').default(3600),
+  LOGIN_KNOWN_ADDRESS_TTL: duration('a duration').default(90 * 86400),
   REFRESH_THROTTLE_PER_MINUTE: int(0, 1_000_000).default(60),
   CORS_ALLOWED_ORIGINS: z
     .string()
@@ -331,6 +335,9 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
         loginFreeAttempts: e.LOGIN_THROTTLE_FREE_ATTEMPTS,
         loginMaxDelaySeconds: e.LOGIN_THROTTLE_MAX_DELAY,
         loginQuietSeconds: e.LOGIN_THROTTLE_QUIET,
+        loginAccountBudget: e.LOGIN_THROTTLE_ACCOUNT_BUDGET,
+        loginAccountWindowSeconds: e.LOGIN_THROTTLE_ACCOUNT_WINDOW,
+        loginKnownAddressSeconds: e.LOGIN_KNOWN_ADDRESS_TTL,
         refreshPerMinute: e.REFRESH_THROTTLE_PER_MINUTE,
       },
       corsAllowedOrigins: e.CORS_ALLOWED_ORIGINS,

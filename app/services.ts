@@ -2,7 +2,7 @@
 // the revocation state with its feed, the metrics. Shared by server.ts and the tests.
 import type { Logger } from 'pino';
 import { createPasswordHasher, type Argon2Params, type PasswordHasher } from './auth/passwords';
-import { RevocationStore, startRevocationFeed, type RevocationFeed } from './auth/revocations';
+import { RevocationStore, revocationWindowMs, startRevocationFeed, type RevocationFeed } from './auth/revocations';
 import { createTokenService, type Clock, type TokenService } from './auth/tokens';
 import type { Config } from './config';
 import { createDatabase, type Database } from './db/database';
@@ -27,7 +27,7 @@ export function createServices(
   const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax });
   const tokens = createTokenService(config.jwt, clock);
   // An entry matters while an access token issued before it can still be valid.
-  const windowMs = (config.jwt.accessTokenLifetime + config.jwt.leeway) * 1000;
+  const windowMs = revocationWindowMs(config.jwt);
   const revocations = new RevocationStore(windowMs, clock);
   const feed = startRevocationFeed({
     databaseUrl: config.databaseUrl,

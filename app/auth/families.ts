@@ -4,7 +4,7 @@
 //
 // Everything goes through the models (app/db/models.ts) except the two statements of the refresh
 // endpoint, rotate and use: written by hand because a measurement says so (see USABLE below).
-import { literal, type Transaction } from 'sequelize';
+import { literal, Op, type Transaction } from 'sequelize';
 import type { Database } from '../db/database';
 import { findUserById } from './users';
 
@@ -41,14 +41,28 @@ export interface NewToken {
 
 /**
  * Starts a family (a session, ending at `sessionEnds`) with its first refresh token: one nested create
- * through the association, in one transaction, so the family and its token exist together or not at all.
+ * through the association, in one transaction, so the family and its token exist together or not at
+ * all. Records nothing, and answers false, when the user is inactive or gone, or its generation is no
+ * longer `generation` (a password change, deactivation or logout-all since the login read it).
  */
 export async function startFamily(
   db: Database,
-  input: { familyId: string; userId: number; token: NewToken; now: Date; sessionEnds: Date; client: Client },
-): Promise<void> {
-  await db.sequelize.transaction((transaction) =>
-    db.models.TokenFamily.create(
+  input: { familyId: string; userId: number; generation: number; token: NewToken; now: Date; sessionEnds: Date; client: Client },
+): Promise<boolean> {
+  const { TokenFamily, User } = db.models;
+  return db.sequelize.transaction(async (transaction) => {
+    // The login read the user before it hashed the password; a password change, deactivation or
+    // logout-all since then moved the generation, and the session must not outlive it. The share
+    // lock holds such a change back until this session is recorded (so it revokes it), or, if the
+    // change came first, shows its new generation here.
+    const unchanged = await User.findOne({
+      where: { id: input.userId, tokenGeneration: input.generation, isActive: true },
+      attributes: ['id'],
+      lock: transaction.LOCK.SHARE,
+      transaction,
+    });
+    if (!unchanged) return false;
+    await TokenFamily.create(
       {
         id: input.familyId,
         userId: input.userId,
@@ -62,8 +76,9 @@ export async function startFamily(
         refreshTokens: [{ jti: input.token.jti, createdAt: input.now, expiresAt: input.token.expiresAt }],
       },
       { include: [{ association: 'refreshTokens' }], transaction },
-    ),
-  );
+    );
+    return true;
+  });
 }
 
 // Hand-written, measured: the refresh endpoint's statements. `npm run bench:orm` (scripts/bench/orm.ts;
@@ -75,7 +90,7 @@ export async function startFamily(
 // scope's, in SQL; test/integration/models.test.ts holds the two together.
 // $1 jti, $2 user id, $3 now: the token is current, unexpired, in a live family (not revoked, not
 // past its session's end) of an active user.
-const USABLE = `
+export const USABLE = `
   t.jti = $1 AND t.rotated_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > $3
   AND f.id = t.family_id AND f.revoked_at IS NULL AND f.user_id = $2 AND f.expires_at > $3
   AND u.id = f.user_id AND u.is_active`;
@@ -212,14 +227,27 @@ export async function revokeFamily(
 }
 
 /**
- * Logout everywhere, in one transaction: revokes every live family of the user and records "access
- * tokens issued before now are void". Returns the number of sessions ended.
+ * Ends sessions of the user in one transaction: every live family (`keep` aside) is revoked, and the
+ * user's generation moves, so a login in flight, which read the user before, records no session after
+ * (startFamily). Without `keep` (logout everywhere) it also records "access tokens issued before now
+ * are void". Returns the number of sessions ended.
  */
-export async function revokeAllForUser(db: Database, userId: number, reason: RevokeReason, now: Date): Promise<number> {
-  const { TokenFamily, UserRevocation } = db.models;
+export async function revokeAllForUser(
+  db: Database,
+  userId: number,
+  reason: RevokeReason,
+  now: Date,
+  options: { keep?: string | undefined } = {},
+): Promise<number> {
+  const { TokenFamily, User, UserRevocation } = db.models;
   return db.sequelize.transaction(async (transaction) => {
-    const [sessions] = await TokenFamily.scope('live').update({ revokedAt: now, revokeReason: reason }, { where: { userId }, transaction });
-    await UserRevocation.create({ userId, notBefore: now, reason }, { transaction });
+    await User.increment('tokenGeneration', { where: { id: userId }, transaction });
+    const others = options.keep !== undefined ? { id: { [Op.ne]: options.keep } } : {};
+    const [sessions] = await TokenFamily.scope('live').update(
+      { revokedAt: now, revokeReason: reason },
+      { where: { userId, ...others }, transaction },
+    );
+    if (options.keep === undefined) await UserRevocation.create({ userId, notBefore: now, reason }, { transaction });
     return sessions;
   });
 }
@@ -227,29 +255,33 @@ export async function revokeAllForUser(db: Database, userId: number, reason: Rev
 export interface FlushResult {
   tokens: number;
   families: number;
+  cutoffs: number;
 }
 
 /**
- * Deletes refresh tokens past their expiry, then families left with no tokens, in batches so a large
- * backlog never holds long locks. Revoked families go once their last token has expired; until then
- * their rows are what keeps their tokens refused. A daily job, so the models' forms: each batch is one
- * DELETE … WHERE key IN (SELECT … LIMIT n) either way.
+ * Deletes what can no longer void or refuse anything, in batches so a large backlog never holds long
+ * locks: refresh tokens past their expiry, then families left with no tokens; revoked families (with
+ * their tokens) and per-user cutoffs older than `revocationWindowMs`, the longest any access token they
+ * could stop stays valid. Until then a revoked family's row is what refuses its tokens and what a
+ * worker reloads on start; after, its refresh tokens are refused as unknown. A daily job, so the
+ * models' forms: each batch is one DELETE … WHERE key IN (SELECT … LIMIT n) either way.
  */
-export async function flushExpired(db: Database, now: Date, batchSize = 5000): Promise<FlushResult> {
-  const { RefreshToken, TokenFamily } = db.models;
-  const result: FlushResult = { tokens: 0, families: 0 };
-  for (;;) {
-    const deleted = await RefreshToken.scope({ method: ['expired', now] }).destroy({ limit: batchSize });
-    result.tokens += deleted;
-    if (deleted < batchSize) break;
-  }
+export async function flushExpired(db: Database, now: Date, revocationWindowMs: number, batchSize = 5000): Promise<FlushResult> {
+  const { RefreshToken, TokenFamily, UserRevocation } = db.models;
+  const result: FlushResult = { tokens: 0, families: 0, cutoffs: 0 };
+  const drain = async (destroy: () => Promise<number>) => {
+    let total = 0;
+    for (let deleted = batchSize; deleted === batchSize; total += deleted) deleted = await destroy();
+    return total;
+  };
+  const horizon = new Date(now.getTime() - revocationWindowMs);
+  result.tokens = await drain(() => RefreshToken.scope({ method: ['expired', now] }).destroy({ limit: batchSize }));
   // Sequelize has no operator for NOT EXISTS; the fragment names the table as Model.destroy writes it.
   // A family found empty stays empty: tokens are only added to a family by rotating one of its own.
   const empty = literal('NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = token_families.id)');
-  for (;;) {
-    const deleted = await TokenFamily.destroy({ where: empty, limit: batchSize });
-    result.families += deleted;
-    if (deleted < batchSize) break;
-  }
+  result.families = await drain(() =>
+    TokenFamily.destroy({ where: { [Op.or]: [empty, { revokedAt: { [Op.lte]: horizon } }] }, limit: batchSize }),
+  );
+  result.cutoffs = await drain(() => UserRevocation.destroy({ where: { notBefore: { [Op.lte]: horizon } }, limit: batchSize }));
   return result;
 }

@@ -14,11 +14,32 @@ export interface RevocationCheck {
   isRevoked(claims: Claims, userId: number): boolean;
 }
 
-export class RevocationStore implements RevocationCheck {
-  private families = new Map<string, number>(); // sid → revoked at (ms)
-  private cutoffs = new Map<number, number>(); // user id → not before (s)
+// Room for the clock of whoever stamped a revocation (an operator's plain SQL uses the database's)
+// to differ from this worker's, when the stamps are compared with our clock.
+const CLOCK_SKEW_MARGIN_MS = 60_000;
 
-  /** `windowMs`: how long an entry matters, the access token lifetime plus leeway. */
+/**
+ * How long a revocation matters: the longest an access token issued before it stays valid (its
+ * lifetime plus LEEWAY), with room for clock skew. The reload reads back this far; flushexpiredtokens
+ * keeps this much.
+ */
+export const revocationWindowMs = (jwt: { accessTokenLifetime: number; leeway: number }): number =>
+  (jwt.accessTokenLifetime + jwt.leeway) * 1000 + CLOCK_SKEW_MARGIN_MS;
+
+// The reload's reads. $1 our clock, $2 the window in seconds. token_families_revoked_at_idx
+// (migration 0005) makes the first read the revoked few, never the whole table.
+const SINCE = "least($1::timestamptz, now()) - make_interval(secs => $2)";
+export const RELOAD_FAMILIES = `SELECT id FROM token_families WHERE revoked_at > ${SINCE}`;
+export const RELOAD_CUTOFFS = `SELECT user_id, max(not_before) AS not_before FROM user_revocations WHERE not_before > ${SINCE} GROUP BY user_id`;
+
+export class RevocationStore implements RevocationCheck {
+  private families = new Map<string, number>(); // sid → keep until (ms, our clock)
+  private cutoffs = new Map<number, { notBefore: number; keepUntil: number }>(); // user id → not before (s)
+
+  /**
+   * `windowMs`: how long an entry matters (revocationWindowMs). Entries are kept for it from when this
+   * worker learned of them, on its own clock: no clock of another host decides when one is forgotten.
+   */
   constructor(
     private readonly windowMs: number,
     private readonly clock: Clock,
@@ -26,20 +47,21 @@ export class RevocationStore implements RevocationCheck {
 
   isRevoked(claims: Claims, userId: number): boolean {
     if (typeof claims.sid === 'string' && this.families.has(claims.sid)) return true;
-    const cutoff = this.cutoffs.get(userId);
+    const cutoff = this.cutoffs.get(userId)?.notBefore;
     // A token without iat cannot show it was issued after the cutoff.
     return cutoff !== undefined && !(typeof claims.iat === 'number' && claims.iat >= cutoff);
   }
 
-  revokeFamily(id: string, at: number): void {
-    this.families.set(id, at);
+  revokeFamily(id: string): void {
+    this.families.set(id, this.clock() + this.windowMs);
   }
 
   cutUser(userId: number, notBeforeSeconds: number): void {
     // Whole seconds, as iat: a token issued in the cutoff's own second survives it (its family's
     // revocation, which is exact, covers it).
-    const cutoff = Math.floor(notBeforeSeconds);
-    if (cutoff > (this.cutoffs.get(userId) ?? -Infinity)) this.cutoffs.set(userId, cutoff);
+    const notBefore = Math.floor(notBeforeSeconds);
+    const known = this.cutoffs.get(userId);
+    if (!known || notBefore > known.notBefore) this.cutoffs.set(userId, { notBefore, keepUntil: this.clock() + this.windowMs });
   }
 
   /** Applies one notification payload: "f:<family id>:<epoch s>" or "u:<user id>:<epoch s>". */
@@ -47,23 +69,24 @@ export class RevocationStore implements RevocationCheck {
     const [kind, id, epoch] = payload.split(':');
     const at = Number(epoch);
     if (!id || !Number.isFinite(at)) return false;
-    if (kind === 'f') this.revokeFamily(id, at * 1000);
+    if (kind === 'f') this.revokeFamily(id);
     else if (kind === 'u' && /^\d+$/.test(id)) this.cutUser(Number(id), at);
     else return false;
     return true;
   }
 
-  replace(families: Iterable<[string, number]>, cutoffs: Iterable<[number, number]>): void {
-    this.families = new Map(families);
+  replace(families: Iterable<string>, cutoffs: Iterable<[number, number]>): void {
+    this.families = new Map();
+    for (const id of families) this.revokeFamily(id);
     this.cutoffs = new Map();
     for (const [userId, seconds] of cutoffs) this.cutUser(userId, seconds);
   }
 
-  /** Forgets entries older than the window: every token they could stop has expired. */
+  /** Forgets entries kept for their window: every token they could stop has expired. */
   prune(): void {
-    const horizon = this.clock() - this.windowMs;
-    for (const [id, at] of this.families) if (at < horizon) this.families.delete(id);
-    for (const [userId, cutoff] of this.cutoffs) if (cutoff * 1000 < horizon) this.cutoffs.delete(userId);
+    const now = this.clock();
+    for (const [id, keepUntil] of this.families) if (keepUntil < now) this.families.delete(id);
+    for (const [userId, { keepUntil }] of this.cutoffs) if (keepUntil < now) this.cutoffs.delete(userId);
   }
 
   get size(): { families: number; users: number } {
@@ -155,17 +178,13 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     c.on('end', () => lost(c, new Error('connection ended')));
     await c.connect();
     await c.query(`LISTEN ${REVOCATION_CHANNEL}`);
-    const since = new Date(clock() - windowMs);
-    const families = await c.query<{ id: string; revoked_at: Date }>(
-      'SELECT id, revoked_at FROM token_families WHERE revoked_at > $1',
-      [since],
-    );
-    const users = await c.query<{ user_id: number; not_before: Date }>(
-      'SELECT user_id, max(not_before) AS not_before FROM user_revocations WHERE not_before > $1 GROUP BY user_id',
-      [since],
-    );
+    // Back a window from the earlier of two clocks, ours and the database's: a revocation is stamped by
+    // one or the other (the app's, or an operator's plain SQL), and either may run behind.
+    const since = [new Date(clock()), windowMs / 1000];
+    const families = await c.query<{ id: string }>(RELOAD_FAMILIES, since);
+    const users = await c.query<{ user_id: number; not_before: Date }>(RELOAD_CUTOFFS, since);
     store.replace(
-      families.rows.map((r) => [r.id, r.revoked_at.getTime()]),
+      families.rows.map((r) => r.id),
       users.rows.map((r) => [r.user_id, r.not_before.getTime() / 1000]),
     );
     for (const payload of held) store.apply(payload);

@@ -18,7 +18,6 @@ import { HashAborted, HashQueueFull, type PasswordHasher } from './passwords';
 import { CookieRefreshRequest, LogoutAllQuery, ObtainRequest, RefreshRequest, VerifyRequest, type AccessOnly, type RotatedPair, type TokenPair } from './schemas';
 import type { RevocationCheck } from './revocations';
 import * as throttle from './throttle';
-import { endOtherSessions } from './sessions';
 import { newJti, TOKEN_MESSAGES, TokenError, type Claims, type Clock, type TokenService, type TokenType } from './tokens';
 import { authenticate, normalizeUsername } from './users';
 
@@ -133,10 +132,11 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const cookie = wantsCookie(ctx);
     const { username, password } = validated(ObtainRequest, await body.fields(ctx));
     const now = new Date(clock());
-    const key = throttle.loginKey(normalizeUsername(username), ctx.ip);
-    const state = await throttle.loginState(db, key, now);
-    if (state.waitSeconds > 0) deps.events.login(ctx, 'throttled');
-    if (state.waitSeconds > 0) throw throttled(state.waitSeconds);
+    // The attempt is counted before the password is hashed: concurrent guesses cannot all pass.
+    const keys = throttle.loginKeys(normalizeUsername(username), ctx.ip);
+    const reservation = await throttle.reserveLoginAttempt(db, keys, now, deps.throttle);
+    if (!reservation.ok) deps.events.login(ctx, 'throttled');
+    if (!reservation.ok) throw throttled(reservation.waitSeconds);
     const user = await authenticate(db, hasher, username, password, { updateLastLogin: settings.updateLastLogin, now, signal: clientGone(ctx) }).catch(
       (err: unknown) => {
         if (err instanceof HashQueueFull) throw overloaded();
@@ -144,17 +144,22 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
         throw err;
       },
     );
-    if (!user) {
+    const failed = () => {
       deps.events.login(ctx, 'failure');
-      await throttle.recordLoginFailure(db, key, now, deps.throttle);
-      throw noActiveAccount(false);
-    }
-    if (state.recorded) await throttle.clearLoginFailures(db, key);
+      return noActiveAccount(false);
+    };
+    if (!user) throw failed();
     const familyId = randomUUID();
     const sessionEnds = secondsFrom(now, settings.sessionMaxLifetime);
     const refresh = tokens.sign('refresh', user.id, now.getTime(), { notAfter: sessionEnds });
+    // Recorded only if the user is as the login read it: a password change, deactivation or
+    // logout-all that landed while the password was being hashed wins.
+    const client = clientOf(ctx);
+    if (!(await families.startFamily(db, { familyId, userId: user.id, generation: user.generation, token: refresh, now, sessionEnds, client }))) {
+      throw failed();
+    }
+    await throttle.loginSucceeded(db, keys, now);
     const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username, notAfter: sessionEnds });
-    await families.startFamily(db, { familyId, userId: user.id, token: refresh, now, sessionEnds, client: clientOf(ctx) });
     deps.events.login(ctx, 'success');
     if (cookie) {
       setRefreshCookie(ctx, refresh.token, secondsUntil(refresh.expiresAt));
@@ -172,7 +177,8 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
   async function rotate(ctx: Context, presented: string, cookie: boolean) {
     const { claims, userId } = verified(presented, 'refresh', () => deps.events.refresh(ctx, 'invalid'));
     const now = new Date(clock());
-    const wait = await throttle.refreshWaitSeconds(db, userId, now, deps.throttle);
+    // Counted against the token's family, and only when the token could be used.
+    const wait = await throttle.refreshWaitSeconds(db, { jti: claims.jti, userId }, now, deps.throttle);
     if (wait > 0) deps.events.refresh(ctx, 'throttled');
     if (wait > 0) throw throttled(wait);
     const ref = { jti: claims.jti, userId };
@@ -233,7 +239,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const { scope } = validated(LogoutAllQuery, ctx.query);
     const { userId, claims } = ctx.state.auth!;
     const now = new Date(clock());
-    if (scope === 'others') await endOtherSessions(db, userId, claims.sid, now);
+    if (scope === 'others') await families.revokeAllForUser(db, userId, 'logout_others', now, { keep: claims.sid });
     else await families.revokeAllForUser(db, userId, 'logout_all', now);
     deps.events.revoked(ctx, scope === 'others' ? 'logout_others' : 'logout_all');
     sendJson(ctx, 200, {});

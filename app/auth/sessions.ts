@@ -35,12 +35,3 @@ export async function endSession(db: Database, userId: number, sessionId: string
   );
   return count > 0;
 }
-
-/** Ends every session of the user but `keepId` (the caller's); returns how many. */
-export async function endOtherSessions(db: Database, userId: number, keepId: string | undefined, now: Date): Promise<number> {
-  const [count] = await db.models.TokenFamily.update(
-    { revokedAt: now, revokeReason: 'logout_others' },
-    { where: { userId, revokedAt: null, ...(keepId !== undefined ? { id: { [Op.ne]: keepId } } : {}) } },
-  );
-  return count;
-}

@@ -1,116 +1,168 @@
-// Per-account brute-force throttling in Postgres, shared by all workers and surviving restarts.
+// Brute-force throttling in Postgres, shared by all workers and surviving restarts.
 //
-// Logins: failures are counted per (account, client address), as Auth0's brute-force protection does:
-// after a few free attempts each further failure doubles a wait, up to a cap; a success clears it;
-// a quiet period forgets it. An attacker's failures therefore slow the attacker's own address only,
-// and never lock the real user out, for a while or forever. Addresses are nginx's view of the client
-// (one trusted proxy hop); per-address request rates are nginx's job.
+// Logins, two bounds:
+// - per (account, client address), as Auth0's brute-force protection: a few free attempts, then each
+//   further one waits twice as long as the last, up to a cap; a success clears it; a quiet period
+//   forgets it. An attacker's attempts slow the attacker's own address only.
+// - per account across addresses, as Keycloak's brute-force detection counts failures per user
+//   wherever they come from, but without its lockout of the real user: addresses that logged into
+//   the account before (for LOGIN_KNOWN_ADDRESS_TTL) stay exempt, and all other addresses share a
+//   slower budget (LOGIN_THROTTLE_ACCOUNT_BUDGET per LOGIN_THROTTLE_ACCOUNT_WINDOW). A botnet spread
+//   over thousands of addresses gets that budget, no more; the user's usual places never wait for it.
+// Every attempt is reserved before its password is hashed, in one statement, so concurrent attempts
+// cannot all pass a check made before any of them is counted: at most the free attempts are hashed.
+// Addresses are nginx's view of the client (one trusted proxy hop); request rates are nginx's job.
 //
-// Refreshes: a fixed one-minute window per account.
+// Refreshes: a fixed one-minute window per family (session), counted only for a refresh token that
+// could be used: an old, revoked token of the victim's counts for nothing, so it cannot lock them out.
 import { createHash } from 'node:crypto';
-import { Op, UniqueConstraintError, literal } from 'sequelize';
+import { Op } from 'sequelize';
 import type { Database } from '../db/database';
-import type { ThrottleRow } from '../db/models';
+import { USABLE, type RefreshTokenRef } from './families';
 
 export interface ThrottleSettings {
   loginFreeAttempts: number;
   loginMaxDelaySeconds: number;
-  /** Failures are forgotten after this long without one. */
+  /** Attempts are forgotten after this long without one. */
   loginQuietSeconds: number;
-  /** Refreshes per account per minute; 0 turns the limit off. */
+  /** Attempts per window on one account from addresses it has not logged in from; 0 turns it off. */
+  loginAccountBudget: number;
+  loginAccountWindowSeconds: number;
+  /** How long a successful login keeps its address exempt from the account's shared budget. */
+  loginKnownAddressSeconds: number;
+  /** Refreshes per family (session) per minute; 0 turns the limit off. */
   refreshPerMinute: number;
 }
 
 const hashKey = (...parts: string[]) => createHash('sha256').update(parts.join('\u0000')).digest('hex');
 
-export const loginKey = (username: string, address: string) => hashKey('login', username, address);
-const refreshKey = (userId: number) => hashKey('refresh', String(userId));
+export interface LoginKeys {
+  /** The (account, address) record. */
+  address: string;
+  /** The account's shared budget. */
+  account: string;
+  /** The address as one the account has logged in from. */
+  known: string;
+}
 
-/** The wait a failure count earns: none for the free attempts, then 1 s, 2 s, 4 s … up to the cap. */
-export function loginDelaySeconds(failures: number, s: ThrottleSettings): number {
-  const over = failures - s.loginFreeAttempts;
+/** Hashes, so neither usernames nor addresses are stored in clear. */
+export const loginKeys = (username: string, address: string): LoginKeys => ({
+  address: hashKey('login', username, address),
+  account: hashKey('login-account', username),
+  known: hashKey('known-address', username, address),
+});
+
+/** The wait before attempt `n + 1` once `n` are counted: none within the free attempts, then 1 s, 2 s, 4 s … up to the cap. */
+export function loginDelaySeconds(attempts: number, s: Pick<ThrottleSettings, 'loginFreeAttempts' | 'loginMaxDelaySeconds'>): number {
+  const over = attempts + 1 - s.loginFreeAttempts;
   return over <= 0 ? 0 : Math.min(2 ** Math.min(over - 1, 30), s.loginMaxDelaySeconds);
 }
 
-export interface LoginState {
-  /** Seconds to wait before the next attempt; 0 when one may be made now. */
-  waitSeconds: number;
-  /** Whether failures are on record (a success then clears them). */
-  recorded: boolean;
-}
+export type Reservation = { ok: true } | { ok: false; waitSeconds: number; bound: 'address' | 'account' };
 
-export async function loginState(db: Database, key: string, now: Date): Promise<LoginState> {
-  const row = await db.models.Throttle.findByPk(key, { attributes: ['blockedUntil'] });
-  const wait = row?.blockedUntil ? Math.ceil((row.blockedUntil.getTime() - now.getTime()) / 1000) : 0;
-  return { waitSeconds: Math.max(0, wait), recorded: row !== null };
-}
+// $1 address key, $2 account key, $3 known key, $4 now, $5 quiet seconds, $6 free attempts, $7 max
+// delay, $8 known-address seconds, $9 account budget, $10 account window seconds.
+const QUIET = `t.updated_at <= $4::timestamptz - make_interval(secs => $5)`;
+const COUNTED = `CASE WHEN ${QUIET} THEN 1 ELSE t.count + 1 END`;
+// The SQL twin of loginDelaySeconds: when attempt n + 1 may come, once n are counted.
+const blockedAfter = (n: string) =>
+  `CASE WHEN ${n} + 1 - $6 <= 0 THEN NULL
+        ELSE $4::timestamptz + make_interval(secs => least(power(2, least(${n} - $6, 30)), $7)) END`;
+const WINDOW_OVER = `t.started_at <= $4::timestamptz - make_interval(secs => $10)`;
+// One statement, written by hand because it must be one: it counts the attempt for its address
+// (refused while the address must wait), then, unless the address logged into this account before,
+// against the account's shared budget (refused when spent). Both records are locked and updated
+// atomically (INSERT … ON CONFLICT DO UPDATE … WHERE re-checks the newest row under its lock).
+const RESERVE = `
+  WITH known AS (
+    SELECT EXISTS (SELECT 1 FROM auth_known_addresses WHERE key = $3 AND seen_at > $4::timestamptz - make_interval(secs => $8)) AS yes
+  ),
+  address AS (
+    INSERT INTO auth_throttle AS t (key, count, started_at, updated_at, blocked_until)
+    VALUES ($1, 1, $4, $4, ${blockedAfter('1')})
+    ON CONFLICT (key) DO UPDATE SET
+      count = ${COUNTED},
+      started_at = CASE WHEN ${QUIET} THEN $4 ELSE t.started_at END,
+      updated_at = $4,
+      blocked_until = ${blockedAfter(COUNTED)}
+    WHERE ${QUIET} OR t.blocked_until IS NULL OR t.blocked_until <= $4
+    RETURNING t.count
+  ),
+  account AS (
+    INSERT INTO auth_throttle AS t (key, count, started_at, updated_at)
+    SELECT $2, 1, $4, $4 WHERE $9 > 0 AND NOT (SELECT yes FROM known) AND EXISTS (SELECT 1 FROM address)
+    ON CONFLICT (key) DO UPDATE SET
+      count = CASE WHEN ${WINDOW_OVER} THEN 1 ELSE t.count + 1 END,
+      started_at = CASE WHEN ${WINDOW_OVER} THEN $4 ELSE t.started_at END,
+      updated_at = $4
+    WHERE ${WINDOW_OVER} OR t.count < $9
+    RETURNING t.count
+  )
+  SELECT (SELECT count FROM address) AS address_count,
+         (SELECT yes FROM known) AS known,
+         (SELECT count FROM account) AS account_count,
+         (SELECT blocked_until FROM auth_throttle WHERE key = $1) AS address_blocked_until,
+         (SELECT started_at FROM auth_throttle WHERE key = $2) AS account_started_at`;
 
-/**
- * Counts one attempt against `key` and returns the record. The count is one UPDATE … SET count =
- * count + 1 … RETURNING: atomic, so of concurrent attempts each gets a count of its own. A record with
- * no attempt after `quietSince` (or none) restarts at this attempt; of concurrent restarts one wins and
- * the others count against it.
- */
-async function countAttempt(db: Database, key: string, now: Date, quietSince: Date): Promise<ThrottleRow> {
-  const { Throttle } = db.models;
-  for (let tries = 0; tries < 5; tries++) {
-    const [, [counted]] = await Throttle.update(
-      { count: literal('"count" + 1'), updatedAt: now },
-      { where: { key, updatedAt: { [Op.gt]: quietSince } }, returning: true },
-    );
-    if (counted) return counted;
-    const fresh = { count: 1, startedAt: now, updatedAt: now, blockedUntil: null };
-    const [, [restarted]] = await Throttle.update(fresh, { where: { key, updatedAt: { [Op.lte]: quietSince } }, returning: true });
-    if (restarted) return restarted;
-    try {
-      return await Throttle.create({ key, ...fresh });
-    } catch (err) {
-      if (!(err instanceof UniqueConstraintError)) throw err; // another attempt created it: count again
-    }
+/** Counts a login attempt before its password is hashed; refused while its address waits or the account's shared budget is spent. */
+export async function reserveLoginAttempt(db: Database, keys: LoginKeys, now: Date, s: ThrottleSettings): Promise<Reservation> {
+  const [row] = await db.rows<{
+    address_count: number | null;
+    known: boolean;
+    account_count: number | null;
+    address_blocked_until: Date | null;
+    account_started_at: Date | null;
+  }>(RESERVE, [
+    keys.address, keys.account, keys.known, now,
+    s.loginQuietSeconds, s.loginFreeAttempts, s.loginMaxDelaySeconds, s.loginKnownAddressSeconds,
+    s.loginAccountBudget, s.loginAccountWindowSeconds,
+  ]);
+  const secondsUntil = (at: Date | null | undefined) => Math.max(1, Math.ceil(((at?.getTime() ?? 0) - now.getTime()) / 1000));
+  if (row!.address_count === null) return { ok: false, bound: 'address', waitSeconds: secondsUntil(row!.address_blocked_until) };
+  if (s.loginAccountBudget > 0 && !row!.known && row!.account_count === null) {
+    const windowEnds = row!.account_started_at ? new Date(row!.account_started_at.getTime() + s.loginAccountWindowSeconds * 1000) : null;
+    return { ok: false, bound: 'account', waitSeconds: secondsUntil(windowEnds) };
   }
-  throw new Error(`throttle record ${key} keeps changing under us`);
+  return { ok: true };
 }
 
-export async function recordLoginFailure(db: Database, key: string, now: Date, s: ThrottleSettings): Promise<void> {
-  const record = await countAttempt(db, key, now, new Date(now.getTime() - s.loginQuietSeconds * 1000));
-  const delay = loginDelaySeconds(record.count, s);
-  if (delay === 0 && record.blockedUntil === null) return;
-  await db.models.Throttle.update(
-    { blockedUntil: delay > 0 ? new Date(now.getTime() + delay * 1000) : null },
-    { where: { key } },
-  );
-}
-
-export async function clearLoginFailures(db: Database, key: string): Promise<void> {
-  await db.models.Throttle.destroy({ where: { key } });
+/** A login succeeded: its address's record is cleared, and the address is known to the account from now on. */
+export async function loginSucceeded(db: Database, keys: LoginKeys, now: Date): Promise<void> {
+  await db.models.Throttle.destroy({ where: { key: keys.address } });
+  await db.models.KnownAddress.upsert({ key: keys.known, seenAt: now });
 }
 
 /**
- * Counts a refresh for the account; the seconds to wait when over the limit, else 0. A window of one
- * minute from its first refresh, counted in one statement written by hand: it runs on every refresh,
- * and `npm run bench:orm` ("refreshThrottle"; docs/PERFORMANCE.md, "Sequelize and hand-written SQL")
- * measured the models' form (countAttempt's UPDATE) at a fraction of this prepared statement's rate,
- * for several times its worker CPU.
+ * Counts a refresh against its family, only when the token could be used now (the rotation's own
+ * USABLE predicate); the seconds to wait when the family is over the limit, else 0. One statement
+ * written by hand: it runs on every refresh, and \`npm run bench:orm\` ("refreshThrottle";
+ * docs/PERFORMANCE.md, "Sequelize and hand-written SQL") measured the models' form at a fraction of
+ * this prepared statement's rate, for several times its worker CPU.
  */
-export async function refreshWaitSeconds(db: Database, userId: number, now: Date, s: ThrottleSettings): Promise<number> {
+export async function refreshWaitSeconds(db: Database, ref: RefreshTokenRef, now: Date, s: ThrottleSettings): Promise<number> {
   if (s.refreshPerMinute === 0) return 0;
   const [row] = await db.rows<{ count: number; started_at: Date }>(
-    `INSERT INTO auth_throttle (key, count, started_at, updated_at) VALUES ($1, 1, $2, $2)
+    `WITH usable AS (SELECT t.family_id FROM refresh_tokens t, token_families f, users u WHERE ${USABLE})
+     INSERT INTO auth_throttle AS a (key, count, started_at, updated_at)
+     SELECT encode(sha256(convert_to('refresh-family:' || family_id::text, 'UTF8')), 'hex'), 1, $3, $3 FROM usable
      ON CONFLICT (key) DO UPDATE SET
-       count = CASE WHEN auth_throttle.started_at <= $2 - interval '1 minute' THEN 1 ELSE auth_throttle.count + 1 END,
-       started_at = CASE WHEN auth_throttle.started_at <= $2 - interval '1 minute' THEN $2 ELSE auth_throttle.started_at END,
-       updated_at = $2
+       count = CASE WHEN a.started_at <= $3::timestamptz - interval '1 minute' THEN 1 ELSE a.count + 1 END,
+       started_at = CASE WHEN a.started_at <= $3::timestamptz - interval '1 minute' THEN $3 ELSE a.started_at END,
+       updated_at = $3
      RETURNING count, started_at`,
-    [refreshKey(userId), now],
+    [ref.jti, ref.userId, now],
   );
-  if (row!.count <= s.refreshPerMinute) return 0;
-  return Math.max(1, Math.ceil((row!.started_at.getTime() + 60_000 - now.getTime()) / 1000));
+  if (!row || row.count <= s.refreshPerMinute) return 0;
+  return Math.max(1, Math.ceil((row.started_at.getTime() + 60_000 - now.getTime()) / 1000));
 }
 
-/** Drops state nobody needs any more (for flushexpiredtokens). */
+/** Drops state nobody needs any more (for flushexpiredtokens): idle records and forgotten addresses. */
 export async function flushThrottle(db: Database, now: Date, s: ThrottleSettings): Promise<number> {
-  const quiet = new Date(now.getTime() - Math.max(s.loginQuietSeconds, 60) * 1000);
-  return db.models.Throttle.destroy({
-    where: { updatedAt: { [Op.lte]: quiet }, [Op.or]: [{ blockedUntil: null }, { blockedUntil: { [Op.lte]: now } }] },
+  // Idle for longer than any window a record can matter in: a quiet period, an account window, a minute.
+  const idle = new Date(now.getTime() - Math.max(s.loginQuietSeconds, s.loginAccountWindowSeconds, 60) * 1000);
+  const records = await db.models.Throttle.destroy({
+    where: { updatedAt: { [Op.lte]: idle }, [Op.or]: [{ blockedUntil: null }, { blockedUntil: { [Op.lte]: now } }] },
   });
+  const forgotten = new Date(now.getTime() - s.loginKnownAddressSeconds * 1000);
+  return records + (await db.models.KnownAddress.destroy({ where: { seenAt: { [Op.lte]: forgotten } } }));
 }

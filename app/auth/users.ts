@@ -32,6 +32,8 @@ export function validatePassword(password: string): void {
 export interface Authenticated {
   id: number;
   username: string;
+  /** The user's token generation when the login read it: its session is recorded only if it is still so. */
+  generation: number;
 }
 
 /**
@@ -49,7 +51,7 @@ export async function authenticate(
   const { User } = db.models;
   const user = await User.findOne({
     where: { username: normalizeUsername(username) },
-    attributes: ['id', 'username', 'passwordHash', 'isActive'],
+    attributes: ['id', 'username', 'passwordHash', 'isActive', 'tokenGeneration'],
   });
   if (!user) {
     await hasher.burn(password, options.signal);
@@ -62,7 +64,7 @@ export async function authenticate(
     await User.update({ passwordHash: await hasher.hash(password) }, { where: { id: user.id, passwordHash: user.passwordHash } });
   }
   if (options.updateLastLogin) await User.update({ lastLogin: options.now }, { where: { id: user.id } });
-  return { id: user.id, username: user.username };
+  return { id: user.id, username: user.username, generation: user.tokenGeneration };
 }
 
 export interface UserSummary {
@@ -99,10 +101,12 @@ export async function createUser(
 
 /**
  * The user, locked for the change, with the number of sessions (live families) it has. The change
- * itself ends them: the trigger on users (migration 0002) revokes the families and voids the access
- * tokens, for this CLI and for an operator's plain SQL alike.
+ * itself ends them: the triggers on users (migrations 0002, 0005) revoke the families, void the access
+ * tokens and move the generation, for this CLI and for an operator's plain SQL alike. The transaction
+ * tells them the time (`auth.now`), so their stamps and the tokens' iat come from one clock, the app's.
  */
-async function lockUser(db: Database, username: string, transaction: Transaction): Promise<{ user: UserRow; sessions: number }> {
+async function lockUser(db: Database, username: string, now: Date, transaction: Transaction): Promise<{ user: UserRow; sessions: number }> {
+  await db.sequelize.query("SELECT set_config('auth.now', :now, true)", { replacements: { now: now.toISOString() }, transaction });
   const user = await db.models.User.findOne({
     where: { username: normalizeUsername(username.trim()) },
     lock: transaction.LOCK.UPDATE,
@@ -123,16 +127,16 @@ export async function changePassword(
   validatePassword(password);
   const passwordHash = await hasher.hash(password);
   return db.sequelize.transaction(async (transaction) => {
-    const { user, sessions } = await lockUser(db, username, transaction);
+    const { user, sessions } = await lockUser(db, username, now, transaction);
     await user.update({ passwordHash, passwordChangedAt: now }, { transaction });
     return { id: user.id, revokedSessions: sessions };
   });
 }
 
 /** Marks a user inactive (login and refresh refused); every session ends (trigger). One transaction. */
-export async function deactivateUser(db: Database, username: string): Promise<{ id: number; revokedSessions: number }> {
+export async function deactivateUser(db: Database, username: string, now: Date): Promise<{ id: number; revokedSessions: number }> {
   return db.sequelize.transaction(async (transaction) => {
-    const { user, sessions } = await lockUser(db, username, transaction);
+    const { user, sessions } = await lockUser(db, username, now, transaction);
     await user.update({ isActive: false }, { transaction }); // no statement when it is inactive already
     return { id: user.id, revokedSessions: sessions };
   });

@@ -21,8 +21,10 @@ export interface UserAttributes {
   lastLogin: Date | null;
   passwordChangedAt: Date;
   dateJoined: Date;
+  /** Moves with every password change, deactivation and logout-all (migration 0005). */
+  tokenGeneration: number;
 }
-type UserCreation = Optional<UserAttributes, 'id' | 'isActive' | 'lastLogin' | 'passwordChangedAt' | 'dateJoined'>;
+type UserCreation = Optional<UserAttributes, 'id' | 'isActive' | 'lastLogin' | 'passwordChangedAt' | 'dateJoined' | 'tokenGeneration'>;
 export interface UserRow extends Model<UserAttributes, UserCreation>, UserAttributes {
   families?: TokenFamilyRow[];
   countFamilies: HasManyCountAssociationsMixin;
@@ -88,6 +90,14 @@ export interface ThrottleAttributes {
   updatedAt: Date;
   blockedUntil: Date | null;
 }
+export interface KnownAddressAttributes {
+  /** A hash of the account and the address: neither is stored in clear. */
+  key: string;
+  /** The last login from there. */
+  seenAt: Date;
+}
+export interface KnownAddressRow extends Model<KnownAddressAttributes>, KnownAddressAttributes {}
+
 export interface ThrottleRow extends Model<ThrottleAttributes, Optional<ThrottleAttributes, 'blockedUntil'>>, ThrottleAttributes {}
 
 export type Models = ReturnType<typeof defineModels>;
@@ -107,6 +117,7 @@ export function defineModels(sequelize: Sequelize) {
       lastLogin: { type: DataTypes.DATE, allowNull: true },
       passwordChangedAt: { type: DataTypes.DATE, allowNull: false, defaultValue: DataTypes.NOW },
       dateJoined: { type: DataTypes.DATE, allowNull: false, defaultValue: DataTypes.NOW },
+      tokenGeneration: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 0 },
     },
     { ...common, tableName: 'users', scopes: { active: { where: { isActive: true } } } },
   );
@@ -167,6 +178,15 @@ export function defineModels(sequelize: Sequelize) {
     { ...common, tableName: 'auth_throttle' },
   );
 
+  const KnownAddress = sequelize.define<KnownAddressRow>(
+    'KnownAddress',
+    {
+      key: { type: DataTypes.CHAR(64), primaryKey: true },
+      seenAt: { type: DataTypes.DATE, allowNull: false },
+    },
+    { ...common, tableName: 'auth_known_addresses' },
+  );
+
   // A user has families (one per login); a family has refresh tokens. The foreign keys and their
   // ON DELETE CASCADE are the migrations'.
   User.hasMany(TokenFamily, { as: 'families', foreignKey: 'userId' });
@@ -194,5 +214,5 @@ export function defineModels(sequelize: Sequelize) {
   // Past its expiry at `now`: refused whatever its state, and due for flushexpiredtokens.
   RefreshToken.addScope('expired', (now: Date) => ({ where: { expiresAt: { [Op.lte]: now } } }));
 
-  return { User, TokenFamily, RefreshToken, UserRevocation, Throttle };
+  return { User, TokenFamily, RefreshToken, UserRevocation, Throttle, KnownAddress };
 }

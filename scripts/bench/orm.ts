@@ -43,7 +43,15 @@ const SECONDS = Number(opts.seconds);
 const ROUNDS = Number(opts.rounds);
 const DAY = 86_400_000;
 // The refresh limit's settings, never reached here: only the counting is measured.
-const THROTTLE = { loginFreeAttempts: 5, loginMaxDelaySeconds: 300, loginQuietSeconds: 900, refreshPerMinute: 1_000_000_000 };
+const THROTTLE = {
+  loginFreeAttempts: 5,
+  loginMaxDelaySeconds: 300,
+  loginQuietSeconds: 900,
+  loginAccountBudget: 20,
+  loginAccountWindowSeconds: 3600,
+  loginKnownAddressSeconds: 90 * 86400,
+  refreshPerMinute: 1_000_000_000,
+};
 
 const PASSWORD = 'bench-orm-password-1';
 const hasher = createPasswordHasher();
@@ -141,7 +149,7 @@ const PATHS: Path[] = [
   },
   {
     name: 'refreshThrottle',
-    hand: (db, loop) => refreshWaitSeconds(db, loop.userId, new Date(), THROTTLE).then(() => {}),
+    hand: (db, loop) => refreshWaitSeconds(db, { jti: loop.head, userId: loop.userId }, new Date(), THROTTLE).then(() => {}),
     async orm(db, loop) {
       // The models' count (throttle.ts countAttempt, in a live window): one UPDATE … SET count = count + 1 … RETURNING.
       const now = new Date();
@@ -169,7 +177,7 @@ const PATHS: Path[] = [
     hand: (db, loop) => startFamilyHand(db, loop.userId, randomUUID(), new Date()),
     orm: async (db, loop) => {
       const now = new Date();
-      await families.startFamily(db, { familyId: randomUUID(), userId: loop.userId, token: { jti: randomUUID(), expiresAt: hourFrom(now) }, now, sessionEnds: hourFrom(now), client: CLIENT });
+      await families.startFamily(db, { familyId: randomUUID(), userId: loop.userId, generation: 0, token: { jti: randomUUID(), expiresAt: hourFrom(now) }, now, sessionEnds: hourFrom(now), client: CLIENT });
     },
   },
   {
@@ -182,7 +190,7 @@ const PATHS: Path[] = [
     async orm(db, loop) {
       const now = new Date();
       const user = must(await authenticate(db, hasher, loop.username, PASSWORD, { updateLastLogin: false, now }), 'login');
-      await families.startFamily(db, { familyId: randomUUID(), userId: user.id, token: { jti: randomUUID(), expiresAt: hourFrom(now) }, now, sessionEnds: hourFrom(now), client: CLIENT });
+      await families.startFamily(db, { familyId: randomUUID(), userId: user.id, generation: user.generation, token: { jti: randomUUID(), expiresAt: hourFrom(now) }, now, sessionEnds: hourFrom(now), client: CLIENT });
     },
   },
 ];

@@ -199,7 +199,7 @@ describe('flushexpiredtokens', () => {
 
     const r = await cli(['flushexpiredtokens']);
     expect(r.code, r.stderr).toBe(0);
-    const m = /deleted (\d+) expired refresh token\(s\) and (\d+) empty famil/.exec(r.stdout);
+    const m = /deleted (\d+) expired refresh token\(s\), (\d+) empty or long-revoked famil/.exec(r.stdout);
     expect(Number(m![1])).toBeGreaterThanOrEqual(3);
     expect(Number(m![2])).toBeGreaterThanOrEqual(2);
     expect(await t.db.models.RefreshToken.count()).toBe(before - Number(m![1]));
@@ -208,6 +208,6 @@ describe('flushexpiredtokens', () => {
       expect(await t.db.models.RefreshToken.findByPk(decodeJwt(old.refresh).payload.jti)).toBeNull();
     }
     expect((await t.post('/api/token/refresh/', { refresh: live.refresh })).status).toBe(200);
-    expect((await cli(['flushexpiredtokens'])).stdout).toMatch(/deleted 0 expired refresh token\(s\) and 0 empty families/);
+    expect((await cli(['flushexpiredtokens'])).stdout).toMatch(/deleted 0 expired refresh token\(s\), 0 empty or long-revoked families and 0 old cutoff/);
   });
 });

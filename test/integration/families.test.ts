@@ -1,6 +1,8 @@
 // Refresh-token families: atomic rotation, reuse detection, logout, expiry, account state.
 import { QueryTypes } from 'sequelize';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { flushExpired } from '../../app/auth/families';
+import { revocationWindowMs } from '../../app/auth/revocations';
 import { changePassword, deactivateUser } from '../../app/auth/users';
 import { decodeJwt, type Reply } from '../support/http';
 import { eventually, startTestApp, type TestApp } from '../support/test-app';
@@ -167,7 +169,7 @@ describe('account state', () => {
     await t.user('dora', 'dora-password-1');
     const a = await t.login('dora', 'dora-password-1');
     const b = await t.login('dora', 'dora-password-1');
-    const { revokedSessions } = await deactivateUser(t.db, 'dora');
+    const { revokedSessions } = await deactivateUser(t.db, 'dora', new Date());
     expect(revokedSessions).toBe(2);
     for (const pair of [a, b]) {
       const r = await refresh(pair.refresh);
@@ -227,5 +229,37 @@ describe('settings', () => {
     } finally {
       await app.stop();
     }
+  });
+});
+
+describe('flushExpired', () => {
+  it('deletes revoked families and cutoffs once no access token they stop can still be valid, keeping newer ones', async () => {
+    const { TokenFamily, UserRevocation } = t.db.models;
+    const window = revocationWindowMs(t.config.jwt);
+    await t.user('flush', 'flush-password-1');
+    const old = await t.login('flush', 'flush-password-1');
+    const recent = await t.login('flush', 'flush-password-1');
+    const live = await t.login('flush', 'flush-password-1');
+    const now = new Date(t.clock());
+    const sidOf = (access: string) => decodeJwt(access).payload.sid as string;
+    // Revoked just past the window, and just within it; a cutoff each side too.
+    await TokenFamily.update({ revokedAt: new Date(now.getTime() - window - 1000), revokeReason: 'logout' }, { where: { id: sidOf(old.access) } });
+    await TokenFamily.update({ revokedAt: new Date(now.getTime() - window + 60_000), revokeReason: 'logout' }, { where: { id: sidOf(recent.access) } });
+    const userId = Number(decodeJwt(live.access).payload.user_id);
+    const oldCut = await UserRevocation.create({ userId, notBefore: new Date(now.getTime() - window - 1000), reason: 'logout_all' });
+    const newCut = await UserRevocation.create({ userId, notBefore: new Date(now.getTime() - window + 60_000), reason: 'logout_all' });
+
+    const result = await flushExpired(t.db, now, window);
+    expect(result.families).toBeGreaterThanOrEqual(1);
+    expect(result.cutoffs).toBeGreaterThanOrEqual(1);
+    expect(await TokenFamily.findByPk(sidOf(old.access))).toBeNull(); // its tokens went with it (cascade)
+    expect(await t.db.models.RefreshToken.findByPk(decodeJwt(old.refresh).payload.jti as string)).toBeNull();
+    expect(await TokenFamily.findByPk(sidOf(recent.access))).not.toBeNull();
+    expect(await TokenFamily.findByPk(sidOf(live.access))).not.toBeNull();
+    expect(await UserRevocation.findByPk(oldCut.id)).toBeNull();
+    expect(await UserRevocation.findByPk(newCut.id)).not.toBeNull();
+    // A flushed family's refresh token is refused as any unknown one; the live session still rotates.
+    expect((await refresh(old.refresh)).status).toBe(401);
+    expect((await refresh(live.refresh)).status).toBe(200);
   });
 });

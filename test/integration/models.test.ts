@@ -157,7 +157,7 @@ describe('findUserById', () => {
   it('returns id, username and whether the user is active; null for no such user', async () => {
     const id = await t.user('lookup', 'lookup-password-1');
     expect(await findUserById(t.db, id)).toEqual({ id, username: 'lookup', isActive: true });
-    await deactivateUser(t.db, 'lookup');
+    await deactivateUser(t.db, 'lookup', new Date());
     expect(await findUserById(t.db, id)).toEqual({ id, username: 'lookup', isActive: false });
     expect(await findUserById(t.db, 2_000_000_000)).toBeNull();
   });

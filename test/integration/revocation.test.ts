@@ -90,7 +90,7 @@ describe('revocation reaches every worker', () => {
 
     const w = await newUser();
     const t = await w.login();
-    await deactivateUser(a.db, w.name);
+    await deactivateUser(a.db, w.name, new Date());
     await eventually(() => rejectedBy(b, t.access));
   });
 

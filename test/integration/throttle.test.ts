@@ -1,8 +1,10 @@
 // Brute-force throttling: progressive delays per (account, client address), shared by workers,
-// surviving restarts, never a lockout of the real user; and a per-account refresh limit.
+// surviving restarts, never a lockout of the real user; a per-account budget for addresses the account
+// never logged in from; attempts reserved before hashing; and a per-session refresh limit that only
+// usable tokens count against.
 import { QueryTypes } from 'sequelize';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { flushThrottle, loginKey, recordLoginFailure, refreshWaitSeconds } from '../../app/auth/throttle';
+import { flushThrottle, loginKeys, reserveLoginAttempt, refreshWaitSeconds } from '../../app/auth/throttle';
 import { freshDatabase, startTestApp, type TestApp } from '../support/test-app';
 
 const ENV = {
@@ -10,6 +12,8 @@ const ENV = {
   LOGIN_THROTTLE_FREE_ATTEMPTS: '3',
   LOGIN_THROTTLE_MAX_DELAY: '8s',
   LOGIN_THROTTLE_QUIET: '10m',
+  // The per-account budget has its own tests below; here it stays out of the way.
+  LOGIN_THROTTLE_ACCOUNT_BUDGET: '1000',
 };
 let databaseUrl: string;
 let a: TestApp;
@@ -33,8 +37,8 @@ const login = (app: TestApp, username: string, password: string, address: string
 describe('login throttling', () => {
   it('gives free attempts, then doubling waits up to the cap, with 429 and Retry-After', async () => {
     const from = '203.0.113.1';
-    // Three free failures; the fourth earns the first wait.
-    for (let i = 0; i < 4; i++) expect((await login(a, 'alice', 'wrong', from)).status).toBe(401);
+    // Three free attempts; the fourth waits.
+    for (let i = 0; i < 3; i++) expect((await login(a, 'alice', 'wrong', from)).status).toBe(401);
     const waits: number[] = [];
     for (let i = 0; i < 5; i++) {
       // During a wait even the right password is refused, without spending a hash.
@@ -67,7 +71,7 @@ describe('login throttling', () => {
     // The failures are a minute ahead on a's clock, so the one-second wait they earn outlasts the
     // restart below however slow the machine is (the other workers read the real clock).
     a.clock.advance(60);
-    for (let i = 0; i < 4; i++) expect((await login(a, 'alice', 'wrong', from)).status).toBe(401);
+    for (let i = 0; i < 3; i++) expect((await login(a, 'alice', 'wrong', from)).status).toBe(401);
     a.clock.reset();
     expect((await login(b, 'alice', 'alice-password-1', from)).status).toBe(429);
     const restarted = await startTestApp(ENV, { databaseUrl });
@@ -80,7 +84,7 @@ describe('login throttling', () => {
 
   it('forgets failures after a quiet period', async () => {
     const from = '203.0.113.77';
-    for (let i = 0; i < 4; i++) await login(a, 'alice', 'wrong', from);
+    for (let i = 0; i < 3; i++) await login(a, 'alice', 'wrong', from);
     expect((await login(a, 'alice', 'wrong', from)).status).toBe(429);
     a.clock.advance(11 * 60);
     expect((await login(a, 'alice', 'wrong', from)).status).toBe(401); // counted afresh: free again
@@ -89,7 +93,7 @@ describe('login throttling', () => {
 
   it('throttles usernames that do not exist the same way (no probing)', async () => {
     const from = '203.0.113.100';
-    for (let i = 0; i < 4; i++) expect((await login(a, 'nobody', 'x', from)).status).toBe(401);
+    for (let i = 0; i < 3; i++) expect((await login(a, 'nobody', 'x', from)).status).toBe(401);
     expect((await login(a, 'nobody', 'x', from)).status).toBe(429);
   });
 
@@ -101,11 +105,12 @@ describe('login throttling', () => {
 });
 
 describe('refresh throttling', () => {
-  it('limits refreshes per account per minute, with Retry-After', async () => {
+  it('limits refreshes per session per minute, with Retry-After', async () => {
     const app = await startTestApp({ REFRESH_THROTTLE_PER_MINUTE: '5' });
     try {
       await app.user('carl', 'carl-password-1');
       let { refresh } = await app.login('carl', 'carl-password-1');
+      const other = await app.login('carl', 'carl-password-1');
       for (let i = 0; i < 5; i++) {
         const r = await app.post('/api/token/refresh/', { refresh });
         expect(r.status).toBe(200);
@@ -116,9 +121,42 @@ describe('refresh throttling', () => {
       expect(flood.json.code).toBe('throttled');
       expect(Number(flood.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
       expect(Number(flood.headers.get('retry-after'))).toBeLessThanOrEqual(60);
+      // Another session of the same account has its own count.
+      expect((await app.post('/api/token/refresh/', { refresh: other.refresh })).status).toBe(200);
       app.clock.advance(61);
       // The throttled attempt did not consume the token: it still rotates.
       expect((await app.post('/api/token/refresh/', { refresh })).status).toBe(200);
+    } finally {
+      await app.stop();
+    }
+  });
+
+  it('counts nothing for revoked, rotated or unknown tokens: an old token cannot lock the victim out', async () => {
+    const app = await startTestApp({ REFRESH_THROTTLE_PER_MINUTE: '3' });
+    try {
+      await app.user('vic', 'vic-password-1');
+      // The attacker holds tokens of the victim's that are dead: one from a session that logged out,
+      // one rotated away (presenting it revokes its family: reuse), and a signed one the database never had.
+      const ended = await app.login('vic', 'vic-password-1');
+      expect((await app.post('/api/token/blacklist/', { refresh: ended.refresh })).status).toBe(200);
+      const stolen = await app.login('vic', 'vic-password-1');
+      const rotated = await app.post('/api/token/refresh/', { refresh: stolen.refresh });
+      expect(rotated.status).toBe(200);
+      const userId = Number(JSON.parse(Buffer.from(stolen.access.split('.')[1]!, 'base64url').toString()).user_id);
+      const unknown = app.tokens.sign('refresh', userId, app.clock()).token;
+      for (let i = 0; i < 20; i++) {
+        for (const refresh of [ended.refresh, stolen.refresh, unknown]) {
+          expect((await app.post('/api/token/refresh/', { refresh })).status).toBe(401);
+        }
+      }
+      // The victim's live session refreshes as often as the limit allows.
+      let { refresh } = await app.login('vic', 'vic-password-1');
+      for (let i = 0; i < 3; i++) {
+        const r = await app.post('/api/token/refresh/', { refresh });
+        expect(r.status, r.text).toBe(200);
+        refresh = r.json.refresh;
+      }
+      expect((await app.post('/api/token/refresh/', { refresh })).status).toBe(429);
     } finally {
       await app.stop();
     }
@@ -128,45 +166,115 @@ describe('refresh throttling', () => {
 describe('counting is atomic (many connections at once)', () => {
   const times = <T>(k: number, f: () => Promise<T>) => Promise.all(Array.from({ length: k }, f));
 
-  it('counts every one of 30 concurrent failures: from no record, and again when a quiet period restarts it', async () => {
-    const s = a.config.throttle;
-    const key = loginKey('racer', '203.0.113.200');
-    const count = async () => (await a.db.models.Throttle.findByPk(key))!.count;
+  it('lets exactly the free attempts through of 40 concurrent reservations, from no record and after a quiet period', async () => {
+    const s = { ...a.config.throttle, loginAccountBudget: 0 };
+    const keys = loginKeys('racer', '203.0.113.200');
     const now = new Date();
-    await times(30, () => recordLoginFailure(a.db, key, now, s));
-    expect(await count()).toBe(30);
-    // The restart happens once: the other 29 count against the new run, none restarts it again.
-    const later = new Date(now.getTime() + (s.loginQuietSeconds + 1) * 1000);
-    await times(30, () => recordLoginFailure(a.db, key, later, s));
-    expect(await count()).toBe(30);
+    const passed = async (at: Date) => (await times(40, () => reserveLoginAttempt(a.db, keys, at, s))).filter((r) => r.ok).length;
+    expect(await passed(now)).toBe(s.loginFreeAttempts);
+    // The quiet period restarts the record once: the others count against the new run.
+    expect(await passed(new Date(now.getTime() + (s.loginQuietSeconds + 1) * 1000))).toBe(s.loginFreeAttempts);
   });
 
-  it('lets exactly the limit through of 40 concurrent refreshes of one account, in a new window too', async () => {
+  it('hashes at most the free attempts of 40 parallel wrong passwords from one address for one account', async () => {
+    const app = await startTestApp({ ...ENV, LOGIN_THROTTLE_FREE_ATTEMPTS: '5', PASSWORD_HASH_QUEUE: '64' });
+    try {
+      await app.user('target', 'target-password-1');
+      const hashedBefore = app.hasher.computed();
+      const replies = await times(40, () => login(app, 'target', 'wrong-guess', '198.51.100.40'));
+      const statuses = replies.map((r) => r.status);
+      expect(statuses.filter((x) => x === 401)).toHaveLength(5);
+      expect(statuses.filter((x) => x === 429)).toHaveLength(35);
+      expect(app.hasher.computed() - hashedBefore).toBe(5);
+    } finally {
+      await app.stop();
+    }
+  });
+
+  it('lets exactly the limit through of 40 concurrent refreshes of one session, in a new window too', async () => {
     const s = { ...a.config.throttle, refreshPerMinute: 5 };
-    const userId = 1_000_001; // the counter needs no user row
-    const now = new Date();
-    expect((await times(40, () => refreshWaitSeconds(a.db, userId, now, s))).filter((w) => w === 0)).toHaveLength(5);
+    const { refresh } = await a.login('alice', 'alice-password-1');
+    const claims = JSON.parse(Buffer.from(refresh.split('.')[1]!, 'base64url').toString()) as { jti: string; user_id: number };
+    const ref = { jti: claims.jti, userId: Number(claims.user_id) };
+    const now = new Date(a.clock());
+    expect((await times(40, () => refreshWaitSeconds(a.db, ref, now, s))).filter((w) => w === 0)).toHaveLength(5);
     const nextMinute = new Date(now.getTime() + 61_000);
-    expect((await times(40, () => refreshWaitSeconds(a.db, userId, nextMinute, s))).filter((w) => w === 0)).toHaveLength(5);
+    expect((await times(40, () => refreshWaitSeconds(a.db, ref, nextMinute, s))).filter((w) => w === 0)).toHaveLength(5);
+  });
+});
+
+describe('the per-account budget across addresses', () => {
+  let app: TestApp;
+  beforeAll(async () => {
+    app = await startTestApp({ ...ENV, LOGIN_THROTTLE_ACCOUNT_BUDGET: '6', LOGIN_THROTTLE_ACCOUNT_WINDOW: '1h' }, { databaseUrl });
+    await app.user('dana', 'dana-password-1');
+    await app.user('fred', 'fred-password-1');
+  });
+  afterAll(() => app.stop());
+
+  it('bounds a botnet\'s guesses however many addresses it has, and the user\'s known address never waits', async () => {
+    // The user logs in from home: that address is known to the account from now on.
+    const home = '192.0.2.10';
+    expect((await login(app, 'dana', 'dana-password-1', home)).status).toBe(200);
+    // 30 bots, one guess each (within every address's free attempts), share the account's budget of
+    // 6 attempts an hour from unknown addresses; the first login from home, unknown then, was one.
+    const hashedBefore = app.hasher.computed();
+    const bots = await Promise.all(Array.from({ length: 30 }, (_, i) => login(app, 'dana', 'guess', `198.18.0.${i + 1}`)));
+    expect(bots.map((r) => `${r.status} ${r.json.code ?? ''}`).sort()).toEqual([...Array(5).fill('401 '), ...Array(25).fill('429 throttled')]);
+    const refused = bots.filter((r) => r.status === 429);
+    expect(app.hasher.computed() - hashedBefore).toBe(5);
+    // The wait is the rest of the window.
+    const wait = Number(refused[0]!.headers.get('retry-after'));
+    expect(wait).toBeGreaterThan(3500);
+    expect(wait).toBeLessThanOrEqual(3600);
+    // Even the right password from a new address waits: that is the budget's price…
+    expect((await login(app, 'dana', 'dana-password-1', '203.0.113.250')).status).toBe(429);
+    // …which the user's known address never pays, and its failures do not spend the budget.
+    expect((await login(app, 'dana', 'typo', home)).status).toBe(401);
+    expect((await login(app, 'dana', 'dana-password-1', home)).status).toBe(200);
+    // Other accounts are untouched.
+    expect((await login(app, 'fred', 'fred-password-1', '198.18.0.1')).status).toBe(200);
+    // The next window has a budget again.
+    app.clock.advance(3601);
+    try {
+      expect((await login(app, 'dana', 'dana-password-1', '203.0.113.250')).status).toBe(200);
+    } finally {
+      app.clock.reset();
+    }
+  });
+
+  it('forgets a known address after LOGIN_KNOWN_ADDRESS_TTL', async () => {
+    const s = { ...app.config.throttle, loginAccountBudget: 1 };
+    const keys = loginKeys('erik', '192.0.2.20');
+    const now = new Date();
+    await app.db.models.KnownAddress.upsert({ key: keys.known, seenAt: now });
+    const known = await Promise.all(Array.from({ length: 3 }, () => reserveLoginAttempt(app.db, keys, now, s)));
+    expect(known.every((r) => r.ok)).toBe(true);
+    const later = new Date(now.getTime() + (s.loginKnownAddressSeconds + 1) * 1000);
+    const other = { ...keys, address: loginKeys('erik', '192.0.2.21').address };
+    expect((await reserveLoginAttempt(app.db, keys, later, s)).ok).toBe(true);
+    expect(await reserveLoginAttempt(app.db, other, later, s)).toMatchObject({ ok: false, bound: 'account' });
   });
 });
 
 describe('flushThrottle', () => {
-  it('drops records quiet for the quiet period and not blocking, keeps the rest', async () => {
-    const { Throttle } = a.db.models;
-    const s = a.config.throttle;
+  it('drops records quiet for the quiet period and not blocking, and forgotten addresses; keeps the rest', async () => {
+    const { KnownAddress, Throttle } = a.db.models;
+    const s = { ...a.config.throttle, loginAccountBudget: 0 };
     const now = new Date();
-    const quietAgo = new Date(now.getTime() - (s.loginQuietSeconds + 1) * 1000);
-    const key = (name: string) => loginKey(`flush-${name}`, '192.0.2.1');
-    await recordLoginFailure(a.db, key('stale'), quietAgo, s);
-    await recordLoginFailure(a.db, key('fresh'), now, s);
+    const quietAgo = new Date(now.getTime() - (Math.max(s.loginQuietSeconds, s.loginAccountWindowSeconds) + 1) * 1000);
+    const keys = (name: string) => loginKeys(`flush-${name}`, '192.0.2.1');
+    await reserveLoginAttempt(a.db, keys('stale'), quietAgo, s);
+    await reserveLoginAttempt(a.db, keys('fresh'), now, s);
     // Quiet for long, but still blocking (a long LOGIN_THROTTLE_MAX_DELAY): kept until the wait is over.
-    await Throttle.create({ key: key('blocking'), count: 50, startedAt: quietAgo, updatedAt: quietAgo, blockedUntil: new Date(now.getTime() + 60_000) });
-    const before = await Throttle.count();
-    expect(await flushThrottle(a.db, now, s)).toBeGreaterThanOrEqual(1);
-    expect(await Throttle.findByPk(key('stale'))).toBeNull();
-    expect(await Throttle.findByPk(key('fresh'))).not.toBeNull();
-    expect(await Throttle.findByPk(key('blocking'))).not.toBeNull();
-    expect(await Throttle.count()).toBeLessThan(before);
+    await Throttle.create({ key: keys('blocking').address, count: 50, startedAt: quietAgo, updatedAt: quietAgo, blockedUntil: new Date(now.getTime() + 60_000) });
+    await KnownAddress.upsert({ key: keys('forgotten').known, seenAt: new Date(now.getTime() - (s.loginKnownAddressSeconds + 1) * 1000) });
+    await KnownAddress.upsert({ key: keys('remembered').known, seenAt: now });
+    expect(await flushThrottle(a.db, now, s)).toBeGreaterThanOrEqual(2);
+    expect(await Throttle.findByPk(keys('stale').address)).toBeNull();
+    expect(await Throttle.findByPk(keys('fresh').address)).not.toBeNull();
+    expect(await Throttle.findByPk(keys('blocking').address)).not.toBeNull();
+    expect(await KnownAddress.findByPk(keys('forgotten').known)).toBeNull();
+    expect(await KnownAddress.findByPk(keys('remembered').known)).not.toBeNull();
   });
 });

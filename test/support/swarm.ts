@@ -34,8 +34,6 @@ export interface Swarm extends Machines {
   containerLogs(engine: Engine, service: string, since?: number): Promise<string>;
   /** A container of a task on its engine: `docker exec`. */
   exec(task: Task, command: string[], stdin?: string): Promise<string>;
-  /** The task container's log (stdout and stderr). */
-  taskLogs(task: Task): Promise<string>;
 }
 
 export interface SwarmOptions {
@@ -149,10 +147,6 @@ export async function startSwarm(options: SwarmOptions): Promise<Swarm> {
         return [...list.matchAll(/^server (\S+?):\d+ max_fails/gm)].map((m) => m[1]!).sort();
       },
       exec: (task: Task, command: string[], stdin?: string) => task.engine.docker(['exec', '-i', task.containerId!, ...command], stdin),
-      async taskLogs(task: Task): Promise<string> {
-        const r = await task.engine.tryDocker(['logs', task.containerId!]);
-        return r.stdout + r.stderr;
-      },
     };
     return swarm;
   } catch (err) {
