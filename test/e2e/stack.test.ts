@@ -293,7 +293,7 @@ describe('a database outage', () => {
     try {
       await expect.poll(async () => (await get('/readyz')).status, { timeout: 20_000 }).toBe(503);
       const ready = await get('/readyz');
-      expect(ready.json).toEqual({ detail: 'The database is not answering.', code: 'database_unavailable' });
+      expect(ready.json).toEqual({ detail: 'The database is not answering.', code: 'database_unavailable', database: 'unavailable', revocations: expect.stringMatching(/^(ok|reconnecting)$/) });
       for (let i = 0; i < 10; i++) expect((await get('/api/me/', bearer(pair.access))).status).toBe(200);
       expect((await post('/api/token/verify/', { token: pair.access })).status).toBe(200);
       const down = await post('/api/token/', { username: 'alice', password: 'alice-password-1' });

@@ -14,7 +14,7 @@ let t: TestApp;
 beforeAll(async () => {
   // One hash at a time and a line of two, so the queue's limit is reached on purpose; two database
   // connections, so parallel logins wait for one rather than open a dozen at once.
-  t = await startTestApp({ PASSWORD_HASH_CONCURRENCY: '1', PASSWORD_HASH_QUEUE: '2', LOGIN_THROTTLE_FREE_ATTEMPTS: '1000', DB_POOL_MAX: '2' });
+  t = await startTestApp({ PASSWORD_HASH_CONCURRENCY: '1', PASSWORD_HASH_QUEUE: '2', LOGIN_THROTTLE_FREE_ATTEMPTS: '1000', LOGIN_THROTTLE_ACCOUNT_BUDGET: '0', DB_POOL_MAX: '2' });
   await t.user('alice', 'alice-password-1');
   await t.user('ivan', 'ivan-password-1', { active: false });
 });
@@ -78,7 +78,7 @@ describe('the hashing line', () => {
     const slow = { ...OWASP_ARGON2ID, memory: 65536, passes: 8 };
     const roomy = await startTestApp(
       // Two connections: the logins queue for them rather than open twenty at once.
-      { PASSWORD_HASH_CONCURRENCY: '1', PASSWORD_HASH_QUEUE: '100', LOGIN_THROTTLE_FREE_ATTEMPTS: '1000', DB_POOL_MAX: '2' },
+      { PASSWORD_HASH_CONCURRENCY: '1', PASSWORD_HASH_QUEUE: '100', LOGIN_THROTTLE_FREE_ATTEMPTS: '1000', LOGIN_THROTTLE_ACCOUNT_BUDGET: '0', DB_POOL_MAX: '2' },
       { databaseUrl: t.config.databaseUrl, argon2: slow },
     );
     try {

@@ -10,7 +10,7 @@ let unhandled: unknown[] = [];
 const onUnhandled = (reason: unknown) => unhandled.push(reason);
 
 beforeAll(async () => {
-  t = await startTestApp({ LOGIN_THROTTLE_FREE_ATTEMPTS: '1000' });
+  t = await startTestApp({ LOGIN_THROTTLE_FREE_ATTEMPTS: '1000', LOGIN_THROTTLE_ACCOUNT_BUDGET: '0' });
   await t.user('alice', 'alice-password-1');
   process.on('unhandledRejection', onUnhandled);
 });
