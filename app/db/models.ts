@@ -84,12 +84,13 @@ export interface ThrottleAttributes {
   /** A hash: neither usernames nor addresses are stored in clear. */
   key: string;
   count: number;
-  /** When the current window began (a refresh window; a run of login failures). */
+  /** When the current window began (a refresh window; a run of login attempts; an account budget's window). */
   startedAt: Date;
-  /** The last counted failure (logins). */
+  /** The last counted attempt. */
   updatedAt: Date;
   blockedUntil: Date | null;
 }
+export interface ThrottleRow extends Model<ThrottleAttributes, Optional<ThrottleAttributes, 'blockedUntil'>>, ThrottleAttributes {}
 export interface KnownAddressAttributes {
   /** A hash of the account and the address: neither is stored in clear. */
   key: string;
@@ -97,8 +98,6 @@ export interface KnownAddressAttributes {
   seenAt: Date;
 }
 export interface KnownAddressRow extends Model<KnownAddressAttributes>, KnownAddressAttributes {}
-
-export interface ThrottleRow extends Model<ThrottleAttributes, Optional<ThrottleAttributes, 'blockedUntil'>>, ThrottleAttributes {}
 
 export type Models = ReturnType<typeof defineModels>;
 
