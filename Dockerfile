@@ -7,7 +7,9 @@ ARG NODE_IMAGE=node:24-bookworm-slim
 # --- dependencies, all of them (the build needs TypeScript) -------------------------------------
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
-COPY package.json package-lock.json ./
+COPY package.json package-lock.json .npmrc ./
+# koa-jwt's p-any, replaced (package.json "overrides"; vendor/p-any/index.js says why).
+COPY vendor/ ./vendor/
 COPY deploy/extra-ca/ /tmp/extra-ca/
 RUN set -e; \
     cat /tmp/extra-ca/*.pem /tmp/extra-ca/*.crt > /tmp/extra-ca.pem 2>/dev/null || true; \

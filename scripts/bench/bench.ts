@@ -135,23 +135,23 @@ async function startHostCeiling(): Promise<{ url: string; stop: () => Promise<vo
     LOGIN_RATE: '1000000r/s', LOGIN_BURST: '1000000', TOKEN_RATE: '1000000r/s', TOKEN_BURST: '1000000',
     CLIENT_MAX_BODY_SIZE: '64k',
   };
-  const render = (file: string) => readFileSync(path.join(ROOT, 'nginx', file), 'utf8').replace(/\$\{(\w+)\}/g, (m, name: string) => vars[name] ?? m);
-  writeFileSync(path.join(dir, 'conf.d/00-common.conf'), render('templates/common.conf'));
-  writeFileSync(path.join(dir, 'conf.d/api.locations'), render('templates/api.locations'));
-  writeFileSync(
-    path.join(dir, 'conf.d/10-http.conf'),
-    render('templates/http.conf')
-      .replace('listen 80 default_server;', `listen ${HOST_IP}:${nginxPort} default_server;`)
-      .replace('/etc/nginx/conf.d/', `${dir}/conf.d/`),
-  );
+  // As entrypoint.sh renders (plain HTTP), with conf.d's paths pointing at this directory.
+  const render = (file: string) =>
+    readFileSync(path.join(ROOT, 'nginx', file), 'utf8')
+      .replace(/\$\{(\w+)\}/g, (m, name: string) => vars[name] ?? m)
+      .replaceAll('/etc/nginx/conf.d/', `${dir}/conf.d/`);
+  const conf = (name: string, text: string) => writeFileSync(path.join(dir, 'conf.d', name), text);
+  conf('00-common.conf', render('templates/common.conf'));
+  for (const file of ['api.locations', 'security-headers.inc', 'errors.inc']) conf(file, render(`templates/${file}`));
+  conf('10-http.conf', render('templates/http.conf').replace('listen 80 default_server;', `listen ${HOST_IP}:${nginxPort} default_server;`));
+  conf('app.servers', `server ${vars.APP_UPSTREAM} max_fails=0;\n`);
   writeFileSync(
     path.join(dir, 'nginx.conf'),
     render('nginx.conf')
       .replace(/^user nginx;$/m, '') // as root, the workers run as nobody
       .replace('/var/run/nginx.pid', `${dir}/nginx.pid`)
       .replace('error_log /dev/stderr', `error_log ${dir}/error.log`)
-      .replace('access_log /dev/stdout', `access_log ${dir}/access.log`) // a file: no Docker to collect stdout
-      .replace('/etc/nginx/conf.d/*.conf', `${dir}/conf.d/*.conf`),
+      .replace('access_log /dev/stdout', `access_log ${dir}/access.log`), // a file: no Docker to collect stdout
   );
   const children: ChildProcess[] = [
     spawn(process.execPath, [path.join(ROOT, 'deploy/bench/ceiling.js')], {
