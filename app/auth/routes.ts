@@ -177,11 +177,11 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
   async function rotate(ctx: Context, presented: string, cookie: boolean) {
     const { claims, userId } = verified(presented, 'refresh', () => deps.events.refresh(ctx, 'invalid'));
     const now = new Date(clock());
+    const ref = { jti: claims.jti, userId };
     // Counted against the token's family, and only when the token could be used.
-    const wait = await throttle.refreshWaitSeconds(db, { jti: claims.jti, userId }, now, deps.throttle);
+    const wait = await throttle.refreshWaitSeconds(db, ref, now, deps.throttle);
     if (wait > 0) deps.events.refresh(ctx, 'throttled');
     if (wait > 0) throw throttled(wait);
-    const ref = { jti: claims.jti, userId };
     if (!settings.rotateRefreshTokens) {
       const outcome = await families.use(db, ref, now, clientOf(ctx));
       if (!outcome.ok) deps.events.refreshRefused(ctx, outcome.refusal);
