@@ -1,7 +1,7 @@
 // What the routes count and log: every outcome of the token endpoints, request counts by route
 // template, and at LOG_LEVEL=info no line per request but one per security event, with its request id.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestApp, type TestApp } from '../support/test-app';
+import { eventually, startTestApp, type TestApp } from '../support/test-app';
 
 let t: TestApp;
 beforeAll(async () => {
@@ -76,6 +76,9 @@ describe('metrics of the token endpoints', () => {
     const session = await t.login('alice', 'alice-password-1');
     expect((await t.post('/api/token/blacklist/', { refresh: session.refresh })).status).toBe(200);
     expect(await value('auth_revocations_total', { reason: 'logout' })).toBe(1);
+    // The revocation reaches this worker's store by NOTIFY, a moment after the logout's answer; a
+    // GET changes nothing while it waits.
+    await eventually(async () => (await t.request('GET', '/api/me/', { headers: { Authorization: `Bearer ${session.access}` } })).status === 401);
     const all = await t.request('POST', '/api/token/logout-all/', { headers: { Authorization: `Bearer ${session.access}` } });
     expect(all.status).toBe(401); // its family is revoked: that access token is void
     const fresh = await t.login('alice', 'alice-password-1');
