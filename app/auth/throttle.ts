@@ -52,19 +52,14 @@ export const loginKeys = (username: string, address: string): LoginKeys => ({
   known: hashKey('known-address', username, address),
 });
 
-/** The wait before attempt `n + 1` once `n` are counted: none within the free attempts, then 1 s, 2 s, 4 s … up to the cap. */
-export function loginDelaySeconds(attempts: number, s: Pick<ThrottleSettings, 'loginFreeAttempts' | 'loginMaxDelaySeconds'>): number {
-  const over = attempts + 1 - s.loginFreeAttempts;
-  return over <= 0 ? 0 : Math.min(2 ** Math.min(over - 1, 30), s.loginMaxDelaySeconds);
-}
-
 export type Reservation = { ok: true } | { ok: false; waitSeconds: number; bound: 'address' | 'account' };
 
 // $1 address key, $2 account key, $3 known key, $4 now, $5 quiet seconds, $6 free attempts, $7 max
 // delay, $8 known-address seconds, $9 account budget, $10 account window seconds.
 const QUIET = `t.updated_at <= $4::timestamptz - make_interval(secs => $5)`;
 const COUNTED = `CASE WHEN ${QUIET} THEN 1 ELSE t.count + 1 END`;
-// The SQL twin of loginDelaySeconds: when attempt n + 1 may come, once n are counted.
+// When attempt n + 1 may come, once n are counted: no wait within the free attempts, then 1 s, 2 s,
+// 4 s … up to the cap (test/integration/throttle.test.ts reads the waits back).
 const blockedAfter = (n: string) =>
   `CASE WHEN ${n} + 1 - $6 <= 0 THEN NULL
         ELSE $4::timestamptz + make_interval(secs => least(power(2, least(${n} - $6, 30)), $7)) END`;
