@@ -3,6 +3,8 @@
 // jsonwebtoken signs and verifies; around it stand the checks simplejwt and our contract add, in the
 // pieces the guard (koa-jwt) composes too, so a token is held to one set of rules wherever it arrives:
 //   preflight   before any parsing: the length bound, three canonical unpadded base64url segments;
+//   keyOf       the one place a token's header is parsed (strict UTF-8 JSON, an object; anything else,
+//               whatever it throws, is an invalid token), then keyFor;
 //   keyFor      from the header: no `crit`, the key its `kid` names, and that key's one algorithm;
 //   (jsonwebtoken: the signature, exp/nbf with LEEWAY, aud, iss, the algorithm allow-list)
 //   checkClaims simplejwt's claim checks, exp required and bounded, iat not in the future, sizes.
@@ -94,11 +96,16 @@ export interface TokenService {
   preflight(token: string): void;
   /** The key that verifies a token with this header, or a TokenError. */
   keyFor(header: Readonly<Record<string, unknown>>): Key;
+  /** Preflight, the header parsed, and the key it names: a TokenError for anything else, never another error. */
+  keyOf(token: string): Key;
   /** jsonwebtoken's options: algorithms from the key set, audience, issuer, leeway, our clock. */
   readonly verifyOptions: VerifyOptions;
   /** simplejwt's checks on a payload jsonwebtoken has verified. */
   checkClaims(payload: unknown, type: TokenType | undefined): Claims;
 }
+
+// RFC 7515 §5.2: the header is UTF-8; a byte sequence that is not is refused, not replaced.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 const isSeconds = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
@@ -152,6 +159,19 @@ export function createTokenService(settings: JwtSettings, clock: Clock): TokenSe
     return key;
   }
 
+  function keyOf(token: string): Key {
+    preflight(token);
+    let header: unknown;
+    try {
+      header = JSON.parse(utf8.decode(Buffer.from(token.slice(0, token.indexOf('.')), 'base64url')));
+    } catch {
+      // Untrusted bytes: whatever fails to parse is an invalid token, never an error of ours.
+      throw invalid();
+    }
+    if (typeof header !== 'object' || header === null || Array.isArray(header)) throw invalid();
+    return keyFor(header as Record<string, unknown>);
+  }
+
   function checkClaims(payload: unknown, type: TokenType | undefined): Claims {
     if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) throw invalid();
     const p = payload as Record<string, unknown>;
@@ -179,12 +199,11 @@ export function createTokenService(settings: JwtSettings, clock: Clock): TokenSe
   }
 
   function verify(token: string, type: TokenType | undefined): Claims {
-    preflight(token);
-    const decoded = jwt.decode(token, { complete: true, json: true });
-    if (!decoded || typeof decoded.header !== 'object') throw invalid();
-    const key = keyFor(decoded.header as unknown as Record<string, unknown>);
+    const key = keyOf(token);
     let payload: unknown;
     try {
+      // jsonwebtoken parses the payload only here, and every failure of its (a payload that is not
+      // JSON included) comes back as an exception caught below.
       payload = jwt.verify(token, key.verifying, verifyOptions);
     } catch {
       // PyJWT's reasons are never shown by simplejwt: all of them read "invalid or expired".
@@ -193,5 +212,5 @@ export function createTokenService(settings: JwtSettings, clock: Clock): TokenSe
     return checkClaims(payload, type);
   }
 
-  return { settings, sign, verify, userIdOf, preflight, keyFor, verifyOptions, checkClaims };
+  return { settings, sign, verify, userIdOf, preflight, keyFor, keyOf, verifyOptions, checkClaims };
 }

@@ -53,7 +53,8 @@ describe('the koa-jwt guard', () => {
     const options = koaJwt.calls[0]!;
     expect(options.algorithms).toEqual(['HS256']);
     expect(options).toMatchObject({ audience: 'api', issuer: 'auth', clockTolerance: 7, passthrough: true });
-    expect(typeof options.secret).toBe('function');
+    // No secret loader: getToken parses the header (the token service's parser) and sets the key.
+    expect(options.secret).toBeUndefined();
     expect(typeof options.getToken).toBe('function');
     expect(typeof options.isRevoked).toBe('function');
     expect(options.cookie).toBeUndefined(); // access tokens never come from a cookie
