@@ -260,10 +260,12 @@ export interface FlushResult {
 
 /**
  * Deletes what can no longer void or refuse anything, in batches so a large backlog never holds long
- * locks: refresh tokens past their expiry, then families left with no tokens; revoked families (with
- * their tokens) and per-user cutoffs older than `revocationWindowMs`, the longest any access token they
- * could stop stays valid. Until then a revoked family's row is what refuses its tokens and what a
- * worker reloads on start; after, its refresh tokens are refused as unknown. A daily job, so the
+ * locks: refresh tokens past their expiry, then families left with no tokens that were never revoked;
+ * revoked families (with their tokens) and per-user cutoffs older than `revocationWindowMs`, the
+ * longest any access token they could stop stays valid. Until then a revoked family's row is what
+ * refuses its tokens and what a worker reloads on start, even once it has no refresh token left (with
+ * ROTATE_REFRESH_TOKENS off an access token outlives the refresh token it came from); after, its
+ * refresh tokens are refused as unknown. A daily job, so the
  * models' forms: each batch is one DELETE … WHERE key IN (SELECT … LIMIT n) either way.
  */
 export async function flushExpired(db: Database, now: Date, revocationWindowMs: number, batchSize = 5000): Promise<FlushResult> {
@@ -280,7 +282,10 @@ export async function flushExpired(db: Database, now: Date, revocationWindowMs: 
   // A family found empty stays empty: tokens are only added to a family by rotating one of its own.
   const empty = literal('NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = token_families.id)');
   result.families = await drain(() =>
-    TokenFamily.destroy({ where: { [Op.or]: [empty, { revokedAt: { [Op.lte]: horizon } }] }, limit: batchSize }),
+    TokenFamily.destroy({
+      where: { [Op.or]: [{ [Op.and]: [empty, { revokedAt: null }] }, { revokedAt: { [Op.lte]: horizon } }] },
+      limit: batchSize,
+    }),
   );
   result.cutoffs = await drain(() => UserRevocation.destroy({ where: { notBefore: { [Op.lte]: horizon } }, limit: batchSize }));
   return result;
