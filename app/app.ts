@@ -53,7 +53,7 @@ export function createApp(deps: AppDeps): Koa {
   const events = createAuthEvents(metrics, logger);
   tokenRoutes(router, { db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard, throttle: config.throttle, events });
   jwksRoutes(router, config.jwt.keys);
-  sessionRoutes(router, { db, guard, clock, events });
+  sessionRoutes(router, { db, guard, clock, events, reauthAge: config.jwt.sessionReauthAge });
   apiRoutes(router, { db, guard });
   schemaRoutes(router, openApiDocument({ authScheme: config.jwt.authHeaderTypes[0]! }));
   docsRoutes(router);

@@ -18,8 +18,8 @@ export type Refusal =
   | 'unknown'; // no such token (or it names another user, or has expired)
 
 export type Outcome = { ok: true; familyId: string } | { ok: false; refusal: Refusal };
-/** A refresh that succeeded: the session, and when it ends (SESSION_MAX_LIFETIME after its login). */
-export type Renewal = { ok: true; familyId: string; username: string; sessionEnds: Date } | { ok: false; refusal: Refusal };
+/** A refresh that succeeded: the session, its login, and when it ends (SESSION_MAX_LIFETIME after its login). */
+export type Renewal = { ok: true; familyId: string; username: string; loginAt: Date; sessionEnds: Date } | { ok: false; refusal: Refusal };
 /** A rotation that succeeded: also when the new refresh token expires (never after the session ends). */
 export type Rotation = (Renewal & { ok: true; expiresAt: Date }) | { ok: false; refusal: Refusal };
 
@@ -114,34 +114,34 @@ export async function rotate(
 ): Promise<Rotation> {
   const claim = options.blacklistOld
     ? `UPDATE refresh_tokens t SET rotated_at = $3 FROM token_families f, users u WHERE ${USABLE}
-       RETURNING t.family_id, u.username, f.expires_at AS session_ends`
-    : `SELECT t.family_id, u.username, f.expires_at AS session_ends FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}`;
-  const [row] = await db.rows<{ family_id: string; username: string; session_ends: Date; expires_at: Date }>(
+       RETURNING t.family_id, u.username, f.created_at AS login_at, f.expires_at AS session_ends`
+    : `SELECT t.family_id, u.username, f.created_at AS login_at, f.expires_at AS session_ends FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}`;
+  const [row] = await db.rows<{ family_id: string; username: string; login_at: Date; session_ends: Date; expires_at: Date }>(
     `WITH claimed AS (${claim}),
      inserted AS (
        INSERT INTO refresh_tokens (jti, family_id, parent_jti, created_at, expires_at)
        SELECT $4, family_id, $1, $3, LEAST($5, session_ends) FROM claimed RETURNING family_id, expires_at
      ),
      touched AS (${touch('inserted', '$6', '$7')})
-     SELECT inserted.family_id, inserted.expires_at, claimed.username, claimed.session_ends FROM inserted, claimed`,
+     SELECT inserted.family_id, inserted.expires_at, claimed.username, claimed.login_at, claimed.session_ends FROM inserted, claimed`,
     [ref.jti, ref.userId, options.now, next.jti, next.expiresAt, options.client.userAgent, options.client.ip],
   );
   if (!row) return refuse(db, ref, options.now, { checkUser: true });
-  return { ok: true, familyId: row.family_id, username: row.username, sessionEnds: row.session_ends, expiresAt: row.expires_at };
+  return { ok: true, familyId: row.family_id, username: row.username, loginAt: row.login_at, sessionEnds: row.session_ends, expiresAt: row.expires_at };
 }
 
 /** Checks a refresh token without rotating it (ROTATE_REFRESH_TOKENS off); the family records the refresh. */
 export async function use(db: Database, ref: RefreshTokenRef, now: Date, client: Client): Promise<Renewal> {
-  const [row] = await db.rows<{ family_id: string; username: string; session_ends: Date }>(
+  const [row] = await db.rows<{ family_id: string; username: string; login_at: Date; session_ends: Date }>(
     `WITH usable AS (
-       SELECT t.family_id, u.username, f.expires_at AS session_ends FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}
+       SELECT t.family_id, u.username, f.created_at AS login_at, f.expires_at AS session_ends FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}
      ),
      touched AS (${touch('usable', '$4', '$5')})
-     SELECT family_id, username, session_ends FROM usable`,
+     SELECT family_id, username, login_at, session_ends FROM usable`,
     [ref.jti, ref.userId, now, client.userAgent, client.ip],
   );
   if (!row) return refuse(db, ref, now, { checkUser: true });
-  return { ok: true, familyId: row.family_id, username: row.username, sessionEnds: row.session_ends };
+  return { ok: true, familyId: row.family_id, username: row.username, loginAt: row.login_at, sessionEnds: row.session_ends };
 }
 
 /** Logout of one session: revokes the token and its family (and so every token of it). */

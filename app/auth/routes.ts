@@ -16,6 +16,7 @@ import type { AuthEvents } from './events';
 import * as families from './families';
 import { HashAborted, HashQueueFull, type PasswordHasher } from './passwords';
 import { CookieRefreshRequest, LogoutAllQuery, ObtainRequest, RefreshRequest, VerifyRequest, type AccessOnly, type RotatedPair, type TokenPair } from './schemas';
+import { requireRecentLogin } from './recent-login';
 import type { RevocationCheck } from './revocations';
 import * as throttle from './throttle';
 import { newJti, TOKEN_MESSAGES, TokenError, type Claims, type Clock, type TokenService, type TokenType } from './tokens';
@@ -111,6 +112,8 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     }
   }
 
+  // A refreshed access token names its session, ends with it, and keeps its login's time (auth_time).
+  const accessExtras = (s: families.Renewal & { ok: true }) => ({ sid: s.familyId, username: s.username, notAfter: s.sessionEnds, loginAt: s.loginAt });
   const secondsUntil = (date: Date) => Math.floor((date.getTime() - clock()) / 1000);
   // Whole seconds, as a token's exp: the database's expiries and the tokens' agree exactly.
   const secondsFrom = (now: Date, seconds: number) => new Date((Math.floor(now.getTime() / 1000) + seconds) * 1000);
@@ -159,7 +162,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
       throw failed();
     }
     await throttle.loginSucceeded(db, keys, now);
-    const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username, notAfter: sessionEnds });
+    const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username, notAfter: sessionEnds, loginAt: now });
     deps.events.login(ctx, 'success');
     if (cookie) {
       setRefreshCookie(ctx, refresh.token, secondsUntil(refresh.expiresAt));
@@ -186,7 +189,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
       const outcome = await families.use(db, ref, now, clientOf(ctx));
       if (!outcome.ok) deps.events.refreshRefused(ctx, outcome.refusal);
       if (!outcome.ok) throw refused(outcome.refusal);
-      const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username, notAfter: outcome.sessionEnds });
+      const access = tokens.sign('access', userId, now.getTime(), accessExtras(outcome));
       deps.events.refresh(ctx, 'refreshed');
       return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
     }
@@ -197,7 +200,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     if (!outcome.ok) deps.events.refreshRefused(ctx, outcome.refusal);
     if (!outcome.ok) throw refused(outcome.refusal);
     const next = tokens.sign('refresh', userId, now.getTime(), { jti: child.jti, notAfter: outcome.expiresAt });
-    const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username, notAfter: outcome.sessionEnds });
+    const access = tokens.sign('access', userId, now.getTime(), accessExtras(outcome));
     deps.events.refresh(ctx, 'rotated');
     if (cookie) {
       setRefreshCookie(ctx, next.token, secondsUntil(next.expiresAt));
@@ -233,11 +236,15 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
 
   /**
    * scope=all: ends every session of the caller, all families and every access token issued until now.
-   * scope=others: every session but the caller's (its access tokens stop by their family).
+   * scope=others: every session but the caller's (its access tokens stop by their family); it needs a
+   * recent login, since it keeps the caller's session, which may be a thief's. scope=all needs none: it
+   * ends the caller's session too, so it only ever takes access away, and an owner who fears a theft
+   * must be able to throw everyone out (the thief included) without first logging in again.
    */
   async function logoutAll(ctx: Context) {
     const { scope } = validated(LogoutAllQuery, ctx.query);
     const { userId, claims } = ctx.state.auth!;
+    if (scope === 'others') requireRecentLogin(claims, clock(), settings.sessionReauthAge);
     const now = new Date(clock());
     if (scope === 'others') await families.revokeAllForUser(db, userId, 'logout_others', now, { keep: claims.sid });
     else await families.revokeAllForUser(db, userId, 'logout_all', now);

@@ -49,6 +49,8 @@ export interface Claims {
   sid?: string;
   /** The account's username, so routes can name the user without a query. */
   username?: string;
+  /** When the user logged in (seconds; OpenID Connect's claim), kept across refreshes. */
+  auth_time?: number;
   [claim: string]: unknown;
 }
 
@@ -66,6 +68,8 @@ export interface AccessExtras {
   jti?: string;
   /** Its exp is never later than this (the session's end). */
   notAfter?: Date;
+  /** When the session's login happened: the auth_time claim. */
+  loginAt?: Date;
 }
 
 // Bounds that keep a validly signed but odd token away from the database and from arithmetic
@@ -136,6 +140,7 @@ export function createTokenService(settings: JwtSettings, clock: Clock): TokenSe
     const payload: Record<string, unknown> = { token_type: type, exp, iat, jti, [settings.userIdClaim]: userId };
     if (extra.sid !== undefined) payload.sid = extra.sid;
     if (extra.username !== undefined) payload.username = extra.username;
+    if (extra.loginAt !== undefined) payload.auth_time = Math.floor(extra.loginAt.getTime() / 1000);
     if (settings.audience !== undefined) payload.aud = settings.audience;
     if (settings.issuer !== undefined) payload.iss = settings.issuer;
     const key = keys.active;
@@ -189,6 +194,7 @@ export function createTokenService(settings: JwtSettings, clock: Clock): TokenSe
     }
     if (p.sid !== undefined && !(typeof p.sid === 'string' && p.sid.length <= MAX_SID_LENGTH)) throw invalid();
     if (p.username !== undefined && !(typeof p.username === 'string' && p.username.length <= MAX_USERNAME_LENGTH)) throw invalid();
+    if (p.auth_time !== undefined && !(isSeconds(p.auth_time) && p.auth_time <= now + leeway)) throw invalid();
     return p as Claims;
   }
 
