@@ -11,7 +11,7 @@ import { endpoint } from '../http/endpoint';
 import { ApiError } from '../http/errors';
 import { sendJson } from '../http/respond';
 import { validated } from '../http/validation';
-import { clearRefreshCookie, noRefreshCookie, refreshCookie, setRefreshCookie, wantsCookie } from './cookie';
+import { clearRefreshCookie, legacyRefreshCookie, noRefreshCookie, refreshCookie, setRefreshCookie, wantsCookie } from './cookie';
 import type { AuthEvents } from './events';
 import * as families from './families';
 import { HashAborted, HashQueueFull, type PasswordHasher } from './passwords';
@@ -93,13 +93,19 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
 
   /**
    * The refresh token a request presents: the body's `refresh` field, or with the cookie transport
-   * the cookie when the body has none. A 401 in cookie mode clears the cookie, which is useless then.
+   * the cookie when the body has none (a 400 when the cookie's name comes twice). A 401 in cookie
+   * mode clears the cookie, which is useless then. The previous release's cookie (cookie.ts) is read
+   * only to end its session (`legacy: 'end'`): a refresh that finds only it clears it and answers 401.
    */
-  async function presentedRefresh(ctx: Context, cookie: boolean): Promise<string> {
+  async function presentedRefresh(ctx: Context, cookie: boolean, legacy: 'end' | 'refuse'): Promise<string> {
     if (!cookie) return validated(RefreshRequest, await body.fields(ctx)).refresh;
-    const token = validated(CookieRefreshRequest, await body.fields(ctx)).refresh ?? refreshCookie(ctx);
-    if (token === undefined) throw noRefreshCookie();
-    return token;
+    const fromCookie = refreshCookie(ctx);
+    const token = validated(CookieRefreshRequest, await body.fields(ctx)).refresh ?? fromCookie;
+    if (token !== undefined) return token;
+    const old = legacyRefreshCookie(ctx);
+    if (old !== undefined && legacy === 'end') return old;
+    if (old !== undefined) clearRefreshCookie(ctx);
+    throw noRefreshCookie();
   }
 
   /** Runs `work`; in cookie mode a refusal (401) also clears the cookie. */
@@ -173,7 +179,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
 
   async function refresh(ctx: Context) {
     const cookie = wantsCookie(ctx);
-    const presented = await presentedRefresh(ctx, cookie);
+    const presented = await presentedRefresh(ctx, cookie, 'refuse');
     await clearingCookieOnRefusal(ctx, cookie, () => rotate(ctx, presented, cookie));
   }
 
@@ -223,7 +229,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
 
   async function blacklist(ctx: Context) {
     const cookie = wantsCookie(ctx);
-    const presented = await presentedRefresh(ctx, cookie);
+    const presented = await presentedRefresh(ctx, cookie, 'end');
     await clearingCookieOnRefusal(ctx, cookie, async () => {
       const { claims, userId } = verified(presented, 'refresh');
       const outcome = await families.logout(db, { jti: claims.jti, userId }, new Date(clock()));
