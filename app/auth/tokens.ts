@@ -75,9 +75,12 @@ export interface AccessExtras {
 // Bounds that keep a validly signed but odd token away from the database and from arithmetic
 // surprises: our tokens are a few hundred bytes, their ids short, their times whole seconds.
 export const MAX_TOKEN_LENGTH = 4096;
-const MAX_JTI_LENGTH = 64;
 const MAX_USER_ID = 2_147_483_647; // Postgres integer
-const MAX_SID_LENGTH = 64;
+// Ids as we issue them, so that no odd one reaches a query: a jti (ours are 32 hex digits, simplejwt's
+// uuid4().hex) is visible ASCII, never a NUL, which Postgres text refuses; a sid is a family's UUID,
+// which a uuid column would refuse to compare with anything else.
+const JTI = /^[\x21-\x7e]{1,64}$/;
+const SID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const MAX_USERNAME_LENGTH = 150;
 
 export const newJti = (): string => randomUUID().replaceAll('-', '');
@@ -187,12 +190,12 @@ export function createTokenService(settings: JwtSettings, clock: Clock): TokenSe
     if (p.iat !== undefined && !(isSeconds(p.iat) && p.iat <= now + leeway)) throw invalid();
     if (p.nbf !== undefined && !isSeconds(p.nbf)) throw invalid();
     if (p.jti === undefined) throw new TokenError(TOKEN_MESSAGES.noId);
-    if (typeof p.jti !== 'string' || p.jti.length === 0 || p.jti.length > MAX_JTI_LENGTH) throw invalid();
+    if (typeof p.jti !== 'string' || !JTI.test(p.jti)) throw invalid();
     if (p.token_type === undefined) throw new TokenError(TOKEN_MESSAGES.noType);
     if (type !== undefined ? p.token_type !== type : p.token_type !== 'access' && p.token_type !== 'refresh') {
       throw new TokenError(TOKEN_MESSAGES.wrongType);
     }
-    if (p.sid !== undefined && !(typeof p.sid === 'string' && p.sid.length <= MAX_SID_LENGTH)) throw invalid();
+    if (p.sid !== undefined && !(typeof p.sid === 'string' && SID.test(p.sid))) throw invalid();
     if (p.username !== undefined && !(typeof p.username === 'string' && p.username.length <= MAX_USERNAME_LENGTH)) throw invalid();
     if (p.auth_time !== undefined && !(isSeconds(p.auth_time) && p.auth_time <= now + leeway)) throw invalid();
     return p as Claims;

@@ -88,7 +88,9 @@ describe('token service', () => {
 
   it('refuses ids, families and usernames of the wrong type or size', () => {
     const s = service();
-    for (const over of [{ jti: 'x'.repeat(65) }, { jti: 7 }, { jti: '' }, { sid: 5 }, { sid: 'x'.repeat(65) }, { username: ['a'] }, { username: 'u'.repeat(151) }]) {
+    // Ids reach queries: a NUL (which Postgres text refuses) or a sid that is no UUID (a uuid column) is no token of ours.
+    const odd = [{ jti: '\u0000a' }, { jti: 'a b' }, { jti: 'é' }, { sid: 'not-a-uuid' }, { sid: '0C8E6C1E-1B7A-4F0E-9A55-3D2F8C7B6A01x' }];
+    for (const over of [{ jti: 'x'.repeat(65) }, { jti: 7 }, { jti: '' }, { sid: 5 }, { sid: 'x'.repeat(65) }, { username: ['a'] }, { username: 'u'.repeat(151) }, ...odd]) {
       expect(message(() => s.verify(sign({ ...ok, ...over }), 'access')), JSON.stringify(over)).toBe('Token is invalid or expired');
     }
   });
