@@ -22,6 +22,7 @@ import { openApiDocument, schemaRoutes } from './http/openapi';
 import { requestLogging } from './http/logging';
 import { untrustedProxyWarning } from './http/proxy';
 import { requestMetrics } from './http/metrics';
+import { SECURITY_HEADERS } from './http/security-headers';
 import type { WorkerMetrics } from './metrics/worker';
 
 export interface AppDeps {
@@ -63,9 +64,7 @@ export function createApp(deps: AppDeps): Koa {
   if (config.proxyHops === 0) app.use(untrustedProxyWarning(logger));
   app.use(errorHandler({ logger, authScheme: config.jwt.authHeaderTypes[0]! }));
   app.use(async (ctx, next) => {
-    ctx.set('X-Content-Type-Options', 'nosniff');
-    ctx.set('X-Frame-Options', 'DENY');
-    ctx.set('Referrer-Policy', 'same-origin');
+    ctx.set(SECURITY_HEADERS);
     await next();
   });
   app.use(corsPolicy(config.corsAllowedOrigins));
