@@ -73,6 +73,8 @@ const transport = {
 const setCookie = { 'Set-Cookie': { description: `With ${TRANSPORT_HEADER}: cookie, the ${REFRESH_COOKIE} cookie (set, rotated or cleared).`, schema: { type: 'string' } } };
 const retryAfter = { 'Retry-After': { description: 'Seconds to wait', schema: { type: 'integer' } } };
 const throttled = answer('Too many attempts', ErrorBody, retryAfter);
+// Any route that reads or writes the database answers this while it cannot reach it.
+const unavailable = answer('database_unavailable: the database is not answering; retry shortly', ErrorBody, retryAfter);
 const cookieBodyErrors = {
   ...bodyErrors,
   400: answer('Field errors, a body that does not parse, or `duplicate_refresh_cookie` (the cookie sent twice: nothing changed)', {
@@ -102,7 +104,7 @@ function paths() {
           ...bodyErrors,
           401: error('No active account found with the given credentials'),
           429: throttled,
-          503: answer('login_overloaded: too many password checks queued; retry shortly', ErrorBody, retryAfter),
+          503: answer('login_overloaded: too many password checks queued; or database_unavailable. Retry shortly', ErrorBody, retryAfter),
         },
       },
     },
@@ -119,6 +121,7 @@ function paths() {
           ...cookieBodyErrors,
           401: answer('token_not_valid (invalid, expired, blacklisted, replayed: the session is then revoked); not_authenticated (no cookie)', ErrorBody, setCookie),
           429: throttled,
+          503: unavailable,
         },
       },
     },
@@ -129,7 +132,7 @@ function paths() {
         operationId: 'tokenVerify',
         ...publicRoute,
         requestBody: body(s.VerifyRequest),
-        responses: { 200: answer('Valid', s.Empty), ...bodyErrors, 401: error('token_not_valid') },
+        responses: { 200: answer('Valid', s.Empty), ...bodyErrors, 401: error('token_not_valid'), 503: unavailable },
       },
     },
     '/api/token/blacklist/': {
@@ -140,7 +143,7 @@ function paths() {
         security: cookieOrBody,
         parameters: [transport],
         requestBody: refreshBody,
-        responses: { 200: answer('Logged out (and the cookie cleared)', s.Empty, setCookie), ...cookieBodyErrors, 401: answer('token_not_valid; not_authenticated (no cookie)', ErrorBody, setCookie) },
+        responses: { 200: answer('Logged out (and the cookie cleared)', s.Empty, setCookie), ...cookieBodyErrors, 401: answer('token_not_valid; not_authenticated (no cookie)', ErrorBody, setCookie), 503: unavailable },
       },
     },
     '/api/token/logout-all/': {
@@ -159,6 +162,7 @@ function paths() {
           401: error('No valid access token'),
           403: reauth('scope=others'),
           405: error('Any other method'),
+          503: unavailable,
         },
       },
     },
@@ -168,7 +172,7 @@ function paths() {
         summary: "The caller's live sessions (one per login), the current one marked",
         operationId: 'sessionList',
         security: bearer,
-        responses: { 200: answer('Newest first', s.SessionList), 401: error('No valid access token'), 403: reauth('Listing sessions') },
+        responses: { 200: answer('Newest first', s.SessionList), 401: error('No valid access token'), 403: reauth('Listing sessions'), 503: unavailable },
       },
     },
     '/api/sessions/{id}/': {
@@ -183,6 +187,7 @@ function paths() {
           401: error('No valid access token'),
           403: reauth('Ending a session'),
           404: error('No such live session of the caller'),
+          503: unavailable,
         },
       },
     },
@@ -192,7 +197,7 @@ function paths() {
         summary: 'Who the access token belongs to',
         operationId: 'me',
         security: bearer,
-        responses: { 200: answer('The user', Me), 401: error('No valid access token') },
+        responses: { 200: answer('The user', Me), 401: error('No valid access token'), 503: unavailable },
       },
     },
     '/.well-known/jwks.json': {
