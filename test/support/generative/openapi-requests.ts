@@ -214,7 +214,7 @@ export function requestsFor(doc: OpenApiDocument, op: Operation, world: RequestW
  * The token layer: a token from the grammar at every place one arrives, in an otherwise well-formed
  * request, so that every check of the token's own is reached.
  */
-export function tokenRequests(world: RequestWorld): { route: string; requests: fc.Arbitrary<GenRequest> }[] {
+export function tokenRequests(world: RequestWorld): { route: string; operation: string; requests: fc.Arbitrary<GenRequest> }[] {
   const token = tokens(world).map((t) => t.token);
   const json = (route: string, target: string, field: string) =>
     token.map((t): GenRequest => ({ route, method: 'POST', target, headers: [['Content-Type', 'application/json']], body: Buffer.from(JSON.stringify({ [field]: t })) }));
@@ -224,14 +224,14 @@ export function tokenRequests(world: RequestWorld): { route: string; requests: f
     fc.tuple(token, target).map(([t, to]): GenRequest => ({ route, method, target: to, headers: [['Authorization', `Bearer ${headerSafe(t)}`]] }));
   const sid = fc.oneof(fc.nat().map((i) => world.sessions[i % Math.max(1, world.sessions.length)]?.sid ?? 'none'), fc.uuid());
   return [
-    { route: 'verify (body)', requests: json('verify (body)', '/api/token/verify/', 'token') },
-    { route: 'refresh (body)', requests: json('refresh (body)', '/api/token/refresh/', 'refresh') },
-    { route: 'blacklist (body)', requests: json('blacklist (body)', '/api/token/blacklist/', 'refresh') },
-    { route: 'refresh (cookie)', requests: cookie('refresh (cookie)', '/api/token/refresh/') },
-    { route: 'blacklist (cookie)', requests: cookie('blacklist (cookie)', '/api/token/blacklist/') },
-    { route: 'guard: GET /api/me/', requests: bearer('guard: GET /api/me/', 'GET', fc.constant('/api/me/')) },
-    { route: 'guard: GET /api/sessions/', requests: bearer('guard: GET /api/sessions/', 'GET', fc.constant('/api/sessions/')) },
-    { route: 'guard: DELETE /api/sessions/{id}/', requests: bearer('guard: DELETE /api/sessions/{id}/', 'DELETE', sid.map((id) => `/api/sessions/${id}/`)) },
-    { route: 'guard: POST /api/token/logout-all/', requests: bearer('guard: POST /api/token/logout-all/', 'POST', fc.constantFrom('/api/token/logout-all/?scope=others', '/api/token/logout-all/?scope=all')) },
+    { route: 'verify (body)', operation: 'tokenVerify', requests: json('verify (body)', '/api/token/verify/', 'token') },
+    { route: 'refresh (body)', operation: 'tokenRefresh', requests: json('refresh (body)', '/api/token/refresh/', 'refresh') },
+    { route: 'blacklist (body)', operation: 'tokenBlacklist', requests: json('blacklist (body)', '/api/token/blacklist/', 'refresh') },
+    { route: 'refresh (cookie)', operation: 'tokenRefresh', requests: cookie('refresh (cookie)', '/api/token/refresh/') },
+    { route: 'blacklist (cookie)', operation: 'tokenBlacklist', requests: cookie('blacklist (cookie)', '/api/token/blacklist/') },
+    { route: 'guard: GET /api/me/', operation: 'me', requests: bearer('guard: GET /api/me/', 'GET', fc.constant('/api/me/')) },
+    { route: 'guard: GET /api/sessions/', operation: 'sessionList', requests: bearer('guard: GET /api/sessions/', 'GET', fc.constant('/api/sessions/')) },
+    { route: 'guard: DELETE /api/sessions/{id}/', operation: 'sessionEnd', requests: bearer('guard: DELETE /api/sessions/{id}/', 'DELETE', sid.map((id) => `/api/sessions/${id}/`)) },
+    { route: 'guard: POST /api/token/logout-all/', operation: 'tokenLogoutAll', requests: bearer('guard: POST /api/token/logout-all/', 'POST', fc.constantFrom('/api/token/logout-all/?scope=others', '/api/token/logout-all/?scope=all')) },
   ];
 }

@@ -39,6 +39,11 @@ export const REGRESSIONS: Regression[] = [
     name: 'logout-all?scope=others: a sid that is not a UUID',
     request: (w) => bearer('tokenLogoutAll', 'POST', '/api/token/logout-all/?scope=others', forged(w, { sid: 'not-a-uuid', auth_time: w.now(), iat: w.now() })),
   },
+  // Seed 152026 through nginx: answers on the docs path other than the page and its assets (an
+  // OPTIONS, a missing asset) carried no Content-Security-Policy: nginx left the path to the app's.
+  { name: 'docs: OPTIONS /api/docs/', request: () => ({ route: 'docs', method: 'OPTIONS', target: '/api/docs/', headers: [] }) },
+  { name: 'docs: a missing asset', request: () => ({ route: 'docsAsset', method: 'GET', target: '/api/docs/%01', headers: [] }) },
+  { name: 'docs: a path under the docs that no route serves', request: () => ({ route: 'docsAsset', method: 'GET', target: '/api/docs/a/b', headers: [] }) },
   // Issue 15, item 1 (found by a hostile client before this suite existed): a payload that is not JSON.
   { name: 'verify: a payload segment that is truncated JSON', request: () => json('tokenVerify', '/api/token/verify/', { token: 'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhIjo.c2ln' }) },
   { name: 'refresh: a payload signed with our key that is not JSON', request: (w) => json('tokenRefresh', '/api/token/refresh/', { refresh: signHs('{"a":', w.current.secret, header(w)) }) },
