@@ -11,7 +11,7 @@ import { LEGACY_REFRESH_COOKIE, REFRESH_COOKIE } from '../../app/auth/cookie';
 import { openApiDocument } from '../../app/http/openapi';
 import type { OpenApiDocument, RequestWorld } from '../support/generative/openapi-requests';
 import type { RealSession } from '../support/generative/token-grammar';
-import { generativeSuite, problems, send } from '../support/generative/property';
+import { generativeSuite, loggedIn, problems, send } from '../support/generative/property';
 import { REGRESSIONS } from '../support/generative/regressions';
 import { decodeJwt } from '../support/http';
 import { startTestApp, TEST_SIGNING_KEY, type TestApp } from '../support/test-app';
@@ -38,7 +38,7 @@ async function renew(): Promise<void> {
   const sessions: RealSession[] = [];
   for (const { username, password } of world.users) {
     for (let i = 0; i < 3; i++) {
-      const pair = await t.login(username, password);
+      const pair = await loggedIn(() => t.post('/api/token/', { username, password }));
       sessions.push({ userId: userIds.get(username)!, username, ...pair, sid: decodeJwt(pair.access).payload.sid as string });
     }
   }
