@@ -58,7 +58,7 @@ export function createApp(deps: AppDeps): Koa {
   // Machine clients (OAuth 2.0 client credentials): only with ISSUER an issuer identifier (config.ts).
   if (config.clients) {
     clientTokenRoutes(router, { db, tokens, settings: config.jwt, clients: config.clients, clock, maxBodyBytes: config.maxBodyBytes, throttle: config.throttle, events });
-    oauthMetadataRoutes(router, { db, clients: config.clients });
+    oauthMetadataRoutes(router, { db, clients: config.clients, clock });
   }
   sessionRoutes(router, { db, guard, clock, events });
   apiRoutes(router, { db, guard });

@@ -8,10 +8,14 @@ import { endpoint } from '../http/endpoint';
 import { sendJson } from '../http/respond';
 import { CLIENT_TOKEN_PATH } from './client-routes';
 import { offeredScopes } from './clients';
+import type { Clock } from './tokens';
 
 export const METADATA_PATH = '/.well-known/oauth-authorization-server';
 // As the JWKS: clients and resource servers refetch at most this often.
 const MAX_AGE_SECONDS = 300;
+// The scopes are read from the database at most this often, one read at a time: the document is
+// public and unthrottled, so a flood of it costs the database nothing more.
+const SCOPES_CACHE_MS = 10_000;
 
 export interface AuthorizationServerMetadata {
   issuer: string;
@@ -40,13 +44,24 @@ export function authorizationServerMetadata(clients: ClientSettings, scopes: str
   };
 }
 
-export function oauthMetadataRoutes(router: Router, deps: { db: Database; clients: ClientSettings }): void {
+export function oauthMetadataRoutes(router: Router, deps: { db: Database; clients: ClientSettings; clock: Clock }): void {
+  let cached: { at: number; scopes: Promise<string[]> } | undefined;
+  const scopes = (): Promise<string[]> => {
+    const now = deps.clock();
+    if (!cached || now - cached.at >= SCOPES_CACHE_MS) {
+      const read = offeredScopes(deps.db);
+      cached = { at: now, scopes: read };
+      read.catch(() => (cached = undefined)); // a failed read is not kept
+    }
+    return cached.scopes;
+  };
   router.all(
     METADATA_PATH,
     endpoint({
       GET: async (ctx) => {
+        const document = authorizationServerMetadata(deps.clients, await scopes());
         ctx.set('Cache-Control', `public, max-age=${MAX_AGE_SECONDS}`);
-        sendJson(ctx, 200, authorizationServerMetadata(deps.clients, await offeredScopes(deps.db)));
+        sendJson(ctx, 200, document);
       },
     }),
   );

@@ -9,7 +9,7 @@ import * as jose from 'jose';
 import Koa from 'koa';
 import * as oauth from 'oauth4webapi';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { createClient, deleteClient, rotateClientSecret, type NewClient } from '../../app/auth/clients';
 import { anyOf, createGuard, requireScope, requireUser } from '../../app/auth/guard';
 import { generateKey } from '../../app/auth/keys';
@@ -132,7 +132,12 @@ function expectOAuthError(r: Reply, status: number, error: string): void {
 describe('the metadata document (RFC 8414)', () => {
   it('names the issuer, the token endpoint, the keys, the grant, the client authentication and the scopes', async () => {
     await newClient('metadata-probe', ['things:read', 'reports:write']);
-    const r = await request(t.url, 'GET', '/.well-known/oauth-authorization-server');
+    // The scopes are read at most every 10 s (beforeAll read them before this client existed).
+    const metadata = () => request(t.url, 'GET', '/.well-known/oauth-authorization-server');
+    expect((await metadata()).json.scopes_supported).not.toContain('reports:write');
+    t.clock.advance(11);
+    const r = await metadata();
+    t.clock.advance(-11);
     expect(r.status).toBe(200);
     expect(r.json).toMatchObject({
       issuer,
@@ -349,6 +354,9 @@ describe('throttle, metrics and events', () => {
   it('the client id is throttled like a login: attempts reserved before the secret is checked; a success clears them', async () => {
     const c = await newClient('guessed', ['a']);
     const wrong = { Authorization: basic(c.client.clientId, 'guess') };
+    // The wait after the free attempts is a second: the clock stands still so no wait runs out here.
+    t.clock.freeze();
+    onTestFinished(() => t.clock.reset());
     const before = { success: await value('auth_client_grants_total', { outcome: 'success' }), throttled: await value('auth_client_grants_total', { outcome: 'throttled' }) };
     // Three free attempts (LOGIN_THROTTLE_FREE_ATTEMPTS), all at once: no more than three secrets are checked.
     const replies = await Promise.all(Array.from({ length: 8 }, () => tokenRequest('grant_type=client_credentials', wrong)));
