@@ -1,6 +1,6 @@
 // Claims from the user record (ACCESS_TOKEN_CLAIMS): Django's is_staff and is_superuser and the
 // user's group names, put in access tokens at login and at every refresh, so a change reaches the
-// next access token. One lookup by user id, apart from the refresh's own statements (families.ts).
+// next access token. One statement by user id, apart from the refresh's own (families.ts).
 //
 // Size: an access token travels in every request's Authorization header, and the guard refuses one
 // over MAX_TOKEN_LENGTH (4096 characters); nginx's header buffer is 8 KiB. Group names go in while
@@ -40,16 +40,33 @@ export function claimValues(record: UserRecordClaims, which: readonly UserClaim[
   return values;
 }
 
+// Hand-written, measured: it runs at every refresh. `npm run bench:orm` (paths userClaims and
+// rotateClaims; docs/PERFORMANCE.md, "Claims from the user record") put the models' form (the user with
+// its groups through the association) at 4× this statement's worker CPU, and a refresh with claims at
+// about 2.4× the CPU of one with this statement. test/integration/claims.test.ts holds the two forms
+// together.
+export const USER_CLAIMS_SQL = `
+  SELECT u.is_staff, u.is_superuser,
+         coalesce(array_agg(g.name ORDER BY g.name) FILTER (WHERE g.name IS NOT NULL), '{}') AS groups
+  FROM users u LEFT JOIN user_groups ug ON ug.user_id = u.id LEFT JOIN groups g ON g.id = ug.group_id
+  WHERE u.id = $1 GROUP BY u.id`;
+
 /**
  * The chosen claims of a user, read from the database; undefined (and no query) when none are
- * chosen, or when the user is gone. One query through the models (user and groups joined); its cost
- * on the refresh path is in docs/PERFORMANCE.md ("Claims from the user record").
+ * chosen, or when the user is gone. One statement by user id, beside the refresh's own (families.ts).
  */
 export async function loadUserClaims(db: Database, userId: number, which: readonly UserClaim[]): Promise<UserClaimValues | undefined> {
   if (which.length === 0) return undefined;
+  const [row] = await db.rows<{ is_staff: boolean; is_superuser: boolean; groups: string[] }>(USER_CLAIMS_SQL, [userId]);
+  if (!row) return undefined;
+  return claimValues({ isStaff: row.is_staff, isSuperuser: row.is_superuser, groups: row.groups }, which);
+}
+
+/** The same claims through the models (the user and its groups association): what the statement must equal. */
+export async function loadUserClaimsByModels(db: Database, userId: number, which: readonly UserClaim[]): Promise<UserClaimValues | undefined> {
   const user = await db.models.User.findByPk(userId, {
     attributes: ['id', 'isStaff', 'isSuperuser'],
-    include: which.includes('groups') ? [{ association: 'groups', attributes: ['name'], through: { attributes: [] } }] : [],
+    include: [{ association: 'groups', attributes: ['name'], through: { attributes: [] } }],
   });
   if (!user) return undefined;
   return claimValues({ isStaff: user.isStaff, isSuperuser: user.isSuperuser, groups: (user.groups ?? []).map((g) => g.name) }, which);

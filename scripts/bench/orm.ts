@@ -29,7 +29,7 @@ import { createMigrator } from '../../app/db/migrator';
 import * as families from '../../app/auth/families';
 import { createPasswordHasher } from '../../app/auth/passwords';
 import { refreshWaitSeconds } from '../../app/auth/throttle';
-import { loadUserClaims } from '../../app/auth/user-claims';
+import { loadUserClaims, loadUserClaimsByModels } from '../../app/auth/user-claims';
 import { authenticate } from '../../app/auth/users';
 import { images } from '../../test/support/images';
 
@@ -125,14 +125,9 @@ const lookupHand = async (db: Database, username: string) => {
 const CLIENT = { userAgent: 'bench', ip: '127.0.0.1' };
 const CLAIMS = ['is_staff', 'is_superuser', 'groups'] as const;
 
-/** The claims in one hand-written statement (the form the app would take if the models' cost too much). */
+/** The claims as the app reads them: one hand-written statement (user-claims.ts). */
 async function userClaimsHand(db: Database, userId: number): Promise<void> {
-  const [row] = await db.rows<{ is_staff: boolean; is_superuser: boolean; groups: string[] }>(
-    `SELECT u.is_staff, u.is_superuser, coalesce(array_agg(g.name ORDER BY g.name) FILTER (WHERE g.name IS NOT NULL), '{}') AS groups
-     FROM users u LEFT JOIN user_groups ug ON ug.user_id = u.id LEFT JOIN groups g ON g.id = ug.group_id WHERE u.id = $1 GROUP BY u.id`,
-    [userId],
-  );
-  must(row, 'userClaims');
+  must(await loadUserClaims(db, userId, CLAIMS), 'userClaims');
 }
 
 async function rotateHand(db: Database, loop: Loop): Promise<void> {
@@ -213,7 +208,7 @@ const PATHS: Path[] = [
   {
     name: 'userClaims',
     hand: (db, loop) => userClaimsHand(db, loop.userId),
-    orm: async (db, loop) => void must(await loadUserClaims(db, loop.userId, CLAIMS), 'userClaims'),
+    orm: async (db, loop) => void must(await loadUserClaimsByModels(db, loop.userId, CLAIMS), 'userClaims'),
   },
   {
     name: 'rotateClaims',
@@ -223,7 +218,7 @@ const PATHS: Path[] = [
     },
     async orm(db, loop) {
       await rotateHand(db, loop);
-      must(await loadUserClaims(db, loop.userId, CLAIMS), 'userClaims');
+      must(await loadUserClaimsByModels(db, loop.userId, CLAIMS), 'userClaims');
     },
   },
 ];

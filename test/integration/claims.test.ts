@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createGuard, requireClaim, requireGroup } from '../../app/auth/guard';
-import { GROUPS_CLAIM_MAX_BYTES } from '../../app/auth/user-claims';
+import { GROUPS_CLAIM_MAX_BYTES, loadUserClaims, loadUserClaimsByModels } from '../../app/auth/user-claims';
 import { addToGroup, removeFromGroup, setStaff } from '../../app/auth/users';
 import { errorHandler } from '../../app/http/errors';
 import { createLogger } from '../../app/logger';
@@ -115,6 +115,17 @@ describe('ACCESS_TOKEN_CLAIMS', () => {
     const near = claimsOf((await t.login('dave', 'dave-password-1')).access);
     expect(Buffer.byteLength(JSON.stringify(near.groups))).toBeLessThanOrEqual(GROUPS_CLAIM_MAX_BYTES);
     expect(near.groups).toHaveLength(40);
+  });
+});
+
+describe('the claims statement', () => {
+  it('reads what the models read, for users with and without groups and flags, and nothing for no user', async () => {
+    const all = ['is_staff', 'is_superuser', 'groups'] as const;
+    const users = await t.db.models.User.findAll({ attributes: ['id'] });
+    expect(users.length).toBeGreaterThan(3);
+    for (const { id } of users) expect(await loadUserClaims(t.db, id, all), `user ${id}`).toEqual(await loadUserClaimsByModels(t.db, id, all));
+    expect(await loadUserClaims(t.db, 999_999, all)).toBeUndefined();
+    expect(await loadUserClaims(t.db, users[0]!.id, [])).toBeUndefined();
   });
 });
 
