@@ -1,11 +1,16 @@
 // deploy/swarm/stack.yml on a swarm of three Docker engines on this machine (each dockerd in its own
 // network namespace, support/engines.ts), tested as clients and ops see it: every node's nginx on
 // its own address, the swarm driven with the docker CLI.
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../support/engines';
-import { request, type Reply } from '../support/http';
+import { request, tlsRequester, type Reply } from '../support/http';
+import { ROOT } from '../support/images';
 import { buildSwarmImages, startSwarm, type Swarm, type Task } from '../support/swarm';
 
 const STACK = 'kasw';
@@ -14,15 +19,26 @@ const PASSWORD = 'alice-password-1';
 // percent-encodes it, Postgres reads it raw.
 const DB_PASSWORD = `db-${randomBytes(6).toString('hex')}-p@ss:w/rd?#%41`;
 
+// The edge's certificate, for a name every node serves (a load balancer's or DNS round robin's):
+// the nodes are dialled by address, the certificate checked for the name.
+const SERVER_NAME = 'kas.test';
+const certDir = mkdtempSync(path.join(tmpdir(), 'swarm-tls-'));
+execFileSync('bash', [path.join(ROOT, 'scripts/make-dev-cert.sh'), certDir, SERVER_NAME]);
+const TLS_CERT = readFileSync(path.join(certDir, 'tls.crt'), 'utf8');
+const TLS_KEY = readFileSync(path.join(certDir, 'tls.key'), 'utf8');
+rmSync(certDir, { recursive: true, force: true });
+const tls = tlsRequester({ ca: TLS_CERT, servername: SERVER_NAME });
+
 let swarm: Swarm;
 const t0 = Date.now();
 const log = (message: string) => console.log(`[swarm ${((Date.now() - t0) / 1000).toFixed(1)} s] ${message}`);
 
-const url = (engine: Engine) => `http://${engine.address}`;
+const url = (engine: Engine) => `https://${engine.address}`;
 const node = (i: number) => swarm.engines[i - 1]!;
 const bearer = (access: string) => ({ Authorization: `Bearer ${access}` });
-const get = (engine: Engine, path: string, headers: Record<string, string> = {}) => request(url(engine), 'GET', path, { headers });
-const post = (engine: Engine, path: string, json: unknown) => request(url(engine), 'POST', path, { json });
+const get = (engine: Engine, path: string, headers: Record<string, string> = {}) => tls.request(url(engine), 'GET', path, { headers });
+const post = (engine: Engine, path: string, json: unknown, headers: Record<string, string> = {}) =>
+  tls.request(url(engine), 'POST', path, { json, headers });
 
 async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -124,6 +140,8 @@ beforeAll(async () => {
     secrets: {
       kas_signing_key: randomBytes(48).toString('base64'),
       kas_postgres_password: DB_PASSWORD,
+      kas_tls_crt: TLS_CERT,
+      kas_tls_key: TLS_KEY,
     },
     env: {
       APP_REPLICAS: '2',
@@ -149,22 +167,34 @@ beforeAll(async () => {
 afterAll(async () => {
   const started = Date.now();
   // A setup that timed out may still be on its way: let it finish (or fail and clean up itself).
+  tls.close();
   await (swarm ?? (await setup?.catch(() => undefined)))?.destroy();
   log(`engines, namespaces, bridge, rule and data removed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }, 120_000);
 
 describe('the stack on a three-engine Docker Swarm', () => {
-  it('answers /readyz on every node, through that node’s nginx', async () => {
+  it('answers /readyz on every node over HTTPS, through that node’s nginx; port 80 redirects but for health checks', async () => {
     for (const e of swarm.engines) {
       const r = await get(e, '/readyz');
       expect(r.status).toBe(200);
       expect(r.json).toEqual({ status: 'ok', database: 'ok', revocations: 'ok' });
       expect(r.headers.get('x-request-id')).toMatch(/^[0-9a-f]{32}$/);
+      expect(r.headers.get('strict-transport-security')).toBe('max-age=63072000');
+      const plain = `http://${e.address}`;
+      const redirect = await request(plain, 'POST', '/api/token/?next=1', { json: { username: 'alice', password: PASSWORD } });
+      expect(redirect.status).toBe(308);
+      expect(redirect.headers.get('location')).toBe(`https://${e.address}/api/token/?next=1`);
+      expect((await request(plain, 'GET', '/healthz')).json).toEqual({ status: 'ok' });
     }
   });
 
-  it('serves the client flow through node 1', async () => {
+  it('serves the client flow through node 1, and takes the client address from the connection, not from X-Forwarded-For', async () => {
     const n1 = node(1);
+    const forged = await post(n1, '/api/token/', { username: 'alice', password: PASSWORD }, { 'X-Forwarded-For': '203.0.113.9' });
+    expect(forged.status).toBe(200);
+    const sessions = await get(n1, '/api/sessions/', bearer(forged.json.access));
+    expect(sessions.status, sessions.text).toBe(200);
+    expect(sessions.json.find((x: { current: boolean }) => x.current)?.ip).toBe(swarm.hostAddress);
     const pair = await login(n1);
     const me = await get(n1, '/api/me/', bearer(pair.access));
     expect(me.status).toBe(200);

@@ -36,6 +36,8 @@ export interface Engine {
 export interface Machines {
   slot: number;
   engines: Engine[];
+  /** This process's address on the bridge: where the test's own requests come from. */
+  hostAddress: string;
   /** Takes an engine off the network (its veth down), as a pulled cable or a dead switch port would. */
   cut(engine: Engine): Promise<void>;
   /** A namespace of its own on the bridge (a load generator, say), at the given host number. */
@@ -358,6 +360,7 @@ export async function startEngines(count: number, images: string[] = []): Promis
 
   const machines: Machines = {
     slot,
+    hostAddress,
     get engines() {
       return engines;
     },

@@ -8,7 +8,7 @@ import Router from '@koa/router';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { CONFIG_VARIABLES } from '../../app/config';
+import { CONFIG_VARIABLES, loadCollectorConfig } from '../../app/config';
 import type { Database } from '../../app/db/database';
 import { healthRoutes } from '../../app/http/health';
 import { ROOT } from '../support/images';
@@ -64,9 +64,43 @@ function containerPorts(workload: string): Manifest[] {
   return containersOf(workload).flatMap((c) => c.ports ?? []);
 }
 
+interface Peer {
+  namespace: string;
+  labels: Record<string, string>;
+}
+
+/**
+ * Whether the network policies let `peer` connect to a workload's pods (namespace kas) on one of
+ * their named container ports, as the API defines it: a pod no Ingress policy selects takes
+ * anything; otherwise some rule of a policy that selects it must match both the peer (pod and
+ * namespace selectors: the pod's own namespace when only a pod selector is given, both when both
+ * are) and the port.
+ */
+function admits(peer: Peer, workload: string, portName: string, policies = ofKind('NetworkPolicy')): boolean {
+  const podLabels = podTemplates.find((p) => p.workload === workload)!.template.metadata.labels;
+  const port = containerPorts(workload).find((p) => p.name === portName)!;
+  const namespaceLabels = { 'kubernetes.io/metadata.name': peer.namespace };
+  const selecting = policies.filter(
+    (np) => (np.spec.policyTypes ?? ['Ingress']).includes('Ingress') && matches(np.spec.podSelector.matchLabels ?? {}, podLabels),
+  );
+  if (selecting.length === 0) return true;
+  const peerMatches = (from: Manifest) => {
+    if (from.ipBlock) return false; // pod traffic is not described by address blocks here
+    const pods = from.podSelector ? matches(from.podSelector.matchLabels ?? {}, peer.labels) : true;
+    const namespaces = from.namespaceSelector ? matches(from.namespaceSelector.matchLabels ?? {}, namespaceLabels) : peer.namespace === 'kas';
+    return pods && namespaces;
+  };
+  const portMatches = (p: Manifest) => p.port === undefined || p.port === port.name || p.port === port.containerPort;
+  return selecting.some((np) =>
+    (np.spec.ingress ?? []).some(
+      (rule: Manifest) => (rule.from === undefined || rule.from.some(peerMatches)) && (rule.ports === undefined || rule.ports.some(portMatches)),
+    ),
+  );
+}
+
 describe('deploy/k8s against the Kubernetes API schemas', () => {
-  it('lists every manifest in kustomization.yaml, but the example Secret', () => {
-    const files = [...new Set(docs.map((d) => d.file))].filter((f) => f !== 'secret.example.yaml');
+  it('lists every manifest in kustomization.yaml, but the examples', () => {
+    const files = [...new Set(docs.map((d) => d.file))].filter((f) => !f.endsWith('.example.yaml'));
     expect([...kustomization.resources].sort()).toEqual(files.sort());
     expect(kustomization.namespace).toBe(byName('Namespace', 'kas')?.metadata.name);
   });
@@ -291,7 +325,54 @@ describe('deploy/k8s, what ties it together', () => {
     expect(service.spec.clusterIP).toBe('None');
     expect(service.spec.ports.map((p: Manifest) => String(p.port))).toContain(port);
     expect(Number(nginxEnv.APP_UPSTREAM_FOLLOW)).toBeGreaterThan(0);
-    expect(byName('Service', 'kas-nginx')!.spec.externalTrafficPolicy).toBe('Local'); // client addresses for the limits
+  });
+
+  it('serves HTTPS at the edge, from a TLS Secret, behind a ClusterIP Service (the LoadBalancer or Ingress is a choice)', () => {
+    const service = byName('Service', 'kas-nginx')!;
+    expect(service.spec.type ?? 'ClusterIP').toBe('ClusterIP');
+    // Only a NodePort or LoadBalancer Service may set it (the API refuses it here).
+    expect(service.spec.externalTrafficPolicy).toBeUndefined();
+    expect(Object.fromEntries(service.spec.ports.map((p: Manifest) => [p.port, p.targetPort]))).toEqual({ 80: 'http', 443: 'https' });
+    const [nginx] = containersOf('kas-nginx');
+    expect(Object.fromEntries(nginx!.ports.map((p: Manifest) => [p.name, p.containerPort]))).toEqual({ http: 80, https: 443 });
+    // The certificate and key where the image looks for them (nginx/Dockerfile: TLS_CERT_FILE,
+    // TLS_KEY_FILE), from a kubernetes.io/tls Secret, readable by nginx's user.
+    const dockerfile = readFileSync(path.join(ROOT, 'nginx/Dockerfile'), 'utf8');
+    const file = (name: string) => new RegExp(`${name}=(\\S+)`).exec(dockerfile)![1]!;
+    const pod = byName('Deployment', 'kas-nginx')!.spec.template.spec;
+    for (const f of [file('TLS_CERT_FILE'), file('TLS_KEY_FILE')]) {
+      const mount = nginx!.volumeMounts.find((m: Manifest) => m.mountPath === path.dirname(f));
+      expect(mount, f).toBeDefined();
+      const volume = pod.volumes.find((v: Manifest) => v.name === mount.name);
+      const secret = byName('Secret', volume.secret.secretName)!;
+      expect(secret.type).toBe('kubernetes.io/tls');
+      expect(Object.keys(secret.stringData)).toContain(path.basename(f));
+      expect(pod.securityContext.fsGroup).toBe(pod.securityContext.runAsGroup);
+      expect(volume.secret.defaultMode & 0o040).toBe(0o040);
+    }
+    // Probes stay on port 80 (answered there, not redirected).
+    for (const probe of [nginx!.readinessProbe, nginx!.livenessProbe]) expect(probe.httpGet.port).toBe('http');
+    // The trusted-proxy setting is there, empty: nobody's X-Forwarded-For is believed until set.
+    expect(byName('ConfigMap', 'kas-nginx')!.data.REAL_IP_FROM).toBe('');
+  });
+
+  it('lets Prometheus in the monitoring namespace scrape the app’s metrics port, and nothing else in', () => {
+    // The port the metrics collector listens on when nothing sets it (app/config.ts).
+    const collectorPort = loadCollectorConfig({ METRICS_SOCKET_DIR: '/run/metrics' }).port;
+    const [app] = containersOf('kas-app');
+    expect(app!.ports.find((p: Manifest) => p.name === 'metrics')?.containerPort).toBe(collectorPort);
+    expect(byName('ConfigMap', 'kas-settings')!.data.METRICS_PORT).toBeUndefined(); // the default is the one declared
+    const prometheus = { namespace: 'monitoring', labels: { 'app.kubernetes.io/name': 'prometheus' } };
+    const nginxPod = { namespace: 'kas', labels: podTemplates.find((p) => p.workload === 'kas-nginx')!.template.metadata.labels };
+    expect(admits(prometheus, 'kas-app', 'metrics')).toBe(true);
+    expect(admits(prometheus, 'kas-app', 'http')).toBe(false);
+    expect(admits(prometheus, 'kas-nginx', 'http')).toBe(true); // the edge is open to everyone
+    expect(admits({ namespace: 'monitoring', labels: { 'app.kubernetes.io/name': 'grafana' } }, 'kas-app', 'metrics')).toBe(false);
+    expect(admits({ namespace: 'default', labels: prometheus.labels }, 'kas-app', 'metrics')).toBe(false);
+    expect(admits(nginxPod, 'kas-app', 'http')).toBe(true);
+    expect(admits(nginxPod, 'kas-app', 'metrics')).toBe(false);
+    // Without the policy, the default deny leaves Prometheus out (the check can fail).
+    expect(admits(prometheus, 'kas-app', 'metrics', ofKind('NetworkPolicy').filter((np) => np.metadata.name !== 'kas-prometheus'))).toBe(false);
   });
 
   it('keeps real secrets out of the example', () => {
