@@ -40,6 +40,8 @@ export interface Machines {
   hostAddress: string;
   /** Takes an engine off the network (its veth down), as a pulled cable or a dead switch port would. */
   cut(engine: Engine): Promise<void>;
+  /** Puts a cut engine back on the network. */
+  restore(engine: Engine): Promise<void>;
   /** A namespace of its own on the bridge (a load generator, say), at the given host number. */
   addNamespace(name: string, hostNumber: number): Promise<{ namespace: string; address: string }>;
   /** Runs a program inside one of this slot's namespaces. */
@@ -366,6 +368,9 @@ export async function startEngines(count: number, images: string[] = []): Promis
     },
     async cut(engine) {
       await must('ip', ['link', 'set', n.hostVeth(engine.index), 'down']);
+    },
+    async restore(engine) {
+      await must('ip', ['link', 'set', n.hostVeth(engine.index), 'up']);
     },
     addNamespace: (name, hostNumber) => addNamespace(name, hostNumber),
     inNamespace: (namespace, command, args) => run('nsenter', [`--net=/run/netns/${namespace}`, '--', command, ...args]),
