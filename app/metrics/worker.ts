@@ -27,7 +27,8 @@ export interface WorkerIdentity {
 }
 
 export type LoginOutcome = 'success' | 'failure' | 'throttled';
-export type RefreshOutcome = 'rotated' | 'refreshed' | 'reused' | 'revoked' | 'invalid' | 'throttled';
+// reissued: a parent presented again within REFRESH_REUSE_INTERVAL got its child again (two tabs, a retry).
+export type RefreshOutcome = 'rotated' | 'reissued' | 'refreshed' | 'reused' | 'revoked' | 'invalid' | 'throttled';
 export type RevocationReason = 'logout' | 'logout_all' | 'logout_others' | 'session_ended' | 'reuse';
 
 // Seconds; from a cached-token GET (~1 ms) to a login under load (hashing, ~0.1–1 s).
@@ -65,7 +66,7 @@ export function createWorkerMetrics(identity: WorkerIdentity, sources: { pool: (
   });
   const refreshes = new Counter({
     name: 'auth_refreshes_total',
-    help: 'Refreshes (POST /api/token/refresh/) by outcome; "reused" is a replayed rotated token.',
+    help: 'Refreshes (POST /api/token/refresh/) by outcome; "reused" is a replayed rotated token, "reissued" one presented again within REFRESH_REUSE_INTERVAL.',
     labelNames: ['outcome'] as const,
     registers: [shared],
   });
