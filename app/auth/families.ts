@@ -152,7 +152,7 @@ export async function rotate(
 // so a rotation of the child in flight is waited for and then seen (the child is no longer unused:
 // the replay is refused and revokes the family), never answered as if it had not happened. The family
 // records the refresh. Through the family's index (refresh_tokens_family_id_idx), no index of its own.
-const REISSUE = `
+export const REISSUE = `
   WITH child AS (
     SELECT c.jti, c.created_at, c.expires_at, c.family_id, u.username, f.expires_at AS session_ends
       FROM refresh_tokens p, refresh_tokens c, token_families f, users u

@@ -37,9 +37,11 @@ export interface Authenticated {
 }
 
 /**
- * The account for these credentials, or null. Every path spends one password hash, so a response's
- * timing does not tell whether the username exists or is active. (A login is bound by that hash: the
- * models' lookup costs it nothing measurable, see docs/PERFORMANCE.md.)
+ * The account for these credentials, or null. Every failing path spends at least one password hash at
+ * our parameters and is held to the hasher's failure floor (FAILED_LOGIN_MIN_TIME), so a response's
+ * timing does not tell whether the username exists, is active, or still has a hash imported from
+ * Django. (A login is bound by that hash: the models' lookup costs it nothing measurable, see
+ * docs/PERFORMANCE.md.)
  */
 export async function authenticate(
   db: Database,

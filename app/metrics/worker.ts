@@ -78,7 +78,7 @@ export function createWorkerMetrics(identity: WorkerIdentity, sources: { pool: (
   });
   // Every outcome from the start, so rate() has a zero to start from instead of a missing series.
   for (const o of ['success', 'failure', 'throttled'] satisfies LoginOutcome[]) logins.inc({ outcome: o }, 0);
-  for (const o of ['rotated', 'reused', 'revoked', 'invalid', 'throttled'] satisfies RefreshOutcome[]) refreshes.inc({ outcome: o }, 0);
+  for (const o of ['rotated', 'reissued', 'reused', 'revoked', 'invalid', 'throttled'] satisfies RefreshOutcome[]) refreshes.inc({ outcome: o }, 0);
   for (const r of ['logout', 'logout_all', 'logout_others', 'session_ended', 'reuse'] satisfies RevocationReason[]) revocations.inc({ reason: r }, 0);
 
   const pool = (name: string, help: string, read: (p: PoolStats) => number) =>

@@ -7,6 +7,7 @@ import { QueryTypes, type Transaction } from 'sequelize';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REFRESH_COOKIE } from '../../app/auth/cookie';
+import { REISSUE } from '../../app/auth/families';
 import { generateKey } from '../../app/auth/keys';
 import { deactivateUser } from '../../app/auth/users';
 import { decodeJwt, type Reply } from '../support/http';
@@ -70,6 +71,8 @@ describe('within the interval', () => {
     expect(again.json.refresh).toBe(first.json.refresh);
     expect(jtiOf(again.json.access)).not.toBe(jtiOf(first.json.access));
     expect(decodeJwt(again.json.access).payload.sid).toBe(decodeJwt(first.json.access).payload.sid);
+    // Logged as a security event: a tab, a retry, or a replay the interval forgave.
+    expect(t.logs.some((line) => line.includes('"event":"refresh_reissued"'))).toBe(true);
     // One rotation, the family live, and the child goes on as the session's token.
     expect(await children(s.refresh)).toBe(1);
     expect((await familyOf(s.refresh))!.revokedAt).toBeNull();
@@ -139,8 +142,29 @@ describe('past the interval', () => {
   });
 });
 
+/** Opens `count` connections in the app's pool first, one after another, so 50 requests at once do
+ *  not each connect (on a busy machine fifty connection starts at once can outlast the connect timeout). */
+async function warm(app: TestApp, count: number): Promise<void> {
+  const held: Promise<unknown>[] = [];
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  for (let i = 0; i < count; i++) {
+    // Each holds its connection until all are open: the next one must be a new connection.
+    let opened!: () => void;
+    const open = new Promise<void>((resolve) => (opened = resolve));
+    held.push(app.db.sequelize.transaction(async () => {
+      opened();
+      await released;
+    }));
+    await open;
+  }
+  release();
+  await Promise.all(held);
+}
+
 /** Runs 50 refreshes of one token, all of them waiting on its row until the test lets go. */
 async function fiftyAtOnce(app: TestApp, token: string): Promise<Reply[]> {
+  await warm(app, 55);
   const hold: Transaction = await t.db.sequelize.transaction();
   let sent: Promise<Reply[]> | undefined;
   try {
@@ -267,3 +291,16 @@ describe('asymmetric keys: the same token signed again', () => {
   }
 });
 
+
+describe('the re-answer\'s statement', () => {
+  it('finds the child through the parent\'s primary key and the family\'s index, not a scan of every token', async () => {
+    const plan = await t.db.sequelize.transaction(async (transaction) => {
+      await t.db.sequelize.query('SET LOCAL enable_seqscan = off', { transaction });
+      const sql = `EXPLAIN ${REISSUE.replace(/\$(\d)/g, (_m, i: string) => ["'x'", '1', `'${new Date().toISOString()}'::timestamptz`, '10', "'ua'", "'ip'"][Number(i) - 1]!)}`;
+      return t.db.sequelize.query<{ 'QUERY PLAN': string }>(sql, { type: QueryTypes.SELECT, transaction });
+    });
+    const text = plan.map((r) => r['QUERY PLAN']).join('\n');
+    expect(text).toContain('refresh_tokens_pkey');
+    expect(text).toContain('refresh_tokens_family_id_idx');
+  });
+});
