@@ -185,7 +185,7 @@ export function createPasswordHasher(params: Readonly<Argon2Params> = OWASP_ARGO
   const floorMs = options.failureFloorMs ?? 0;
   let computed = 0;
   // Every hash computed, counted: the checks' slot is taken once around all of a check's hashes.
-  const counted = <T>(work: Promise<T>): Promise<T> => {
+  const counted = <T>(work: T): T => {
     computed += 1;
     return work;
   };
@@ -243,7 +243,7 @@ export function createPasswordHasher(params: Readonly<Argon2Params> = OWASP_ARGO
       }
       case 'wrapped': {
         if (argon2OverCaps(s.p)) return failed(false);
-        const digest = await counted(Promise.resolve(weakDigest(s.inner, s.salt, password)));
+        const digest = counted(weakDigest(s.inner, s.salt, password));
         const [ok, fullCost] = await argon2Matches(Buffer.from(digest, 'ascii'), s.p);
         return { ok, needsRehash: ok, fullCost };
       }
@@ -284,7 +284,7 @@ export function createPasswordHasher(params: Readonly<Argon2Params> = OWASP_ARGO
       case 'sha1':
       case 'unsalted_md5':
       case 'unsalted_sha1':
-        ok = safeEqual(Buffer.from(await counted(Promise.resolve(weakDigest(s.kind, s.salt, password))), 'ascii'), Buffer.from(s.hex, 'ascii'));
+        ok = safeEqual(Buffer.from(counted(weakDigest(s.kind, s.salt, password)), 'ascii'), Buffer.from(s.hex, 'ascii'));
         break;
       default:
         // Django's unusable passwords ("!…"), malformed hashes and formats we do not support never verify.
