@@ -1,6 +1,7 @@
 // Ops commands, run as `npm run cli -- <command>` on the host or inside the app container.
 // Exit codes: 0 done, 1 the command failed (the message says why), 2 a usage error.
 import { readFile, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { flushExpired } from './auth/families';
@@ -27,7 +28,8 @@ Commands:
   deactivate <username>            refuse the user's logins and refreshes; ends every session
   importusers <file>               import users from a JSON export of Django's auth_user
                                    (rows {id, username, password, is_active}, or \`dumpdata auth.user\`);
-                                   Django password hashes keep working and upgrade at the next login
+                                   every Django password hasher's hashes keep working and become
+                                   argon2id at the next login; md5/sha1 digests are reported as weak
   flushexpiredtokens               delete expired refresh tokens and families left with none
                                    (run it daily, as simplejwt's command of the same name)
   genkey <HS256|HS384|HS512|RS256|RS384|RS512|PS256|PS384|PS512|ES256|ES384|ES512> [--out FILE]
@@ -173,7 +175,8 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
 
   const { config } = loadConfig(process.env);
   const db = createDatabase({ url: config.databaseUrl, poolMax: 2, applicationName: `koa-auth-stack cli ${command}` });
-  const hasher = createPasswordHasher();
+  // All the CPUs: an import wraps each weak digest in argon2id.
+  const hasher = createPasswordHasher(undefined, { concurrency: availableParallelism() });
   const now = () => new Date();
   try {
     switch (command) {
@@ -203,8 +206,14 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
         break;
       }
       case 'importusers': {
-        const r = await importUsers(db, await parseImportFile(one('file')));
+        const r = await importUsers(db, hasher, await parseImportFile(one('file')));
         out(`imported ${r.created} user(s)`);
+        const kinds = Object.entries(r.byKind).sort(([a], [b]) => a.localeCompare(b));
+        if (kinds.length) out(`  by hasher: ${kinds.map(([kind, n]) => `${kind} ${n}`).join(', ')}`);
+        if (r.weak.length) {
+          out(`weak: ${r.weak.length} user(s) with an md5/sha1 digest (stored wrapped in argon2id, upgraded at the next login; the digest was weak wherever it was kept before: consider a password reset): ${r.weak.join(', ')}`);
+        }
+        if (r.unusable.length) out(`cannot log in: ${r.unusable.length} user(s) with an unusable or unsupported hash (set a password with changepassword): ${r.unusable.join(', ')}`);
         if (r.skipped.length) out(`skipped ${r.skipped.length} existing (same id or username): ${r.skipped.join(', ')}`);
         break;
       }
@@ -220,6 +229,7 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
     }
     return 0;
   } finally {
+    await hasher.close();
     await db.close();
   }
 }
