@@ -1,6 +1,7 @@
 // Ops commands, run as `npm run cli -- <command>` on the host or inside the app container.
 // Exit codes: 0 done, 1 the command failed (the message says why), 2 a usage error.
 import { readFile, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { ClientError, createClient, deleteClient, flushClientCutoffs, listClients, parseScopes, rotateClientSecret } from './auth/clients';
@@ -40,7 +41,8 @@ Commands:
                                    {id, username, password, is_active[, is_staff, is_superuser, groups]}
                                    (groups by name), or \`manage.py dumpdata auth.group auth.user\`
                                    (group ids; or --natural-foreign, groups by name); Django password
-                                   hashes keep working and upgrade at the next login
+                                   hashes (every Django hasher) keep working and become argon2id at the
+                                   next login; md5/sha1 digests are reported as weak
   addgroup <username> <group>      put a user in a group (made if new); access tokens carry it from
                                    the next login or refresh (ACCESS_TOKEN_CLAIMS=groups)
   removegroup <username> <group>   take a user out of a group
@@ -249,7 +251,8 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
 
   const { config } = loadConfig(process.env);
   const db = createDatabase({ url: config.databaseUrl, poolMax: 2, applicationName: `koa-auth-stack cli ${command}` });
-  const hasher = createPasswordHasher();
+  // All the CPUs: an import wraps each weak digest in argon2id.
+  const hasher = createPasswordHasher(undefined, { concurrency: availableParallelism() });
   const now = () => new Date();
   try {
     switch (command) {
@@ -280,9 +283,15 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
       }
       case 'importusers': {
         const { users, groups } = await parseImportFile(one('file'));
-        const r = await importUsers(db, users, { groups });
+        const r = await importUsers(db, hasher, users, { groups });
         out(`imported ${r.created} user(s)`);
         if (r.groupsCreated) out(`created ${r.groupsCreated} group(s)`);
+        const kinds = Object.entries(r.byKind).sort(([a], [b]) => a.localeCompare(b));
+        if (kinds.length) out(`  by hasher: ${kinds.map(([kind, n]) => `${kind} ${n}`).join(', ')}`);
+        if (r.weak.length) {
+          out(`weak: ${r.weak.length} user(s) with an md5/sha1 digest (stored wrapped in argon2id, upgraded at the next login; the digest was weak wherever it was kept before: consider a password reset): ${r.weak.join(', ')}`);
+        }
+        if (r.unusable.length) out(`cannot log in: ${r.unusable.length} user(s) with an unusable or unsupported hash (set a password with changepassword): ${r.unusable.join(', ')}`);
         if (r.skipped.length) out(`skipped ${r.skipped.length} existing (same id or username): ${r.skipped.join(', ')}`);
         break;
       }
@@ -346,6 +355,7 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
     }
     return 0;
   } finally {
+    await hasher.close();
     await db.close();
   }
 }

@@ -36,6 +36,9 @@ export interface JwtSettings {
   sessionMaxLifetime: number;
   /** Claims from the user record put in every access token, read at login and at each refresh. */
   accessTokenClaims: UserClaim[];
+  /** Seconds after a rotation in which the parent, presented again, answers its (unused) child instead
+   *  of revoking the family: two tabs, a retry after a lost answer. 0: strict. */
+  refreshReuseInterval: number;
 }
 
 export interface Config {
@@ -56,6 +59,8 @@ export interface Config {
   hashConcurrency: number;
   /** Password hashes that may wait for a slot; beyond them a login answers 503. */
   hashQueue: number;
+  /** No failed login is answered sooner than this (ms) after its password check began: 0 off. */
+  failedLoginMinTimeMs: number;
   jwt: JwtSettings;
   /** Machine clients; undefined (off, the endpoints absent) unless ISSUER is an https URL. */
   clients: ClientSettings | undefined;
@@ -109,6 +114,30 @@ const duration = (what: string) =>
     const seconds = m ? Number(m[1]) * UNIT_SECONDS[(m[2] ?? 's').toLowerCase()]! : NaN;
     if (!Number.isSafeInteger(seconds) || seconds <= 0) {
       ctx.addIssue({ code: 'custom', message: `expected ${what} like 300, 300s, 5m, 1h or 1d (got ${JSON.stringify(raw)})` });
+      return z.NEVER;
+    }
+    return seconds;
+  });
+
+// A duration that may be 0 (a feature turned off), in whole seconds; with `ms`, milliseconds too.
+const DURATION_MS = /^(\d+)\s*(ms|s|m|h|d)?$/i;
+const durationMs = (what: string, maxMs: number) =>
+  z.string().transform((raw, ctx) => {
+    const m = DURATION_MS.exec(raw.trim());
+    const unit = (m?.[2] ?? 's').toLowerCase();
+    const ms = m ? Number(m[1]) * (unit === 'ms' ? 1 : UNIT_SECONDS[unit]! * 1000) : NaN;
+    if (!Number.isSafeInteger(ms) || ms > maxMs) {
+      ctx.addIssue({ code: 'custom', message: `expected ${what} like 0, 750ms, 1s or 2s, at most ${maxMs / 1000}s (got ${JSON.stringify(raw)})` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+const durationOrZero = (what: string) =>
+  z.string().transform((raw, ctx) => {
+    const m = DURATION.exec(raw.trim());
+    const seconds = m ? Number(m[1]) * UNIT_SECONDS[(m[2] ?? 's').toLowerCase()]! : NaN;
+    if (!Number.isSafeInteger(seconds)) {
+      ctx.addIssue({ code: 'custom', message: `expected ${what} like 0, 10, 10s or 1m (got ${JSON.stringify(raw)})` });
       return z.NEVER;
     }
     return seconds;
@@ -172,9 +201,13 @@ const schema = z.object({
   PASSWORD_HASH_CONCURRENCY: int(1, 256).optional(),
   // Logins that may wait for a hashing slot, per worker; more get 503 + Retry-After at once.
   PASSWORD_HASH_QUEUE: int(0, 100_000).default(32),
+  // Every failed login takes at least this long from its password check, so the slowest stored hash
+  // (an imported Django one) cannot be told from an unknown user by time: as PAM's pam_faildelay.
+  FAILED_LOGIN_MIN_TIME: durationMs('a duration', 10_000).default(1000),
   ACCESS_TOKEN_LIFETIME: duration('a duration').default(300),
   REFRESH_TOKEN_LIFETIME: duration('a duration').default(86400),
   SESSION_MAX_LIFETIME: duration('a duration').default(30 * 86400),
+  REFRESH_REUSE_INTERVAL: durationOrZero('a duration').default(0),
   ROTATE_REFRESH_TOKENS: bool.default(true),
   BLACKLIST_AFTER_ROTATION: bool.default(true),
   UPDATE_LAST_LOGIN: bool.default(false),
@@ -375,6 +408,7 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
       maxBodyBytes: e.MAX_BODY_BYTES,
       hashConcurrency: e.PASSWORD_HASH_CONCURRENCY ?? availableParallelism(),
       hashQueue: e.PASSWORD_HASH_QUEUE,
+      failedLoginMinTimeMs: e.FAILED_LOGIN_MIN_TIME,
       jwt: {
         accessTokenLifetime: e.ACCESS_TOKEN_LIFETIME,
         refreshTokenLifetime: e.REFRESH_TOKEN_LIFETIME,
@@ -390,6 +424,7 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
         userIdClaim: e.USER_ID_CLAIM,
         sessionMaxLifetime: e.SESSION_MAX_LIFETIME,
         accessTokenClaims: e.ACCESS_TOKEN_CLAIMS,
+        refreshReuseInterval: e.REFRESH_REUSE_INTERVAL,
       },
       clients,
       throttle: {

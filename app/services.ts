@@ -43,15 +43,21 @@ export function createServices(
     feed,
     clock,
   });
+  const hasher = createPasswordHasher(options.argon2, {
+    concurrency: config.hashConcurrency,
+    queueLimit: config.hashQueue,
+    failureFloorMs: config.failedLoginMinTimeMs,
+  });
   return {
     db,
     tokens,
-    hasher: createPasswordHasher(options.argon2, { concurrency: config.hashConcurrency, queueLimit: config.hashQueue }),
+    hasher,
     revocations,
     feed,
     metrics,
     async close() {
       await feed.stop();
+      await hasher.close();
       await db.close();
     },
   };

@@ -20,7 +20,9 @@ export interface EventSource {
 }
 
 const LOGGED_LOGINS = new Set<LoginOutcome>(['failure', 'throttled']);
-const LOGGED_REFRESHES = new Set<RefreshOutcome>(['throttled', 'reused']);
+// A re-answer within REFRESH_REUSE_INTERVAL is logged too: it is a tab or a retry, or a thief's replay
+// the interval forgave, and an operator tracing a theft needs to find it.
+const LOGGED_REFRESHES = new Set<RefreshOutcome>(['throttled', 'reused', 'reissued']);
 
 // A refused refresh, by why: a replay of a rotated token is "reused" (and revokes its family); a token
 // of a revoked family or of an inactive account is "revoked"; no such live token is "invalid".

@@ -194,16 +194,22 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
       return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
     }
     // The database records the child first and caps its expiry at the session's end; the token is
-    // then signed to match.
+    // then signed to match. Within REFRESH_REUSE_INTERVAL a parent presented again gets the child its
+    // first rotation made: the same jti, iat and exp, signed again (the same token) with a fresh access token.
     const child = { jti: newJti(), expiresAt: secondsFrom(now, settings.refreshTokenLifetime) };
-    const outcome = await families.rotate(db, ref, child, { blacklistOld: settings.blacklistAfterRotation, now, client: clientOf(ctx) });
+    const outcome = await families.rotate(db, ref, child, {
+      blacklistOld: settings.blacklistAfterRotation,
+      now,
+      client: clientOf(ctx),
+      reuseIntervalSeconds: settings.refreshReuseInterval,
+    });
     if (!outcome.ok) deps.events.refreshRefused(ctx, outcome.refusal);
     if (!outcome.ok) throw refused(outcome.refusal);
-    const next = tokens.sign('refresh', userId, now.getTime(), { jti: child.jti, notAfter: outcome.expiresAt });
+    const next = tokens.sign('refresh', userId, outcome.issuedAt.getTime(), { jti: outcome.jti, notAfter: outcome.expiresAt });
     // Read again at every refresh, so a change to the user's record reaches the next access token.
     const record = await loadUserClaims(db, userId, settings.accessTokenClaims);
     const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username, notAfter: outcome.sessionEnds, claims: record });
-    deps.events.refresh(ctx, 'rotated');
+    deps.events.refresh(ctx, outcome.reissued ? 'reissued' : 'rotated');
     if (cookie) {
       setRefreshCookie(ctx, next.token, secondsUntil(next.expiresAt));
       return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);

@@ -197,7 +197,11 @@ function paths() {
         parameters: [transport],
         requestBody: refreshBody,
         responses: {
-          200: answer('The new tokens', { anyOf: [ref(s.RotatedPair), ref(s.AccessOnly)] }, setCookie),
+          200: answer(
+            'The new tokens. Within REFRESH_REUSE_INTERVAL of a rotation, the rotated token presented again answers the same new refresh token as the rotation did (a fresh access token)',
+            { anyOf: [ref(s.RotatedPair), ref(s.AccessOnly)] },
+            setCookie,
+          ),
           ...bodyErrors,
           401: answer('token_not_valid (invalid, expired, blacklisted, replayed: the session is then revoked); not_authenticated (no cookie)', ErrorBody, setCookie),
           429: throttled,
