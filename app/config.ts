@@ -9,6 +9,16 @@ import type { ThrottleSettings } from './auth/throttle';
 
 export type Environment = 'production' | 'development' | 'test';
 
+/** What of the user record access tokens may carry (ACCESS_TOKEN_CLAIMS), as simplejwt users add them. */
+export const USER_CLAIMS = ['is_staff', 'is_superuser', 'groups'] as const;
+export type UserClaim = (typeof USER_CLAIMS)[number];
+
+/** Machine clients (OAuth 2.0 client credentials): on when ISSUER is an issuer identifier (RFC 8414). */
+export interface ClientSettings {
+  /** ISSUER as given: the tokens' `iss` and the metadata's `issuer`, compared as strings by verifiers. */
+  issuer: string;
+}
+
 export interface JwtSettings {
   accessTokenLifetime: number; // seconds
   refreshTokenLifetime: number; // seconds
@@ -24,6 +34,8 @@ export interface JwtSettings {
   userIdClaim: string;
   /** A session's absolute lifetime from its login (seconds): no refresh carries it further. */
   sessionMaxLifetime: number;
+  /** Claims from the user record put in every access token, read at login and at each refresh. */
+  accessTokenClaims: UserClaim[];
   /** Seconds after a rotation in which the parent, presented again, answers its (unused) child instead
    *  of revoking the family: two tabs, a retry after a lost answer. 0: strict. */
   refreshReuseInterval: number;
@@ -50,6 +62,8 @@ export interface Config {
   /** No failed login is answered sooner than this (ms) after its password check began: 0 off. */
   failedLoginMinTimeMs: number;
   jwt: JwtSettings;
+  /** Machine clients; undefined (off, the endpoints absent) unless ISSUER is an https URL. */
+  clients: ClientSettings | undefined;
   throttle: ThrottleSettings;
   /** Origins (scheme://host[:port]) whose pages may call the API with credentials; no others. */
   corsAllowedOrigins: string[];
@@ -241,6 +255,18 @@ const schema = z.object({
   METRICS_SOCKET_DIR: optionalText.optional(),
   SLOW_REQUEST_MS: int(0, 3_600_000).default(1000),
   USER_ID_CLAIM: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected a claim name such as user_id').default('user_id'),
+  ACCESS_TOKEN_CLAIMS: z
+    .string()
+    .transform((s, ctx) => {
+      const names = [...new Set(s.split(/[\s,]+/).filter(Boolean))];
+      for (const name of names) {
+        if (!(USER_CLAIMS as readonly string[]).includes(name)) {
+          ctx.addIssue({ code: 'custom', message: `expected some of ${USER_CLAIMS.join(', ')}, comma-separated (got ${JSON.stringify(name)})` });
+        }
+      }
+      return names as UserClaim[];
+    })
+    .default([]),
 });
 
 /** Every variable loadConfig reads (the deployment manifests are checked against it). */
@@ -254,6 +280,33 @@ function isOrigin(s: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Machine clients need an issuer identifier (RFC 9068 requires `iss`; RFC 8414 names the metadata
+ * after it): ISSUER when it is an https URL with no path, query or fragment (http outside
+ * production, for development). An ISSUER that is not one (simplejwt takes any string) leaves machine
+ * clients off, with the reason. Not derived from the request's Host: a client would then choose what
+ * its token says about who issued it.
+ */
+function clientSettings(issuer: string | undefined, env: Environment): { clients?: ClientSettings; warning?: string } {
+  if (issuer === undefined) return {};
+  let url: URL;
+  try {
+    url = new URL(issuer);
+  } catch {
+    return {};
+  }
+  const schemes = env === 'production' ? ['https:'] : ['https:', 'http:'];
+  const why = !schemes.includes(url.protocol)
+    ? `its scheme must be ${schemes.join(' or ')}`
+    : url.pathname !== '/' || url.search !== '' || url.hash !== '' || issuer.includes('?') || issuer.includes('#')
+      ? 'it must have no path, query or fragment (the metadata is served at /.well-known/oauth-authorization-server)'
+      : url.username !== '' || url.password !== ''
+        ? 'it must carry no credentials'
+        : undefined;
+  if (why) return { warning: `machine clients are off: ISSUER=${issuer} is not an OAuth issuer identifier: ${why}` };
+  return { clients: { issuer } };
 }
 
 function invalid(name: string, message: string): ConfigError {
@@ -332,6 +385,12 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
     throw err;
   }
 
+  const { clients, warning: clientWarning } = clientSettings(e.ISSUER, e.NODE_ENV);
+  if (clientWarning) warnings.push(clientWarning);
+  if (clients && !e.AUTH_HEADER_TYPES.includes('Bearer')) {
+    warnings.push('machine clients send their tokens as "Authorization: Bearer …" (RFC 6750), and AUTH_HEADER_TYPES has no Bearer: the guard will not read them');
+  }
+
   return {
     warnings,
     config: {
@@ -364,8 +423,10 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
         authHeaderTypes: e.AUTH_HEADER_TYPES,
         userIdClaim: e.USER_ID_CLAIM,
         sessionMaxLifetime: e.SESSION_MAX_LIFETIME,
+        accessTokenClaims: e.ACCESS_TOKEN_CLAIMS,
         refreshReuseInterval: e.REFRESH_REUSE_INTERVAL,
       },
+      clients,
       throttle: {
         loginFreeAttempts: e.LOGIN_THROTTLE_FREE_ATTEMPTS,
         loginMaxDelaySeconds: e.LOGIN_THROTTLE_MAX_DELAY,

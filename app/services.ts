@@ -25,7 +25,7 @@ export function createServices(
   options: { argon2?: Argon2Params; reconnectDelayMs?: number; identity?: WorkerIdentity } = {},
 ): Services {
   const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax });
-  const tokens = createTokenService(config.jwt, clock);
+  const tokens = createTokenService(config.jwt, clock, config.clients);
   // An entry matters while an access token issued before it can still be valid.
   const windowMs = revocationWindowMs(config.jwt);
   const revocations = new RevocationStore(windowMs, clock);

@@ -150,6 +150,10 @@ export interface DjangoUser {
   username: string;
   password: string;
   is_active: boolean;
+  is_staff?: boolean;
+  is_superuser?: boolean;
+  /** Group names (a dump's group ids resolved through its auth.group rows, or natural keys). */
+  groups?: string[];
 }
 
 export interface ImportResult {
@@ -162,6 +166,29 @@ export interface ImportResult {
   weak: string[];
   /** Imported users no password can log in as (Django's unusable password, a format we do not verify). */
   unusable: string[];
+  /** Groups that did not exist before. */
+  groupsCreated: number;
+}
+
+const GROUP_NAME_MAX_LENGTH = 150; // Django's auth_group.name
+
+export function validateGroupName(raw: string): string {
+  const name = raw.trim();
+  if (name.length === 0 || name.length > GROUP_NAME_MAX_LENGTH || /\p{Cc}/u.test(name)) {
+    throw new UserError(`a group name is 1 to ${GROUP_NAME_MAX_LENGTH} characters, no control characters`);
+  }
+  return name;
+}
+
+/** The ids of the named groups, creating those that do not exist; and how many were created. */
+async function ensureGroups(db: Database, names: readonly string[], transaction: Transaction): Promise<{ ids: Map<string, number>; created: number }> {
+  const { Group } = db.models;
+  const wanted = [...new Set(names)];
+  if (wanted.length === 0) return { ids: new Map(), created: 0 };
+  const before = await Group.count({ where: { name: wanted }, transaction });
+  await Group.bulkCreate(wanted.map((name) => ({ name })), { ignoreDuplicates: true, transaction });
+  const rows = await Group.findAll({ where: { name: wanted }, attributes: ['id', 'name'], transaction });
+  return { ids: new Map(rows.map((g) => [g.name, g.id])), created: wanted.length - before };
 }
 
 /**
@@ -170,20 +197,37 @@ export interface ImportResult {
  * hashed before the transaction begins. Existing usernames or ids are skipped, not overwritten. One
  * transaction: a failure imports nothing.
  */
-export async function importUsers(db: Database, hasher: PasswordHasher, users: readonly DjangoUser[]): Promise<ImportResult> {
-  const { User } = db.models;
+export async function importUsers(
+  db: Database,
+  hasher: PasswordHasher,
+  users: readonly DjangoUser[],
+  options: { groups?: readonly string[] } = {},
+): Promise<ImportResult> {
+  const { User, UserGroup } = db.models;
   const stored = await Promise.all(users.map((u) => hasher.forStorage(u.password)));
   return db.sequelize.transaction(async (transaction) => {
-    const result: ImportResult = { created: 0, skipped: [], byKind: {}, weak: [], unusable: [] };
+    const result: ImportResult = { created: 0, skipped: [], byKind: {}, weak: [], unusable: [], groupsCreated: 0 };
+    // Every group the file names (its auth.group rows too), so a dump's empty groups come along.
+    const groups = await ensureGroups(db, [...(options.groups ?? []), ...users.flatMap((u) => u.groups ?? [])].map(validateGroupName), transaction);
+    result.groupsCreated = groups.created;
     for (const [i, u] of users.entries()) {
       try {
         // A savepoint per row: a row that collides is skipped and the import goes on.
-        await db.sequelize.transaction({ transaction }, (savepoint) =>
-          User.create(
-            { id: u.id, username: normalizeUsername(u.username), passwordHash: stored[i]!, isActive: u.is_active },
+        await db.sequelize.transaction({ transaction }, async (savepoint) => {
+          await User.create(
+            {
+              id: u.id,
+              username: normalizeUsername(u.username),
+              passwordHash: stored[i]!,
+              isActive: u.is_active,
+              isStaff: u.is_staff ?? false,
+              isSuperuser: u.is_superuser ?? false,
+            },
             { transaction: savepoint },
-          ),
-        );
+          );
+          const memberships = [...new Set(u.groups ?? [])].map((name) => ({ userId: u.id, groupId: groups.ids.get(validateGroupName(name))! }));
+          if (memberships.length > 0) await UserGroup.bulkCreate(memberships, { transaction: savepoint });
+        });
       } catch (err) {
         if (!(err instanceof UniqueConstraintError)) throw err;
         result.skipped.push(u.username);
@@ -203,5 +247,50 @@ export async function importUsers(db: Database, hasher: PasswordHasher, users: r
       { transaction },
     );
     return result;
+  });
+}
+
+/** The user by username, locked for a change to its record. */
+async function userForChange(db: Database, username: string, transaction: Transaction): Promise<UserRow> {
+  const user = await db.models.User.findOne({ where: { username: normalizeUsername(username.trim()) }, lock: transaction.LOCK.UPDATE, transaction });
+  if (!user) throw new UserError(`no user "${username}"`);
+  return user;
+}
+
+/**
+ * Puts a user in a group (created if need be). The user's access tokens carry the change from their
+ * next login or refresh (ACCESS_TOKEN_CLAIMS=groups); requireGroup without the claim sees it at once.
+ */
+export async function addToGroup(db: Database, username: string, group: string): Promise<{ groupCreated: boolean; added: boolean }> {
+  const name = validateGroupName(group);
+  return db.sequelize.transaction(async (transaction) => {
+    const user = await userForChange(db, username, transaction);
+    const { ids, created } = await ensureGroups(db, [name], transaction);
+    const [, added] = await db.models.UserGroup.findOrCreate({ where: { userId: user.id, groupId: ids.get(name)! }, transaction });
+    return { groupCreated: created > 0, added };
+  });
+}
+
+/** Takes a user out of a group; false when the user was not in it. */
+export async function removeFromGroup(db: Database, username: string, group: string): Promise<boolean> {
+  const name = validateGroupName(group);
+  return db.sequelize.transaction(async (transaction) => {
+    const user = await userForChange(db, username, transaction);
+    const found = await db.models.Group.findOne({ where: { name }, transaction });
+    if (!found) throw new UserError(`no group "${name}"`);
+    return (await db.models.UserGroup.destroy({ where: { userId: user.id, groupId: found.id }, transaction })) > 0;
+  });
+}
+
+/** Sets Django's is_staff and is_superuser flags (either or both). */
+export async function setStaff(
+  db: Database,
+  username: string,
+  flags: { isStaff?: boolean; isSuperuser?: boolean },
+): Promise<{ isStaff: boolean; isSuperuser: boolean }> {
+  return db.sequelize.transaction(async (transaction) => {
+    const user = await userForChange(db, username, transaction);
+    await user.update(flags, { transaction });
+    return { isStaff: user.isStaff, isSuperuser: user.isSuperuser };
   });
 }

@@ -27,6 +27,9 @@ export interface WorkerIdentity {
 }
 
 export type LoginOutcome = 'success' | 'failure' | 'throttled';
+/** A client credentials grant (POST /api/oauth/token/): issued, or the OAuth error it was answered with. */
+export type ClientGrantOutcome = 'success' | 'invalid_client' | 'invalid_scope' | 'invalid_request' | 'unsupported_grant_type' | 'throttled';
+export const CLIENT_GRANT_OUTCOMES: readonly ClientGrantOutcome[] = ['success', 'invalid_client', 'invalid_scope', 'invalid_request', 'unsupported_grant_type', 'throttled'];
 // reissued: a parent presented again within REFRESH_REUSE_INTERVAL got its child again (two tabs, a retry).
 export type RefreshOutcome = 'rotated' | 'reissued' | 'refreshed' | 'reused' | 'revoked' | 'invalid' | 'throttled';
 export type RevocationReason = 'logout' | 'logout_all' | 'logout_others' | 'session_ended' | 'reuse';
@@ -70,6 +73,12 @@ export function createWorkerMetrics(identity: WorkerIdentity, sources: { pool: (
     labelNames: ['outcome'] as const,
     registers: [shared],
   });
+  const clientGrants = new Counter({
+    name: 'auth_client_grants_total',
+    help: 'Machine clients\' token requests (POST /api/oauth/token/, client credentials) by outcome: success or the OAuth error.',
+    labelNames: ['outcome'] as const,
+    registers: [shared],
+  });
   const revocations = new Counter({
     name: 'auth_revocations_total',
     help: 'Sessions revoked through the API, by reason.',
@@ -78,6 +87,7 @@ export function createWorkerMetrics(identity: WorkerIdentity, sources: { pool: (
   });
   // Every outcome from the start, so rate() has a zero to start from instead of a missing series.
   for (const o of ['success', 'failure', 'throttled'] satisfies LoginOutcome[]) logins.inc({ outcome: o }, 0);
+  for (const o of CLIENT_GRANT_OUTCOMES) clientGrants.inc({ outcome: o }, 0);
   for (const o of ['rotated', 'reissued', 'reused', 'revoked', 'invalid', 'throttled'] satisfies RefreshOutcome[]) refreshes.inc({ outcome: o }, 0);
   for (const r of ['logout', 'logout_all', 'logout_others', 'session_ended', 'reuse'] satisfies RevocationReason[]) revocations.inc({ reason: r }, 0);
 
@@ -136,6 +146,7 @@ export function createWorkerMetrics(identity: WorkerIdentity, sources: { pool: (
     login: (outcome: LoginOutcome) => logins.inc({ outcome }),
     refresh: (outcome: RefreshOutcome) => refreshes.inc({ outcome }),
     revocation: (reason: RevocationReason) => revocations.inc({ reason }),
+    clientGrant: (outcome: ClientGrantOutcome) => clientGrants.inc({ outcome }),
   };
 }
 
