@@ -24,7 +24,7 @@ export function createServices(
   clock: Clock,
   options: { argon2?: Argon2Params; reconnectDelayMs?: number; identity?: WorkerIdentity } = {},
 ): Services {
-  const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax });
+  const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax, queryTimeoutMs: config.dbQueryTimeoutMs });
   const tokens = createTokenService(config.jwt, clock);
   // An entry matters while an access token issued before it can still be valid.
   const windowMs = revocationWindowMs(config.jwt);
