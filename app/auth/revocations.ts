@@ -100,6 +100,8 @@ export interface FeedOptions {
   windowMs: number;
   clock: Clock;
   logger: Logger;
+  /** Tag for pg_stat_activity (default "koa-auth-stack revocations"). */
+  applicationName?: string;
   /** Delay before reconnecting after the connection is lost (it doubles, up to maxReconnectDelayMs). */
   reconnectDelayMs?: number;
   /**
@@ -166,7 +168,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
   async function connect(): Promise<void> {
     const c = new pg.Client({
       connectionString: options.databaseUrl,
-      application_name: 'koa-auth-stack revocations',
+      application_name: options.applicationName ?? 'koa-auth-stack revocations',
       keepAlive: true,
       connectionTimeoutMillis: 3_000,
     });
