@@ -72,8 +72,6 @@ conf_string() {
   printf '%s' "${s//\'/\'\'}"
 }
 
-in_recovery() { [ "$(local_sql -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = t ]; }
-
 setup() {
   log "waiting for the primary at $PRIMARY_HOST:$PRIMARY_PORT"
   until pg_isready -q -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -t 2; do sleep 1; done
@@ -120,8 +118,12 @@ EOF
 
 # Names this standby in the primary's synchronous_standby_names once its WAL receiver streams.
 become_synchronous() {
-  local status
-  while in_recovery || ! local_sql -c 'SELECT 1' >/dev/null 2>&1; do
+  local recovery status
+  for (( ; ; )); do
+    # One question, one answer: t (a standby), f (promoted), nothing (not answering yet).
+    recovery=$(local_sql -c 'SELECT pg_is_in_recovery()' 2>/dev/null || :)
+    if [ "$recovery" = f ]; then break; fi
+    if [ "$recovery" != t ]; then sleep 1; continue; fi
     status=$(local_sql -c 'SELECT status FROM pg_stat_wal_receiver' 2>/dev/null || :)
     if [ "$status" = streaming ]; then
       if primary_sql -v name="$STANDBY_NAME" >/dev/null <<'SQL'
@@ -152,7 +154,8 @@ SQL
 pg_pid=
 on_stop() {
   trap - INT TERM
-  if [ -n "$pg_pid" ] && in_recovery; then
+  # Unless promoted (then the primary is this server, and names no one).
+  if [ -n "$pg_pid" ] && [ "$(local_sql -c 'SELECT pg_is_in_recovery()' 2>/dev/null || :)" != f ]; then
     if leave_synchronous; then log "stopping: the primary no longer waits for this standby"
     else log "stopping: could not reach the primary to leave synchronous_standby_names"; fi
   fi
