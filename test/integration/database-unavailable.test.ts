@@ -19,6 +19,7 @@ import { isDatabaseUnavailable } from '../../app/db/availability';
 import { createDatabase, StandbyError, type Database } from '../../app/db/database';
 import { createLogger } from '../../app/logger';
 import { images, ROOT } from '../support/images';
+import { postgresHealthCheck } from '../support/postgres-health';
 import { run } from '../support/stack';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy';
 import { startTestApp, type TestApp } from '../support/test-app';
@@ -80,6 +81,7 @@ beforeAll(async () => {
     .withUsername(USER)
     .withPassword(PASSWORD)
     .withDatabase(DB)
+    .withHealthCheck(postgresHealthCheck(USER, DB))
     .withNetwork(network)
     .withNetworkAliases('postgres')
     .withCopyDirectoriesToContainer(files)
