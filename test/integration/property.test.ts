@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createClient } from '../../app/auth/clients';
 import { LEGACY_REFRESH_COOKIE, REFRESH_COOKIE } from '../../app/auth/cookie';
 import { openApiDocument } from '../../app/http/openapi';
 import type { OpenApiDocument, RequestWorld } from '../support/generative/openapi-requests';
@@ -17,7 +18,9 @@ import { decodeJwt } from '../support/http';
 import { startTestApp, TEST_SIGNING_KEY, type TestApp } from '../support/test-app';
 import http from 'node:http';
 
-const DOCUMENT = openApiDocument({ authScheme: 'Bearer' }) as unknown as OpenApiDocument;
+// Machine clients on (ISSUER an issuer identifier): their token endpoint and metadata are routes too.
+const ISSUER = 'https://auth.example.test';
+const DOCUMENT = openApiDocument({ authScheme: 'Bearer', clients: true }) as unknown as OpenApiDocument;
 const RETIRED = { secret: 'a-retired-hs256-key-that-still-verifies-0123456789', kid: 'gen-retired' };
 const ORIGIN = 'https://app.example.test';
 
@@ -28,6 +31,10 @@ const world: RequestWorld = {
   retired: RETIRED,
   sessions: [],
   users: [],
+  issuer: ISSUER,
+  clients: [],
+  clientIds: [],
+  clientTokens: [],
   now: () => Math.floor(t.clock() / 1000),
   allowedOrigin: ORIGIN,
   cookie: { name: REFRESH_COOKIE, legacy: LEGACY_REFRESH_COOKIE },
@@ -43,6 +50,16 @@ async function renew(): Promise<void> {
     }
   }
   world.sessions.splice(0, world.sessions.length, ...sessions);
+  const clientTokens: string[] = [];
+  for (const { clientId, secret } of world.clients) {
+    const r = await t.request('POST', '/api/oauth/token/', {
+      body: new URLSearchParams({ grant_type: 'client_credentials' }),
+      headers: { Authorization: `Basic ${Buffer.from(`${clientId}:${secret}`).toString('base64')}` },
+    });
+    expect(r.status, r.text).toBe(200);
+    clientTokens.push(r.json.access_token as string);
+  }
+  world.clientTokens.splice(0, world.clientTokens.length, ...clientTokens);
 }
 const unhandled: unknown[] = [];
 const onUnhandled = (reason: unknown) => unhandled.push(reason);
@@ -55,6 +72,7 @@ beforeAll(async () => {
     {
       SIGNING_KEY_ID: 'gen-current',
       VERIFYING_KEYS_FILE: retired,
+      ISSUER,
       CORS_ALLOWED_ORIGINS: ORIGIN,
       TRUST_PROXY_HOPS: '1',
       // Generated logins are many, from one address: the throttles would answer most of them 429.
@@ -70,6 +88,11 @@ beforeAll(async () => {
     const password = `gen-password-${u}`;
     userIds.set(username, await t.user(username, password));
     world.users.push({ username, password });
+  }
+  for (const name of ['gen-client-a', 'gen-client-b']) {
+    const { client, secret } = await createClient(t.db, { name, scopes: ['gen:read', 'gen:write'], now: new Date(t.clock()) });
+    world.clients.push({ clientId: client.clientId, secret });
+    world.clientIds.push(client.clientId);
   }
   process.on('unhandledRejection', onUnhandled);
 }, 300_000);

@@ -47,6 +47,8 @@ export interface Credentials {
 
 export interface RequestWorld extends TokenWorld {
   users: Credentials[];
+  /** Machine clients' ids and secrets (none when they are off). */
+  clients: { clientId: string; secret: string }[];
   /** An origin CORS_ALLOWED_ORIGINS lists. */
   allowedOrigin: string;
   /** The names of the refresh cookie: the current one and the previous release's. */
@@ -70,6 +72,13 @@ const headerSafe = (s: string) => s.replace(/[^\t\x20-\x7e\x80-\xff]/g, '');
 const pct = (s: string) => encodeURIComponent(s.toWellFormed());
 const pctBytes = fc.uint8Array({ minLength: 1, maxLength: 12 }).map((a) => [...a].map((b) => `%${b.toString(16).padStart(2, '0')}`).join(''));
 
+/** `arb` one time in `oneIn`, else undefined. */
+const sometimes = <T>(arb: fc.Arbitrary<T>, oneIn: number): fc.Arbitrary<T | undefined> =>
+  fc.oneof({ weight: oneIn - 1, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: arb });
+/** `arb` except one time in `oneIn`. */
+const mostly = <T>(arb: fc.Arbitrary<T>, oneIn: number): fc.Arbitrary<T | undefined> =>
+  fc.oneof({ weight: oneIn - 1, arbitrary: arb }, { weight: 1, arbitrary: fc.constant(undefined) });
+
 const OTHER_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD'];
 
 function resolve(doc: OpenApiDocument, schema: Schema): Schema {
@@ -84,8 +93,10 @@ function valueFor(doc: OpenApiDocument, raw: Schema, name: string, world: Reques
   const token = mostlyReal(world);
   let typed: fc.Arbitrary<unknown>;
   if (['refresh', 'token', 'access'].includes(name)) typed = token;
+  else if (name === 'scope') typed = fc.oneof(fc.constantFrom('gen:read', 'gen:write', 'gen:read gen:write', '', 'other', 'gen:read  gen:read'), fc.string({ maxLength: 20 }));
   else if (Array.isArray(schema.anyOf)) typed = fc.oneof(...(schema.anyOf as Schema[]).map((s) => valueFor(doc, s, name, world)));
   else if (Array.isArray(schema.enum)) typed = fc.oneof(fc.constantFrom(...(schema.enum as unknown[])), anyString);
+  else if ('const' in schema) typed = fc.oneof({ weight: 4, arbitrary: fc.constant(schema.const) }, { weight: 1, arbitrary: anyString });
   else if (schema.format === 'uuid') typed = fc.oneof(fc.uuid(), fc.nat().map((i) => world.sessions[i % Math.max(1, world.sessions.length)]?.sid ?? ''), anyString);
   else if (schema.type === 'string') typed = fc.oneof({ weight: 3, arbitrary: fc.string({ maxLength: 30 }) }, { weight: 1, arbitrary: anyString });
   else if (schema.type === 'object') typed = objectFor(doc, schema, world);
@@ -104,10 +115,26 @@ function objectFor(doc: OpenApiDocument, schema: Schema, world: RequestWorld): f
     const username = how === 'padded' ? ` ${c.username} ` : how === 'case' ? c.username.toUpperCase() : c.username;
     return { username, password: how === 'wrong' ? `${c.password}x` : c.password };
   });
-  const fields = fc.record(Object.fromEntries(names.map((n) => [n, valueFor(doc, props[n]!, n, world)])), { requiredKeys: [] });
-  const base = names.includes('username') && names.includes('password')
-    ? fc.oneof({ weight: 3, arbitrary: creds.map((c): Record<string, unknown> => c) }, { weight: 2, arbitrary: fields })
-    : fields;
+  // Required properties are there seven times in eight (so the checks after them are reached), the
+  // optional ones half the time.
+  const required = new Set(Array.isArray(schema.required) ? (schema.required as string[]) : []);
+  const fields = fc
+    .tuple(
+      fc.record(Object.fromEntries(names.map((n) => [n, valueFor(doc, props[n]!, n, world)])), { requiredKeys: [...required] }),
+      fc.array(fc.nat({ max: 7 }), { minLength: names.length, maxLength: names.length }),
+    )
+    .map(([record, dice]) => Object.fromEntries(Object.entries(record).filter(([n]) => !required.has(n) || dice[names.indexOf(n)]! > 0)));
+  // A machine client's id and secret go together too (client_secret_post).
+  const client = fc.tuple(fc.nat(), fc.boolean(), fields).map(([i, right, f]) => {
+    const c = world.clients[i % Math.max(1, world.clients.length)];
+    return c ? { ...f, client_id: c.clientId, client_secret: right ? c.secret : `${c.secret}x` } : f;
+  });
+  const base =
+    names.includes('username') && names.includes('password')
+      ? fc.oneof({ weight: 3, arbitrary: creds.map((c): Record<string, unknown> => c) }, { weight: 2, arbitrary: fields })
+      : names.includes('client_secret')
+        ? fc.oneof({ weight: 2, arbitrary: client }, { weight: 2, arbitrary: fields })
+        : fields;
   const extra = fc.dictionary(fc.oneof(anyString, fc.constantFrom('__proto__', 'constructor', 'username', 'refresh')), anyJson, { maxKeys: 3 });
   return fc.tuple(base, fc.oneof({ weight: 4, arbitrary: fc.constant({}) }, { weight: 1, arbitrary: extra })).map(([b, e]) => ({ ...e, ...b }));
 }
@@ -159,7 +186,7 @@ export function requestsFor(doc: OpenApiDocument, op: Operation, world: RequestW
   const slash = fc.oneof({ weight: 6, arbitrary: fc.constant((p: string) => p) }, { weight: 1, arbitrary: fc.constant((p: string) => (p.endsWith('/') && p.length > 1 ? p.slice(0, -1) : p)) });
   const queryParams = params.filter((p) => p.in === 'query');
   const query = fc.tuple(
-    fc.tuple(...queryParams.map((p) => fc.option(valueFor(doc, p.schema, p.name, world).map((v) => `${p.name}=${pct(stringify(v))}`), { nil: undefined }))),
+    fc.tuple(...queryParams.map((p) => mostly(valueFor(doc, p.schema, p.name, world).map((v) => `${p.name}=${pct(stringify(v))}`), 2))),
     fc.oneof({ weight: 5, arbitrary: fc.constant([] as string[]) }, { weight: 1, arbitrary: fc.array(fc.oneof(fc.constantFrom('a=%00', '%zz', 'scope=all&scope=others', 'x'), anyString.map((s) => `q=${pct(s)}`), pctBytes.map((b) => `q=${b}`)), { maxLength: 2 }) }),
   ).map(([known, extra]) => [...known.filter((q): q is string => q !== undefined), ...extra].join('&'));
 
@@ -174,15 +201,25 @@ export function requestsFor(doc: OpenApiDocument, op: Operation, world: RequestW
     { weight: 1, arbitrary: token.map((t) => `${world.cookie.legacy}=${t}`) }, // the previous release's
     { weight: 1, arbitrary: fc.tuple(token, anyString).map(([t, s]) => `other=${headerSafe(s).replace(/;/g, '')}; ${world.cookie.name}=${t}; x`) },
   );
+  // client_secret_basic: id and secret, each form-encoded, then base64 (RFC 6749 §2.3.1).
+  const basic = fc.tuple(fc.nat(), fc.constantFrom('right', 'wrong', 'unknown', 'raw'), anyString).map(([i, how, junk]) => {
+    const c = world.clients[i % Math.max(1, world.clients.length)] ?? { clientId: 'none', secret: 'none' };
+    const pair = how === 'right' ? `${c.clientId}:${c.secret}` : how === 'wrong' ? `${c.clientId}:${c.secret}x` : how === 'unknown' ? `nobody:${c.secret}` : headerSafe(junk);
+    return how === 'raw' ? `Basic ${pair}` : `Basic ${Buffer.from(pair).toString('base64')}`;
+  });
   const transport = fc.oneof({ weight: 3, arbitrary: fc.constant('cookie') }, { weight: 1, arbitrary: fc.constantFrom('Cookie', ' cookie ', 'body', 'header', '') });
   const headers = fc.record(
     {
-      authorization: security.includes('bearer') ? fc.oneof({ weight: 10, arbitrary: authorization }, { weight: 1, arbitrary: fc.constant(undefined) }) : fc.option(authorization, { nil: undefined, freq: 6 }),
-      transport: params.some((p) => p.name === 'X-Token-Transport') ? fc.option(transport, { nil: undefined, freq: 2 }) : fc.option(transport, { nil: undefined, freq: 10 }),
-      cookie: security.includes('refreshCookie') ? fc.option(cookie, { nil: undefined, freq: 3 }) : fc.option(cookie, { nil: undefined, freq: 10 }),
-      origin: fc.option(fc.constantFrom(world.allowedOrigin, 'https://evil.example.test', 'null'), { nil: undefined, freq: 6 }),
-      forwarded: fc.option(fc.constantFrom('203.0.113.9', '1.2.3.4, 5.6.7.8', 'garbage', '::1'), { nil: undefined, freq: 8 }),
-      encoding: fc.option(fc.constantFrom('gzip', 'br', 'identity', 'x-custom'), { nil: undefined, freq: 20 }),
+      authorization: security.includes('bearer')
+        ? fc.oneof({ weight: 10, arbitrary: authorization }, { weight: 1, arbitrary: fc.constant(undefined) })
+        : security.includes('clientBasic')
+          ? fc.oneof({ weight: 6, arbitrary: basic }, { weight: 2, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: authorization })
+          : sometimes(authorization, 6),
+      transport: params.some((p) => p.name === 'X-Token-Transport') ? mostly(transport, 2) : sometimes(transport, 10),
+      cookie: security.includes('refreshCookie') ? mostly(cookie, 3) : sometimes(cookie, 10),
+      origin: sometimes(fc.constantFrom(world.allowedOrigin, 'https://evil.example.test', 'null'), 6),
+      forwarded: sometimes(fc.constantFrom('203.0.113.9', '1.2.3.4, 5.6.7.8', 'garbage', '::1'), 8),
+      encoding: sometimes(fc.constantFrom('gzip', 'br', 'identity', 'x-custom'), 20),
       noHost: fc.oneof({ weight: 40, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
     },
     { requiredKeys: ['authorization', 'transport', 'cookie', 'origin', 'forwarded', 'encoding', 'noHost'] },
@@ -193,7 +230,7 @@ export function requestsFor(doc: OpenApiDocument, op: Operation, world: RequestW
         { weight: 10, arbitrary: fc.constantFrom(...media).chain((m) => encoded(valueFor(doc, op.spec.requestBody!.content[m]!.schema, '', world), m)) },
         { weight: op.spec.requestBody?.required ? 1 : 4, arbitrary: fc.constant(undefined) },
       )
-    : fc.option(encoded(anyJson, 'application/json'), { nil: undefined, freq: 8 });
+    : sometimes(encoded(anyJson, 'application/json'), 8);
 
   return fc.tuple(method, path, slash, query, headers, body).map(([m, p, cut, q, h, b]) => {
     const list: [string, string][] = [];

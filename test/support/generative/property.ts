@@ -6,7 +6,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { fc, it } from '@fast-check/vitest';
 import { afterAll, describe, expect } from 'vitest';
-import { ErrorBody, FieldErrors } from '../../../app/http/openapi';
+import { ErrorBody, FieldErrors, OAuthErrorBody } from '../../../app/http/openapi';
 import { SECURITY_HEADERS } from '../hostile';
 import { documents, operationsOf, requestsFor, tokenRequests, type GenRequest, type OpenApiDocument, type Operation, type RequestWorld } from './openapi-requests';
 
@@ -83,7 +83,11 @@ export function problems(req: GenRequest, answer: Answer, via: 'app' | 'nginx', 
     return [...out, `body is not JSON: ${answer.body.toString('utf8').slice(0, 80)}`];
   }
   if (status >= 400) {
-    const shaped = ErrorBody.safeParse(body).success || (FieldErrors.safeParse(body).success && Object.keys(body as object).length > 0);
+    // DRF's {detail, code, …} or field errors; RFC 6749's {error, error_description} at the OAuth token endpoint.
+    const shaped =
+      ErrorBody.safeParse(body).success ||
+      (FieldErrors.safeParse(body).success && Object.keys(body as object).length > 0) ||
+      (OAuthErrorBody.safeParse(body).success && req.target.startsWith('/api/oauth/'));
     if (!shaped) out.push(`error body not in the contract's shape: ${JSON.stringify(body).slice(0, 120)}`);
   }
   return out;
@@ -220,6 +224,9 @@ export function generativeSuite(options: SuiteOptions): void {
 const placeholderWorld: RequestWorld = {
   current: { secret: '', kid: undefined },
   sessions: [],
+  clientIds: [],
+  clientTokens: [],
+  clients: [],
   now: () => 0,
   users: [],
   allowedOrigin: '',

@@ -8,8 +8,10 @@
 //              we do not know, or none                                    → jsonwebtoken, the payload parser
 //   claims     a JSON object of claims of the right and wrong types (huge, negative, fractional,
 //              unicode, duplicated), signed with a key we hold            → simplejwt's claim checks
-//   real       tokens of real sessions, as issued or re-signed with one claim changed
-//                                                                         → the database and the revocations
+//   real       tokens of real sessions (and of machine clients), as issued or re-signed with one
+//              claim changed                                              → the database and the revocations
+// Machine clients' tokens (RFC 9068: typ at+jwt, iss, sub, client_id, scope) come in the claims and
+// real layers too, when the app has machine clients on.
 import { createHmac } from 'node:crypto';
 import { fc } from '@fast-check/vitest';
 
@@ -34,6 +36,11 @@ export interface TokenWorld {
   retired?: HmacKey | undefined;
   /** Real sessions, filled in before the properties run (read lazily, at generation time). */
   sessions: RealSession[];
+  /** ISSUER, when the app has machine clients on (users' tokens then carry it as iss too). */
+  issuer?: string | undefined;
+  /** Machine clients' ids, and access tokens issued to them (read lazily). */
+  clientIds: string[];
+  clientTokens: string[];
   /** The server's clock, in seconds, at generation time. */
   now(): number;
 }
@@ -146,7 +153,10 @@ function claimValue(world: TokenWorld, claim: string): fc.Arbitrary<unknown> {
     sid: fc.oneof(pick((s) => s.sid), fc.uuid(), idish),
     username: fc.oneof(pick((s) => s.username), anyString),
     aud: fc.constantFrom('api', 'other'),
-    iss: fc.constantFrom('auth', 'other'),
+    iss: fc.oneof({ weight: world.issuer ? 4 : 0, arbitrary: fc.constant(world.issuer) }, { weight: 1, arbitrary: fc.constantFrom('auth', 'other', 'https://auth.example.test/') }),
+    client_id: fc.oneof(fc.nat().map((i) => world.clientIds[i % Math.max(1, world.clientIds.length)] ?? 'none'), idish),
+    sub: fc.oneof(fc.nat().map((i) => world.clientIds[i % Math.max(1, world.clientIds.length)] ?? 'none'), idish),
+    scope: fc.oneof(fc.constantFrom('gen:read', 'gen:read gen:write', '', ' ', 'other'), anyString),
   };
   // Mostly a value of the claim's own kind, sometimes any JSON at all.
   return fc.oneof({ weight: 5, arbitrary: byClaim[claim] ?? anyJson }, { weight: 1, arbitrary: anyJson });
@@ -155,7 +165,8 @@ function claimValue(world: TokenWorld, claim: string): fc.Arbitrary<unknown> {
 function claimEntries(world: TokenWorld): fc.Arbitrary<[string, string][]> {
   // Usually simplejwt's claims in full (so the checks after the first are reached), each of any value,
   // and ours (sid, username, auth_time) as often as not.
-  const full = fc.tuple(...CLAIMS.slice(0, 6).map((c) => valueText(claimValue(world, c)).map((v): [string, string] => [c, v])));
+  const names = [...CLAIMS.slice(0, 6), ...(world.issuer ? ['iss'] : [])];
+  const full = fc.tuple(...names.map((c) => valueText(claimValue(world, c)).map((v): [string, string] => [c, v])));
   const ours = fc.subarray(['sid', 'username', 'auth_time']).chain((names) =>
     fc.tuple(...names.map((c) => valueText(claimValue(world, c)).map((v): [string, string] => [c, v]))),
   );
@@ -167,8 +178,17 @@ function claimEntries(world: TokenWorld): fc.Arbitrary<[string, string][]> {
     { maxLength: 5 },
   );
   // Each of simplejwt's claims is left out one time in eight.
-  const keep = fc.array(fc.nat({ max: 7 }), { minLength: 6, maxLength: 6 }).map((dice) => dice.map((d) => d > 0));
+  const keep = fc.array(fc.nat({ max: 7 }), { minLength: names.length, maxLength: names.length }).map((dice) => dice.map((d) => d > 0));
   return fc.tuple(keep, full, ours, extra).map(([k, all, mine, more]) => [...all.filter((_, i) => k[i]), ...mine, ...more]);
+}
+
+/** A machine client's claims (RFC 9068), each of any value, one left out now and then. */
+function clientEntries(world: TokenWorld): fc.Arbitrary<[string, string][]> {
+  const names = ['iss', 'sub', 'client_id', 'scope', 'iat', 'exp', 'jti'];
+  const all = fc.tuple(...names.map((c) => valueText(claimValue(world, c)).map((v): [string, string] => [c, v])));
+  const keep = fc.array(fc.nat({ max: 9 }), { minLength: names.length, maxLength: names.length });
+  const extra = fc.array(fc.oneof(fc.constantFrom(...CLAIMS).chain((c) => valueText(claimValue(world, c)).map((v): [string, string] => [c, v]))), { maxLength: 2 });
+  return fc.tuple(keep, all, extra).map(([k, es, more]) => [...es.filter((_, i) => k[i]! > 0), ...more]);
 }
 
 // --- Tokens ---
@@ -254,17 +274,25 @@ export function tokens(world: TokenWorld): fc.Arbitrary<GeneratedToken> {
   const claims = fc.tuple(signers(world), objectText(claimEntries(world))).chain(([signer, payload]) =>
     headerFor(world, signer).map((h) => sign(world, h, Buffer.from(payload), signer, 'HS256')),
   );
+  // A machine client's: typ at+jwt (or a near miss), RFC 9068's claims.
+  const client = fc.tuple(signers(world), fc.constantFrom('at+jwt', 'application/at+jwt', 'AT+JWT', 'JWT'), objectText(clientEntries(world))).map(([signer, typ, payload]) => {
+    const key = signer === 'current' ? world.current : signer === 'retired' ? world.retired : UNKNOWN;
+    const h = textOf([['alg', '"HS256"'], ['typ', JSON.stringify(typ)], ...(key?.kid !== undefined ? [['kid', JSON.stringify(key.kid)] as [string, string]] : [])]);
+    return sign(world, h, Buffer.from(payload), signer, 'HS256');
+  });
   // Real tokens, as issued, or their claims re-signed with one claim changed (a token we could have
   // issued but did not).
-  const real = fc.tuple(fc.nat(), fc.boolean(), fc.constantFrom(...CLAIMS), fc.boolean()).chain(([i, access, claim, as]) => {
+  const real = fc.tuple(fc.nat(), fc.nat({ max: 4 }), fc.constantFrom(...CLAIMS, 'client_id', 'scope'), fc.boolean()).chain(([i, kind, claim, as]) => {
     const s = world.sessions.length ? world.sessions[i % world.sessions.length]! : undefined;
     if (!s) return fc.constant('');
-    const issued = access ? s.access : s.refresh;
+    const clientToken = world.clientTokens[i % Math.max(1, world.clientTokens.length)];
+    const issued = kind === 0 && clientToken ? clientToken : kind % 2 ? s.access : s.refresh;
     if (as) return fc.constant(issued);
     return valueText(claimValue(world, claim)).map((v) => {
       const es = Object.entries(decode(issued)).map(([k, x]): [string, string] => [k, k === claim ? v : JSON.stringify(x)]);
       if (!es.some(([k]) => k === claim)) es.push([claim, v]);
-      const h = `{"alg":"HS256","typ":"JWT"${world.current.kid !== undefined ? `,"kid":${JSON.stringify(world.current.kid)}` : ''}}`;
+      const typ = issued === clientToken ? 'at+jwt' : 'JWT';
+      const h = `{"alg":"HS256","typ":"${typ}"${world.current.kid !== undefined ? `,"kid":${JSON.stringify(world.current.kid)}` : ''}}`;
       return sign(world, h, Buffer.from(textOf(es)), 'current', 'HS256');
     });
   });
@@ -274,6 +302,7 @@ export function tokens(world: TokenWorld): fc.Arbitrary<GeneratedToken> {
     { weight: 2, arbitrary: header.map((token) => ({ layer: 'header' as const, token })) },
     { weight: 3, arbitrary: signature.map((token) => ({ layer: 'signature' as const, token })) },
     { weight: 4, arbitrary: claims.map((token) => ({ layer: 'claims' as const, token })) },
+    { weight: world.issuer ? 2 : 0, arbitrary: client.map((token) => ({ layer: 'claims' as const, token })) },
     { weight: 6, arbitrary: real.map((token) => ({ layer: 'real' as const, token })) },
   );
   // Now and then, a well-formed token respelled outside the canonical form (the first check again).
@@ -285,9 +314,11 @@ export function tokens(world: TokenWorld): fc.Arbitrary<GeneratedToken> {
 
 /** A real session's token as issued, half the time; any token of the grammar otherwise. */
 export function mostlyReal(world: TokenWorld): fc.Arbitrary<string> {
-  const issued = fc.tuple(fc.nat(), fc.boolean()).map(([i, access]) => {
+  const issued = fc.tuple(fc.nat(), fc.nat({ max: 4 })).map(([i, kind]) => {
     const s = world.sessions[i % Math.max(1, world.sessions.length)];
-    return s ? (access ? s.access : s.refresh) : '';
+    const clientToken = world.clientTokens[i % Math.max(1, world.clientTokens.length)];
+    if (kind === 0 && clientToken) return clientToken;
+    return s ? (kind % 2 ? s.access : s.refresh) : '';
   });
   return fc.oneof(issued, tokens(world).map((t) => t.token));
 }
