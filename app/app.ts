@@ -24,6 +24,7 @@ import { openApiDocument, schemaRoutes } from './http/openapi';
 import { requestLogging } from './http/logging';
 import { untrustedProxyWarning } from './http/proxy';
 import { requestMetrics } from './http/metrics';
+import { SECURITY_HEADERS } from './http/security-headers';
 import type { WorkerMetrics } from './metrics/worker';
 
 export interface AppDeps {
@@ -60,7 +61,7 @@ export function createApp(deps: AppDeps): Koa {
     clientTokenRoutes(router, { db, tokens, settings: config.jwt, clients: config.clients, clock, maxBodyBytes: config.maxBodyBytes, throttle: config.throttle, events });
     oauthMetadataRoutes(router, { db, clients: config.clients, clock });
   }
-  sessionRoutes(router, { db, guard, clock, events });
+  sessionRoutes(router, { db, guard, clock, events, reauthAge: config.jwt.sessionReauthAge });
   apiRoutes(router, { db, guard });
   schemaRoutes(router, openApiDocument({ authScheme: config.jwt.authHeaderTypes[0]!, clients: config.clients !== undefined, claims: config.jwt.accessTokenClaims }));
   docsRoutes(router);
@@ -70,9 +71,7 @@ export function createApp(deps: AppDeps): Koa {
   if (config.proxyHops === 0) app.use(untrustedProxyWarning(logger));
   app.use(errorHandler({ logger, authScheme: config.jwt.authHeaderTypes[0]! }));
   app.use(async (ctx, next) => {
-    ctx.set('X-Content-Type-Options', 'nosniff');
-    ctx.set('X-Frame-Options', 'DENY');
-    ctx.set('Referrer-Policy', 'same-origin');
+    ctx.set(SECURITY_HEADERS);
     await next();
   });
   app.use(corsPolicy(config.corsAllowedOrigins));

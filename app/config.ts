@@ -34,6 +34,11 @@ export interface JwtSettings {
   userIdClaim: string;
   /** A session's absolute lifetime from its login (seconds): no refresh carries it further. */
   sessionMaxLifetime: number;
+  /**
+   * How recent a login (an access token's auth_time) must be to list or end sessions (seconds): a
+   * stolen access token, refreshed or not, cannot end its owner's other sessions.
+   */
+  sessionReauthAge: number;
   /** Claims from the user record put in every access token, read at login and at each refresh. */
   accessTokenClaims: UserClaim[];
   /** Seconds after a rotation in which the parent, presented again, answers its (unused) child instead
@@ -85,7 +90,7 @@ export interface LoadedConfig {
 }
 
 // Keys that are public (our compose development default, the contract's test key) or plainly
-// placeholders: refused in production whatever their length.
+// placeholders: refused in production or beyond loopback whatever their length.
 const PUBLIC_KEYS = new Set([
   'insecure-development-signing-key-do-not-use-in-production',
   'ref-simplejwt-signing-key-test-only-do-not-deploy',
@@ -98,10 +103,11 @@ export function isLoopback(address: string): boolean {
   return a === 'localhost' || a === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(a);
 }
 
+// docker-compose.yml's default POSTGRES_PASSWORD, printed in the repository for anyone to read.
+export const PUBLISHED_DATABASE_PASSWORD = 'app-dev-password';
+
 function weakKeyReason(key: string): string | undefined {
-  if (Buffer.byteLength(key) < MIN_HMAC_KEY_BYTES) {
-    return `must be at least ${MIN_HMAC_KEY_BYTES} bytes when NODE_ENV=production`;
-  }
+  if (Buffer.byteLength(key) < MIN_HMAC_KEY_BYTES) return `must be at least ${MIN_HMAC_KEY_BYTES} bytes`;
   if (PUBLIC_KEYS.has(key) || PLACEHOLDER.test(key)) return 'is a published default or a placeholder, not a secret';
   if (new Set(key).size < 10) return 'is too repetitive to be a random secret';
   return undefined;
@@ -211,6 +217,8 @@ const schema = z.object({
   ACCESS_TOKEN_LIFETIME: duration('a duration').default(300),
   REFRESH_TOKEN_LIFETIME: duration('a duration').default(86400),
   SESSION_MAX_LIFETIME: duration('a duration').default(30 * 86400),
+  // Listing or ending sessions needs a login at most this old (the access token's auth_time).
+  SESSION_REAUTH_AGE: duration('a duration').default(15 * 60),
   REFRESH_REUSE_INTERVAL: durationOrZero('a duration').default(0),
   ROTATE_REFRESH_TOKENS: bool.default(true),
   BLACKLIST_AFTER_ROTATION: bool.default(true),
@@ -342,6 +350,17 @@ function databaseUrlWithPassword(url: string, passwordFile: string | undefined):
   return u.toString();
 }
 
+/** The password a database URL carries, decoded; undefined when it has none. */
+function databasePassword(url: string): string | undefined {
+  const { password } = new URL(url);
+  if (password === '') return undefined;
+  try {
+    return decodeURIComponent(password);
+  } catch {
+    return password;
+  }
+}
+
 /** Reads the given environment (normally process.env). Throws ConfigError naming every bad variable. */
 export function loadConfig(env: Record<string, string | undefined>): LoadedConfig {
   // Empty values count as unset, as in a .env file with `ISSUER=`.
@@ -358,20 +377,28 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
   const e = parsed.data;
   const warnings: string[] = [];
 
+  // Where the stack can be reached from: published defaults and weak secrets are refused beyond
+  // loopback whatever NODE_ENV says (a development stack on 0.0.0.0 is reachable all the same).
+  const [bindName, bindAddress] = e.HTTP_BIND !== undefined ? ['HTTP_BIND', e.HTTP_BIND] : ['HOST', e.HOST];
+  const exposed = !isLoopback(bindAddress);
+  const strict = e.NODE_ENV === 'production' || exposed;
+  const why = exposed ? `the stack listens beyond loopback (${bindName}=${bindAddress})` : 'NODE_ENV=production';
+
   let signingKey = inlineOrFile('SIGNING_KEY', e.SIGNING_KEY, e.SIGNING_KEY_FILE);
   if (signingKey !== undefined && PUBLIC_KEYS.has(signingKey)) {
     // Anyone can sign tokens with a key printed in our README and compose file.
-    const [name, address] = e.HTTP_BIND !== undefined ? ['HTTP_BIND', e.HTTP_BIND] : ['HOST', e.HOST];
-    if (!isLoopback(address)) {
-      throw invalid('SIGNING_KEY', `is the published development key and the stack listens beyond loopback (${name}=${address}): anyone could sign tokens; set your own (npm run cli -- genkey HS256)`);
+    if (exposed) {
+      throw invalid('SIGNING_KEY', `is the published development key and ${why}: anyone could sign tokens; set your own (npm run cli -- genkey HS256)`);
     }
     warnings.push('SIGNING_KEY is the published development key: anyone can sign tokens with it. Set your own (npm run cli -- genkey HS256) before the stack listens beyond loopback.');
   }
-  if (e.NODE_ENV === 'production') {
-    if (!signingKey) throw invalid('SIGNING_KEY', 'is required when NODE_ENV=production');
+  if (e.NODE_ENV === 'production' && !signingKey) throw invalid('SIGNING_KEY', 'is required when NODE_ENV=production');
+  if (signingKey && strict) {
+    // A short or guessable HMAC secret can be found offline from any one token it signed.
     const weak = isHmac(e.ALGORITHM) ? weakKeyReason(signingKey) : undefined;
-    if (weak) throw invalid('SIGNING_KEY', `${weak} (generate one with: npm run cli -- genkey ${e.ALGORITHM})`);
-  } else if (!signingKey) {
+    if (weak) throw invalid('SIGNING_KEY', `${weak} when ${why} (generate one with: npm run cli -- genkey ${e.ALGORITHM})`);
+  }
+  if (!signingKey) {
     signingKey = isHmac(e.ALGORITHM) ? randomBytes(48).toString('base64url') : generateKey(e.ALGORITHM).signingKey;
     warnings.push('SIGNING_KEY is not set: using a random key for this process only; tokens will not survive a restart');
   }
@@ -389,6 +416,33 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
     throw err;
   }
 
+  const databaseUrl = databaseUrlWithPassword(e.DATABASE_URL, e.DATABASE_PASSWORD_FILE);
+  if (databasePassword(databaseUrl) === PUBLISHED_DATABASE_PASSWORD) {
+    if (strict) {
+      throw invalid(
+        'DATABASE_URL',
+        `has the published development database password (${PUBLISHED_DATABASE_PASSWORD}, docker-compose.yml's default POSTGRES_PASSWORD) and ${why}: set POSTGRES_PASSWORD (or the password in DATABASE_URL / DATABASE_PASSWORD_FILE) to a secret of your own`,
+      );
+    }
+    warnings.push(`The database password is the published development one (${PUBLISHED_DATABASE_PASSWORD}). Set POSTGRES_PASSWORD before the stack listens beyond loopback.`);
+  }
+
+  if (e.NODE_ENV === 'production') {
+    // A page served over plain HTTP can be rewritten on its way, and its script would then hold the
+    // user's access token and could refresh with the cookie: only https:// pages (or the developer's
+    // own machine) may call the API with credentials.
+    const plain = e.CORS_ALLOWED_ORIGINS.filter((origin) => {
+      const url = new URL(origin);
+      return url.protocol !== 'https:' && !isLoopback(url.hostname);
+    });
+    if (plain.length > 0) {
+      throw invalid(
+        'CORS_ALLOWED_ORIGINS',
+        `must be https:// origins when NODE_ENV=production (http:// only for localhost and loopback addresses); not: ${plain.join(', ')}`,
+      );
+    }
+  }
+
   const { clients, warning: clientWarning } = clientSettings(e.ISSUER, e.NODE_ENV);
   if (clientWarning) warnings.push(clientWarning);
   if (clients && !e.AUTH_HEADER_TYPES.includes('Bearer')) {
@@ -402,7 +456,7 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
       host: e.HOST,
       port: e.PORT,
       listenSocket: e.LISTEN_SOCKET,
-      databaseUrl: databaseUrlWithPassword(e.DATABASE_URL, e.DATABASE_PASSWORD_FILE),
+      databaseUrl,
       dbPoolMax: e.DB_POOL_MAX,
       dbConnectTimeoutMs: e.DB_CONNECT_TIMEOUT * 1000,
       dbQueryTimeoutMs: e.DB_QUERY_TIMEOUT * 1000,
@@ -428,6 +482,7 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
         authHeaderTypes: e.AUTH_HEADER_TYPES,
         userIdClaim: e.USER_ID_CLAIM,
         sessionMaxLifetime: e.SESSION_MAX_LIFETIME,
+        sessionReauthAge: e.SESSION_REAUTH_AGE,
         accessTokenClaims: e.ACCESS_TOKEN_CLAIMS,
         refreshReuseInterval: e.REFRESH_REUSE_INTERVAL,
       },

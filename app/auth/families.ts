@@ -18,8 +18,8 @@ export type Refusal =
   | 'unknown'; // no such token (or it names another user, or has expired)
 
 export type Outcome = { ok: true; familyId: string } | { ok: false; refusal: Refusal };
-/** A refresh that succeeded: the session, and when it ends (SESSION_MAX_LIFETIME after its login). */
-export type Renewal = { ok: true; familyId: string; username: string; sessionEnds: Date } | { ok: false; refusal: Refusal };
+/** A refresh that succeeded: the session, its login, and when it ends (SESSION_MAX_LIFETIME after its login). */
+export type Renewal = { ok: true; familyId: string; username: string; loginAt: Date; sessionEnds: Date } | { ok: false; refusal: Refusal };
 /**
  * A rotation that succeeded: the refresh token to answer with, its jti, when it was issued and when it
  * expires (never after the session ends). `reissued`: it is the child an earlier rotation of the same
@@ -121,20 +121,30 @@ export async function rotate(
 ): Promise<Rotation> {
   const claim = options.blacklistOld
     ? `UPDATE refresh_tokens t SET rotated_at = $3 FROM token_families f, users u WHERE ${USABLE}
-       RETURNING t.family_id, u.username, f.expires_at AS session_ends`
-    : `SELECT t.family_id, u.username, f.expires_at AS session_ends FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}`;
-  const [row] = await db.rows<{ family_id: string; username: string; session_ends: Date; expires_at: Date }>(
+       RETURNING t.family_id, u.username, f.created_at AS login_at, f.expires_at AS session_ends`
+    : `SELECT t.family_id, u.username, f.created_at AS login_at, f.expires_at AS session_ends FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}`;
+  const [row] = await db.rows<{ family_id: string; username: string; login_at: Date; session_ends: Date; expires_at: Date }>(
     `WITH claimed AS (${claim}),
      inserted AS (
        INSERT INTO refresh_tokens (jti, family_id, parent_jti, created_at, expires_at)
        SELECT $4, family_id, $1, $3, LEAST($5, session_ends) FROM claimed RETURNING family_id, expires_at
      ),
      touched AS (${touch('inserted', '$6', '$7')})
-     SELECT inserted.family_id, inserted.expires_at, claimed.username, claimed.session_ends FROM inserted, claimed`,
+     SELECT inserted.family_id, inserted.expires_at, claimed.username, claimed.login_at, claimed.session_ends FROM inserted, claimed`,
     [ref.jti, ref.userId, options.now, next.jti, next.expiresAt, options.client.userAgent, options.client.ip],
   );
   if (row) {
-    return { ok: true, familyId: row.family_id, username: row.username, sessionEnds: row.session_ends, jti: next.jti, issuedAt: options.now, expiresAt: row.expires_at, reissued: false };
+    return {
+      ok: true,
+      familyId: row.family_id,
+      username: row.username,
+      loginAt: row.login_at,
+      sessionEnds: row.session_ends,
+      jti: next.jti,
+      issuedAt: options.now,
+      expiresAt: row.expires_at,
+      reissued: false,
+    };
   }
   // Not usable: rotated already? Within the interval, the same child again; else refuse (and a
   // replay revokes the family). Its own statement, after the rotation's: a refresh that waited on the
@@ -154,7 +164,7 @@ export async function rotate(
 // records the refresh. Through the family's index (refresh_tokens_family_id_idx), no index of its own.
 export const REISSUE = `
   WITH child AS (
-    SELECT c.jti, c.created_at, c.expires_at, c.family_id, u.username, f.expires_at AS session_ends
+    SELECT c.jti, c.created_at, c.expires_at, c.family_id, u.username, f.created_at AS login_at, f.expires_at AS session_ends
       FROM refresh_tokens p, refresh_tokens c, token_families f, users u
      WHERE p.jti = $1 AND p.revoked_at IS NULL AND p.rotated_at > $3::timestamptz - make_interval(secs => $4)
        AND c.family_id = p.family_id AND c.parent_jti = p.jti
@@ -164,10 +174,10 @@ export const REISSUE = `
        FOR SHARE OF c
   ),
   touched AS (${touch('child', '$5', '$6')})
-  SELECT jti, created_at, expires_at, family_id, username, session_ends FROM child`;
+  SELECT jti, created_at, expires_at, family_id, username, login_at, session_ends FROM child`;
 
 async function reissue(db: Database, ref: RefreshTokenRef, now: Date, intervalSeconds: number, client: Client): Promise<Rotation | null> {
-  const [row] = await db.rows<{ jti: string; created_at: Date; expires_at: Date; family_id: string; username: string; session_ends: Date }>(REISSUE, [
+  const [row] = await db.rows<{ jti: string; created_at: Date; expires_at: Date; family_id: string; username: string; login_at: Date; session_ends: Date }>(REISSUE, [
     ref.jti,
     ref.userId,
     now,
@@ -180,6 +190,7 @@ async function reissue(db: Database, ref: RefreshTokenRef, now: Date, intervalSe
     ok: true,
     familyId: row.family_id,
     username: row.username,
+    loginAt: row.login_at,
     sessionEnds: row.session_ends,
     jti: row.jti,
     issuedAt: row.created_at,
@@ -190,16 +201,16 @@ async function reissue(db: Database, ref: RefreshTokenRef, now: Date, intervalSe
 
 /** Checks a refresh token without rotating it (ROTATE_REFRESH_TOKENS off); the family records the refresh. */
 export async function use(db: Database, ref: RefreshTokenRef, now: Date, client: Client): Promise<Renewal> {
-  const [row] = await db.rows<{ family_id: string; username: string; session_ends: Date }>(
+  const [row] = await db.rows<{ family_id: string; username: string; login_at: Date; session_ends: Date }>(
     `WITH usable AS (
-       SELECT t.family_id, u.username, f.expires_at AS session_ends FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}
+       SELECT t.family_id, u.username, f.created_at AS login_at, f.expires_at AS session_ends FROM refresh_tokens t, token_families f, users u WHERE ${USABLE}
      ),
      touched AS (${touch('usable', '$4', '$5')})
-     SELECT family_id, username, session_ends FROM usable`,
+     SELECT family_id, username, login_at, session_ends FROM usable`,
     [ref.jti, ref.userId, now, client.userAgent, client.ip],
   );
   if (!row) return refuse(db, ref, now, { checkUser: true });
-  return { ok: true, familyId: row.family_id, username: row.username, sessionEnds: row.session_ends };
+  return { ok: true, familyId: row.family_id, username: row.username, loginAt: row.login_at, sessionEnds: row.session_ends };
 }
 
 /** Logout of one session: revokes the token and its family (and so every token of it). */
@@ -318,10 +329,12 @@ export interface FlushResult {
 
 /**
  * Deletes what can no longer void or refuse anything, in batches so a large backlog never holds long
- * locks: refresh tokens past their expiry, then families left with no tokens; revoked families (with
- * their tokens) and per-user cutoffs older than `revocationWindowMs`, the longest any access token they
- * could stop stays valid. Until then a revoked family's row is what refuses its tokens and what a
- * worker reloads on start; after, its refresh tokens are refused as unknown. A daily job, so the
+ * locks: refresh tokens past their expiry, then families left with no tokens that were never revoked;
+ * revoked families (with their tokens) and per-user cutoffs older than `revocationWindowMs`, the
+ * longest any access token they could stop stays valid. Until then a revoked family's row is what
+ * refuses its tokens and what a worker reloads on start, even once it has no refresh token left (with
+ * ROTATE_REFRESH_TOKENS off an access token outlives the refresh token it came from); after, its
+ * refresh tokens are refused as unknown. A daily job, so the
  * models' forms: each batch is one DELETE … WHERE key IN (SELECT … LIMIT n) either way.
  */
 export async function flushExpired(db: Database, now: Date, revocationWindowMs: number, batchSize = 5000): Promise<FlushResult> {
@@ -338,7 +351,10 @@ export async function flushExpired(db: Database, now: Date, revocationWindowMs: 
   // A family found empty stays empty: tokens are only added to a family by rotating one of its own.
   const empty = literal('NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = token_families.id)');
   result.families = await drain(() =>
-    TokenFamily.destroy({ where: { [Op.or]: [empty, { revokedAt: { [Op.lte]: horizon } }] }, limit: batchSize }),
+    TokenFamily.destroy({
+      where: { [Op.or]: [{ [Op.and]: [empty, { revokedAt: null }] }, { revokedAt: { [Op.lte]: horizon } }] },
+      limit: batchSize,
+    }),
   );
   result.cutoffs = await drain(() => UserRevocation.destroy({ where: { notBefore: { [Op.lte]: horizon } }, limit: batchSize }));
   return result;

@@ -1,7 +1,8 @@
 // The guard for protected routes: koa-jwt, with simplejwt's rules around it. Its getToken reads the
-// Authorization header as simplejwt does; its secret is the key the token's kid names (retired keys
-// included); jsonwebtoken, under koa-jwt, checks the signature, the times (LEEWAY), audience and
-// issuer, with the algorithms the key set allows; its isRevoked hook makes simplejwt's claim checks,
+// Authorization header as simplejwt does and finds the key the token's kid names (retired keys
+// included) with the token service's own header parser, handing it to koa-jwt as the request's
+// secret (ctx.state.secret); jsonwebtoken, under koa-jwt, checks the signature, the times (LEEWAY),
+// audience and issuer, with the algorithms the key set allows; its isRevoked hook makes simplejwt's claim checks,
 // then asks the in-memory revocation store (no database query for an ordinary request). Failures
 // answer exactly as simplejwt's JWTAuthentication does.
 //
@@ -10,6 +11,7 @@
 // only (a client's gets 403), so every route written for users stays theirs; `guard.orClient` lets
 // both through, and the route declares what it accepts after it: requireUser, requireScope,
 // requireClaim, requireGroup, or anyOf(...) of them.
+import type { KeyObject } from 'node:crypto';
 import type { Context, Middleware } from 'koa';
 import koaJwt from 'koa-jwt';
 import type { Database } from '../db/database';
@@ -42,6 +44,8 @@ declare module 'koa' {
     auth?: AuthState;
     client?: ClientState;
     user?: AuthenticatedUser;
+    /** The key koa-jwt verifies this request's token with (set by the guard's getToken). */
+    secret?: KeyObject;
     /** Set by koa-jwt: the verified payload, or why verification failed. */
     jwt?: unknown;
     jwtOriginalError?: unknown;
@@ -124,17 +128,18 @@ export function createGuard({ tokens, authHeaderTypes, revocations }: GuardOptio
     {
       // simplejwt's header rules; the length and form checks come before any parsing. It never
       // answers "no token" (it throws), so koa-jwt's own, case-insensitive header resolver never runs.
+      // The token's header is parsed here, by the token service (the one parser of headers), not by
+      // koa-jwt's secret loader: whatever the header holds, the answer is simplejwt's 401.
       getToken(ctx: Context): string {
         const raw = bearerToken(authorizationHeader(ctx), authHeaderTypes);
         try {
-          tokens.preflight(raw);
+          // koa-jwt takes a request's secret from ctx.state.secret before its `secret` option.
+          ctx.state.secret = tokens.keyOf(raw).verifying;
         } catch (err) {
           throw rejection(err);
         }
         return raw;
       },
-      // koa-jwt's types predate KeyObject secrets, which jsonwebtoken 9 takes.
-      secret: (async (header: Record<string, unknown>) => tokens.keyFor(header).verifying) as unknown as koaJwt.SecretLoader,
       // koa-jwt's last hook before it accepts a token: simplejwt's claim checks, then revocation; or,
       // for a machine client's token (its signed header says at+jwt), RFC 9068's and the client's cutoff.
       async isRevoked(_ctx: Context, payload: object, token: string): Promise<boolean> {
@@ -153,7 +158,8 @@ export function createGuard({ tokens, authHeaderTypes, revocations }: GuardOptio
       passthrough: true,
     },
     Object.getOwnPropertyDescriptors(tokens.verifyOptions),
-  ) as koaJwt.Options;
+    // koa-jwt's types require a `secret` option; there is none: each request's comes from getToken.
+  ) as unknown as koaJwt.Options;
   const verify = koaJwt(options);
 
   const admit = (clients: boolean): Middleware =>

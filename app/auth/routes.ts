@@ -11,11 +11,12 @@ import { endpoint } from '../http/endpoint';
 import { ApiError } from '../http/errors';
 import { sendJson } from '../http/respond';
 import { validated } from '../http/validation';
-import { clearRefreshCookie, noRefreshCookie, refreshCookie, setRefreshCookie, wantsCookie } from './cookie';
+import { clearRefreshCookie, legacyRefreshCookie, noRefreshCookie, refreshCookie, setRefreshCookie, wantsCookie } from './cookie';
 import type { AuthEvents } from './events';
 import * as families from './families';
 import { HashAborted, HashQueueFull, type PasswordHasher } from './passwords';
 import { CookieRefreshRequest, LogoutAllQuery, ObtainRequest, RefreshRequest, VerifyRequest, type AccessOnly, type RotatedPair, type TokenPair } from './schemas';
+import { requireRecentLogin } from './recent-login';
 import type { RevocationCheck } from './revocations';
 import * as throttle from './throttle';
 import { newJti, TOKEN_MESSAGES, TokenError, type Claims, type Clock, type TokenService, type TokenType } from './tokens';
@@ -93,13 +94,19 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
 
   /**
    * The refresh token a request presents: the body's `refresh` field, or with the cookie transport
-   * the cookie when the body has none. A 401 in cookie mode clears the cookie, which is useless then.
+   * the cookie when the body has none (a 400 when the cookie's name comes twice). A 401 in cookie
+   * mode clears the cookie, which is useless then. The previous release's cookie (cookie.ts) is read
+   * only to end its session (`legacy: 'end'`): a refresh that finds only it clears it and answers 401.
    */
-  async function presentedRefresh(ctx: Context, cookie: boolean): Promise<string> {
+  async function presentedRefresh(ctx: Context, cookie: boolean, legacy: 'end' | 'refuse'): Promise<string> {
     if (!cookie) return validated(RefreshRequest, await body.fields(ctx)).refresh;
-    const token = validated(CookieRefreshRequest, await body.fields(ctx)).refresh ?? refreshCookie(ctx);
-    if (token === undefined) throw noRefreshCookie();
-    return token;
+    const fromCookie = refreshCookie(ctx);
+    const token = validated(CookieRefreshRequest, await body.fields(ctx)).refresh ?? fromCookie;
+    if (token !== undefined) return token;
+    const old = legacyRefreshCookie(ctx);
+    if (old !== undefined && legacy === 'end') return old;
+    if (old !== undefined) clearRefreshCookie(ctx);
+    throw noRefreshCookie();
   }
 
   /** Runs `work`; in cookie mode a refusal (401) also clears the cookie. */
@@ -112,6 +119,8 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     }
   }
 
+  // A refreshed access token names its session, ends with it, and keeps its login's time (auth_time).
+  const accessExtras = (s: families.Renewal & { ok: true }) => ({ sid: s.familyId, username: s.username, notAfter: s.sessionEnds, loginAt: s.loginAt });
   const secondsUntil = (date: Date) => Math.floor((date.getTime() - clock()) / 1000);
   // Whole seconds, as a token's exp: the database's expiries and the tokens' agree exactly.
   const secondsFrom = (now: Date, seconds: number) => new Date((Math.floor(now.getTime() / 1000) + seconds) * 1000);
@@ -161,7 +170,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     }
     await throttle.loginSucceeded(db, keys, now);
     const claims = await loadUserClaims(db, user.id, settings.accessTokenClaims);
-    const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username, notAfter: sessionEnds, claims });
+    const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username, notAfter: sessionEnds, loginAt: now, claims });
     deps.events.login(ctx, 'success');
     if (cookie) {
       setRefreshCookie(ctx, refresh.token, secondsUntil(refresh.expiresAt));
@@ -172,7 +181,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
 
   async function refresh(ctx: Context) {
     const cookie = wantsCookie(ctx);
-    const presented = await presentedRefresh(ctx, cookie);
+    const presented = await presentedRefresh(ctx, cookie, 'refuse');
     await clearingCookieOnRefusal(ctx, cookie, () => rotate(ctx, presented, cookie));
   }
 
@@ -189,7 +198,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
       if (!outcome.ok) deps.events.refreshRefused(ctx, outcome.refusal);
       if (!outcome.ok) throw refused(outcome.refusal);
       const record = await loadUserClaims(db, userId, settings.accessTokenClaims);
-      const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username, notAfter: outcome.sessionEnds, claims: record });
+      const access = tokens.sign('access', userId, now.getTime(), { ...accessExtras(outcome), claims: record });
       deps.events.refresh(ctx, 'refreshed');
       return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
     }
@@ -208,7 +217,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const next = tokens.sign('refresh', userId, outcome.issuedAt.getTime(), { jti: outcome.jti, notAfter: outcome.expiresAt });
     // Read again at every refresh, so a change to the user's record reaches the next access token.
     const record = await loadUserClaims(db, userId, settings.accessTokenClaims);
-    const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username, notAfter: outcome.sessionEnds, claims: record });
+    const access = tokens.sign('access', userId, now.getTime(), { ...accessExtras(outcome), claims: record });
     deps.events.refresh(ctx, outcome.reissued ? 'reissued' : 'rotated');
     if (cookie) {
       setRefreshCookie(ctx, next.token, secondsUntil(next.expiresAt));
@@ -247,7 +256,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
 
   async function blacklist(ctx: Context) {
     const cookie = wantsCookie(ctx);
-    const presented = await presentedRefresh(ctx, cookie);
+    const presented = await presentedRefresh(ctx, cookie, 'end');
     await clearingCookieOnRefusal(ctx, cookie, async () => {
       const { claims, userId } = verified(presented, 'refresh');
       const outcome = await families.logout(db, { jti: claims.jti, userId }, new Date(clock()));
@@ -260,11 +269,15 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
 
   /**
    * scope=all: ends every session of the caller, all families and every access token issued until now.
-   * scope=others: every session but the caller's (its access tokens stop by their family).
+   * scope=others: every session but the caller's (its access tokens stop by their family); it needs a
+   * recent login, since it keeps the caller's session, which may be a thief's. scope=all needs none: it
+   * ends the caller's session too, so it only ever takes access away, and an owner who fears a theft
+   * must be able to throw everyone out (the thief included) without first logging in again.
    */
   async function logoutAll(ctx: Context) {
     const { scope } = validated(LogoutAllQuery, ctx.query);
     const { userId, claims } = ctx.state.auth!;
+    if (scope === 'others') requireRecentLogin(claims, clock(), settings.sessionReauthAge);
     const now = new Date(clock());
     if (scope === 'others') await families.revokeAllForUser(db, userId, 'logout_others', now, { keep: claims.sid });
     else await families.revokeAllForUser(db, userId, 'logout_all', now);

@@ -3,6 +3,7 @@
 // document (app/http/openapi.ts) is generated from the same schemas.
 import { z } from 'zod';
 import { charField, choiceField } from '../http/validation';
+import { REFRESH_COOKIE } from './cookie';
 
 const jwt = z.string().meta({ description: 'A JSON Web Token (three base64url segments).' });
 
@@ -13,7 +14,7 @@ export const RefreshRequest = z.object({ refresh: charField }).meta({ id: 'Token
 /** With `X-Token-Transport: cookie` the refresh token may come from the cookie instead. */
 export const CookieRefreshRequest = z
   .object({ refresh: charField.optional() })
-  .meta({ id: 'CookieTokenRefreshRequest', description: 'With X-Token-Transport: cookie, no body: the refresh token comes from the __Secure-refresh cookie.' });
+  .meta({ id: 'CookieTokenRefreshRequest', description: `With X-Token-Transport: cookie, no body: the refresh token comes from the ${REFRESH_COOKIE} cookie.` });
 export const VerifyRequest = z.object({ token: charField }).meta({ id: 'TokenVerifyRequest' });
 export const LogoutAllQuery = z.object({
   scope: choiceField(['all', 'others'])
@@ -26,7 +27,7 @@ export const TokenPair = z.object({ refresh: jwt, access: jwt }).meta({ id: 'Tok
 export const RotatedPair = z.object({ access: jwt, refresh: jwt }).meta({ id: 'TokenRefreshResponse' });
 export const AccessOnly = z
   .object({ access: jwt })
-  .meta({ id: 'AccessToken', description: 'The access token; the refresh token is in the __Secure-refresh cookie (cookie transport), or unchanged (ROTATE_REFRESH_TOKENS off).' });
+  .meta({ id: 'AccessToken', description: `The access token; the refresh token is in the ${REFRESH_COOKIE} cookie (cookie transport), or unchanged (ROTATE_REFRESH_TOKENS off).` });
 export const Empty = z.object({}).strict().meta({ id: 'Empty' });
 
 export const Session = z

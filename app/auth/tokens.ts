@@ -7,6 +7,8 @@
 // jsonwebtoken signs and verifies; around it stand the checks simplejwt and our contract add, in the
 // pieces the guard (koa-jwt) composes too, so a token is held to one set of rules wherever it arrives:
 //   preflight   before any parsing: the length bound, three canonical unpadded base64url segments;
+//   headerOf    the one place a token's header is parsed (strict UTF-8 JSON, an object; anything else,
+//               whatever it throws, is an invalid token); keyOf is it, then keyFor;
 //   keyFor      from the header: no `crit`, the key its `kid` names, and that key's one algorithm;
 //   (jsonwebtoken: the signature, exp/nbf with LEEWAY, aud, iss, the algorithm allow-list)
 //   checkClaims simplejwt's claim checks, exp required and bounded, iat not in the future, sizes.
@@ -52,6 +54,8 @@ export interface Claims {
   sid?: string;
   /** The account's username, so routes can name the user without a query. */
   username?: string;
+  /** When the user logged in (seconds; OpenID Connect's claim), kept across refreshes. */
+  auth_time?: number;
   [claim: string]: unknown;
 }
 
@@ -69,6 +73,8 @@ export interface AccessExtras {
   jti?: string;
   /** Its exp is never later than this (the session's end). */
   notAfter?: Date;
+  /** When the session's login happened: the auth_time claim. */
+  loginAt?: Date;
   /** Claims from the user record (ACCESS_TOKEN_CLAIMS). */
   claims?: UserClaimValues;
 }
@@ -96,9 +102,12 @@ export const isClientTokenHeader = (header: Readonly<Record<string, unknown>>): 
 // Bounds that keep a validly signed but odd token away from the database and from arithmetic
 // surprises: our tokens are a few hundred bytes, their ids short, their times whole seconds.
 export const MAX_TOKEN_LENGTH = 4096;
-const MAX_JTI_LENGTH = 64;
 const MAX_USER_ID = 2_147_483_647; // Postgres integer
-const MAX_SID_LENGTH = 64;
+// Ids as we issue them, so that no odd one reaches a query: a jti (ours are 32 hex digits, simplejwt's
+// uuid4().hex) is visible ASCII, never a NUL, which Postgres text refuses; a sid is a family's UUID,
+// which a uuid column would refuse to compare with anything else.
+const JTI = /^[\x21-\x7e]{1,64}$/;
+const SID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const MAX_USERNAME_LENGTH = 150;
 export const MAX_CLIENT_ID_LENGTH = 64;
 const MAX_SCOPE_LENGTH = 8192;
@@ -124,6 +133,8 @@ export interface TokenService {
   preflight(token: string): void;
   /** The key that verifies a token with this header, or a TokenError. */
   keyFor(header: Readonly<Record<string, unknown>>): Key;
+  /** Preflight, the header parsed, and the key it names: a TokenError for anything else, never another error. */
+  keyOf(token: string): Key;
   /** jsonwebtoken's options: algorithms from the key set, audience, issuer, leeway, our clock. */
   readonly verifyOptions: VerifyOptions;
   /** simplejwt's checks on a payload jsonwebtoken has verified. */
@@ -140,11 +151,8 @@ export interface TokenService {
 
 const isSeconds = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
-/** The header of a token, decoded without verification, or undefined. */
-function headerOf(token: string): Record<string, unknown> | undefined {
-  const decoded = jwt.decode(token, { complete: true, json: true });
-  return decoded && typeof decoded.header === 'object' ? (decoded.header as unknown as Record<string, unknown>) : undefined;
-}
+// RFC 7515 §5.2: the header is UTF-8; a byte sequence that is not is refused, not replaced.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export function createTokenService(settings: JwtSettings, clock: Clock, clients?: ClientSettings): TokenService {
   const { keys, leeway } = settings;
@@ -173,6 +181,7 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
     const payload: Record<string, unknown> = { token_type: type, exp, iat, jti, [settings.userIdClaim]: userId };
     if (extra.sid !== undefined) payload.sid = extra.sid;
     if (extra.username !== undefined) payload.username = extra.username;
+    if (extra.loginAt !== undefined) payload.auth_time = Math.floor(extra.loginAt.getTime() / 1000);
     if (extra.claims !== undefined) Object.assign(payload, extra.claims);
     if (settings.audience !== undefined) payload.aud = settings.audience;
     if (settings.issuer !== undefined) payload.iss = settings.issuer;
@@ -197,6 +206,24 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
     return key;
   }
 
+  /**
+   * The one parser of a token's header, after the preflight: strict UTF-8, JSON, an object. Whatever
+   * the untrusted bytes make it throw is an invalid token, never an error of ours (a 500).
+   */
+  function headerOf(token: string): Record<string, unknown> {
+    preflight(token);
+    let header: unknown;
+    try {
+      header = JSON.parse(utf8.decode(Buffer.from(token.slice(0, token.indexOf('.')), 'base64url')));
+    } catch {
+      throw invalid();
+    }
+    if (typeof header !== 'object' || header === null || Array.isArray(header)) throw invalid();
+    return header as Record<string, unknown>;
+  }
+
+  const keyOf = (token: string): Key => keyFor(headerOf(token));
+
   function checkClaims(payload: unknown, type: TokenType | undefined): Claims {
     if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) throw invalid();
     const p = payload as Record<string, unknown>;
@@ -207,13 +234,14 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
     if (p.iat !== undefined && !(isSeconds(p.iat) && p.iat <= now + leeway)) throw invalid();
     if (p.nbf !== undefined && !isSeconds(p.nbf)) throw invalid();
     if (p.jti === undefined) throw new TokenError(TOKEN_MESSAGES.noId);
-    if (typeof p.jti !== 'string' || p.jti.length === 0 || p.jti.length > MAX_JTI_LENGTH) throw invalid();
+    if (typeof p.jti !== 'string' || !JTI.test(p.jti)) throw invalid();
     if (p.token_type === undefined) throw new TokenError(TOKEN_MESSAGES.noType);
     if (type !== undefined ? p.token_type !== type : p.token_type !== 'access' && p.token_type !== 'refresh') {
       throw new TokenError(TOKEN_MESSAGES.wrongType);
     }
-    if (p.sid !== undefined && !(typeof p.sid === 'string' && p.sid.length <= MAX_SID_LENGTH)) throw invalid();
+    if (p.sid !== undefined && !(typeof p.sid === 'string' && SID.test(p.sid))) throw invalid();
     if (p.username !== undefined && !(typeof p.username === 'string' && p.username.length <= MAX_USERNAME_LENGTH)) throw invalid();
+    if (p.auth_time !== undefined && !(isSeconds(p.auth_time) && p.auth_time <= now + leeway)) throw invalid();
     for (const flag of ['is_staff', 'is_superuser', 'groups_overage']) {
       if (p[flag] !== undefined && typeof p[flag] !== 'boolean') throw invalid();
     }
@@ -254,7 +282,7 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
     if (!isSeconds(p.exp) || p.exp > now + settings.accessTokenLifetime + leeway) throw invalid();
     if (!(isSeconds(p.iat) && p.iat <= now + leeway)) throw invalid();
     if (p.nbf !== undefined && !isSeconds(p.nbf)) throw invalid();
-    if (typeof p.jti !== 'string' || p.jti.length === 0 || p.jti.length > MAX_JTI_LENGTH) throw invalid();
+    if (typeof p.jti !== 'string' || !JTI.test(p.jti)) throw invalid();
     if (typeof p.client_id !== 'string' || p.client_id.length === 0 || p.client_id.length > MAX_CLIENT_ID_LENGTH) throw invalid();
     if (p.sub !== p.client_id) throw invalid();
     if (p.scope !== undefined && !(typeof p.scope === 'string' && p.scope.length <= MAX_SCOPE_LENGTH)) throw invalid();
@@ -263,9 +291,8 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
   }
 
   function verifyClient(token: string): ClientClaims {
-    preflight(token);
     const header = headerOf(token);
-    if (!header || !isClientTokenHeader(header)) throw invalid();
+    if (!isClientTokenHeader(header)) throw invalid();
     const key = keyFor(header);
     let payload: unknown;
     try {
@@ -276,13 +303,10 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
     return checkClientClaims(payload);
   }
 
-  // On every guarded request: the header segment alone is decoded (the payload is koa-jwt's).
+  // On every guarded request: the header alone is parsed, by the one parser (the payload is koa-jwt's).
   function isClientToken(token: string): boolean {
-    const dot = token.indexOf('.');
-    if (dot <= 0 || dot > 1024) return false;
     try {
-      const header: unknown = JSON.parse(Buffer.from(token.slice(0, dot), 'base64url').toString('utf8'));
-      return typeof header === 'object' && header !== null && isClientTokenHeader(header as Record<string, unknown>);
+      return isClientTokenHeader(headerOf(token));
     } catch {
       return false;
     }
@@ -295,14 +319,14 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
   }
 
   function verify(token: string, type: TokenType | undefined): Claims {
-    preflight(token);
     const header = headerOf(token);
-    if (!header) throw invalid();
     // A machine client's token is no user's token, whatever its claims.
     if (isClientTokenHeader(header)) throw new TokenError(TOKEN_MESSAGES.wrongType);
     const key = keyFor(header);
     let payload: unknown;
     try {
+      // jsonwebtoken parses the payload only here, and every failure of its (a payload that is not
+      // JSON included) comes back as an exception caught below.
       payload = jwt.verify(token, key.verifying, verifyOptions);
     } catch {
       // PyJWT's reasons are never shown by simplejwt: all of them read "invalid or expired".
@@ -311,5 +335,5 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
     return checkClaims(payload, type);
   }
 
-  return { settings, sign, verify, userIdOf, preflight, keyFor, verifyOptions, checkClaims, signClient, verifyClient, checkClientClaims, isClientToken };
+  return { settings, sign, verify, userIdOf, preflight, keyFor, keyOf, verifyOptions, checkClaims, signClient, verifyClient, checkClientClaims, isClientToken };
 }

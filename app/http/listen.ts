@@ -5,6 +5,7 @@ import { chmodSync, rmSync } from 'node:fs';
 import http, { STATUS_CODES } from 'node:http';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
+import { SECURITY_HEADERS } from './security-headers';
 
 // nginx accepts at most 4 × 8 KiB of request headers (large_client_header_buffers); Node's default
 // 16 KiB would cut in first with a bare 431.
@@ -12,8 +13,9 @@ export const MAX_HEADER_BYTES = 64 * 1024;
 
 function rawJson(status: number, body: unknown): string {
   const text = JSON.stringify(body);
+  const security = Object.entries(SECURITY_HEADERS).map(([name, value]) => `${name}: ${value}\r\n`).join('');
   return (
-    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\n${security}` +
     `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`
   );
 }
@@ -40,7 +42,7 @@ export function createHttpServer(
   const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, requireHostHeader: false }, (req, res) => {
     if (req.httpVersion === '1.1' && req.headers.host === undefined) {
       const body = JSON.stringify({ detail: 'The request has no Host header.', code: 'bad_request' });
-      res.writeHead(400, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
+      res.writeHead(400, { 'Content-Type': 'application/json', ...SECURITY_HEADERS, 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
       res.end(body);
       return;
     }

@@ -5,7 +5,7 @@
 import type Router from '@koa/router';
 import { z } from 'zod';
 import { CLIENT_TOKEN_PATH } from '../auth/client-routes';
-import { REFRESH_COOKIE, REFRESH_COOKIE_PATH, TRANSPORT_HEADER } from '../auth/cookie';
+import { LEGACY_REFRESH_COOKIE, REFRESH_COOKIE, REFRESH_COOKIE_PATH, TRANSPORT_HEADER } from '../auth/cookie';
 import { GROUPS_CLAIM_MAX_BYTES } from '../auth/user-claims';
 import * as s from '../auth/schemas';
 import type { UserClaim } from '../config';
@@ -119,13 +119,25 @@ const transport = {
   required: false,
   description:
     `\`cookie\`: the refresh token travels in the \`${REFRESH_COOKIE}\` cookie (HttpOnly, Secure, SameSite=Strict, ` +
-    `Path=${REFRESH_COOKIE_PATH}) instead of the body; refresh and blacklist then read it when the body has none. ` +
-    'Without this header the cookie is never read.',
+    `Path=${REFRESH_COOKIE_PATH}, no Domain) instead of the body; refresh and blacklist then read it when the body has none. ` +
+    'Without this header the cookie is never read. A request carrying the cookie twice is refused (400 `duplicate_refresh_cookie`) ' +
+    `and clears nothing. The previous release's \`${LEGACY_REFRESH_COOKIE}\` cookie is cleared: blacklist ends its session, ` +
+    'refresh answers 401 (log in again).',
   schema: { type: 'string', enum: ['cookie'] },
 };
 const setCookie = { 'Set-Cookie': { description: `With ${TRANSPORT_HEADER}: cookie, the ${REFRESH_COOKIE} cookie (set, rotated or cleared).`, schema: { type: 'string' } } };
 const retryAfter = { 'Retry-After': { description: 'Seconds to wait', schema: { type: 'integer' } } };
 const throttled = answer('Too many attempts', ErrorBody, retryAfter);
+// Any route that reads or writes the database answers this while it cannot reach it.
+const unavailable = answer('database_unavailable: the database is not answering; retry shortly', ErrorBody, retryAfter);
+const cookieBodyErrors = {
+  ...bodyErrors,
+  400: answer('Field errors, a body that does not parse, or `duplicate_refresh_cookie` (the cookie sent twice: nothing changed)', {
+    anyOf: [ref(FieldErrors), ref(ErrorBody)],
+  }),
+};
+const reauth = (what: string) =>
+  error(`reauthentication_required: ${what} needs a login at most SESSION_REAUTH_AGE old (15 minutes by default; the access token's auth_time): log in again`);
 const bearer = [{ bearer: [] }];
 const cookieOrBody = [{}, { refreshCookie: [] }];
 // The refresh token in the body, or (with the cookie transport) no body at all.
@@ -184,7 +196,7 @@ function paths() {
           ...bodyErrors,
           401: error('No active account found with the given credentials'),
           429: throttled,
-          503: answer('login_overloaded: too many password checks queued; retry shortly', ErrorBody, retryAfter),
+          503: answer('login_overloaded: too many password checks queued; or database_unavailable. Retry shortly', ErrorBody, retryAfter),
         },
       },
     },
@@ -202,9 +214,10 @@ function paths() {
             { anyOf: [ref(s.RotatedPair), ref(s.AccessOnly)] },
             setCookie,
           ),
-          ...bodyErrors,
+          ...cookieBodyErrors,
           401: answer('token_not_valid (invalid, expired, blacklisted, replayed: the session is then revoked); not_authenticated (no cookie)', ErrorBody, setCookie),
           429: throttled,
+          503: unavailable,
         },
       },
     },
@@ -216,7 +229,7 @@ function paths() {
         ...publicRoute,
         requestBody: body(s.VerifyRequest),
         description: "A user's token of either type, or a machine client's access token (refused once its client is deleted or its secret rotated).",
-        responses: { 200: answer('Valid', s.Empty), ...bodyErrors, 401: error('token_not_valid') },
+        responses: { 200: answer('Valid', s.Empty), ...bodyErrors, 401: error('token_not_valid'), 503: unavailable },
       },
     },
     '/api/token/blacklist/': {
@@ -227,17 +240,27 @@ function paths() {
         security: cookieOrBody,
         parameters: [transport],
         requestBody: refreshBody,
-        responses: { 200: answer('Logged out (and the cookie cleared)', s.Empty, setCookie), ...bodyErrors, 401: answer('token_not_valid; not_authenticated (no cookie)', ErrorBody, setCookie) },
+        responses: { 200: answer('Logged out (and the cookie cleared)', s.Empty, setCookie), ...cookieBodyErrors, 401: answer('token_not_valid; not_authenticated (no cookie)', ErrorBody, setCookie), 503: unavailable },
       },
     },
     '/api/token/logout-all/': {
       post: {
         tags: ['sessions'],
         summary: 'End every session of the caller (scope=all), or every other one (scope=others)',
+        description:
+          'scope=others needs a recent login (403 reauthentication_required otherwise). scope=all needs none: it ends the ' +
+          "caller's own session too, so an owner who fears a theft can always end every session, the thief's included.",
         operationId: 'tokenLogoutAll',
         security: bearer,
         parameters: [{ name: 'scope', in: 'query', required: false, schema: schemaOf(s.LogoutAllQuery.shape.scope) }],
-        responses: { 200: answer('Ended', s.Empty), 400: badRequest, 401: error('No valid access token'), 405: error('Any other method') },
+        responses: {
+          200: answer('Ended', s.Empty),
+          400: badRequest,
+          401: error('No valid access token'),
+          403: reauth('scope=others'),
+          405: error('Any other method'),
+          503: unavailable,
+        },
       },
     },
     '/api/sessions/': {
@@ -246,7 +269,7 @@ function paths() {
         summary: "The caller's live sessions (one per login), the current one marked",
         operationId: 'sessionList',
         security: bearer,
-        responses: { 200: answer('Newest first', s.SessionList), 401: error('No valid access token') },
+        responses: { 200: answer('Newest first', s.SessionList), 401: error('No valid access token'), 403: reauth('Listing sessions'), 503: unavailable },
       },
     },
     '/api/sessions/{id}/': {
@@ -256,7 +279,13 @@ function paths() {
         operationId: 'sessionEnd',
         security: bearer,
         parameters: [{ name: 'id', in: 'path', required: true, schema: schemaOf(s.SessionPath.shape.id) }],
-        responses: { 204: { description: 'Ended' }, 401: error('No valid access token'), 404: error('No such live session of the caller') },
+        responses: {
+          204: { description: 'Ended' },
+          401: error('No valid access token'),
+          403: reauth('Ending a session'),
+          404: error('No such live session of the caller'),
+          503: unavailable,
+        },
       },
     },
     '/api/me/': {
@@ -265,7 +294,7 @@ function paths() {
         summary: 'Who the access token belongs to',
         operationId: 'me',
         security: bearer,
-        responses: { 200: answer('The user', Me), 401: error('No valid access token') },
+        responses: { 200: answer('The user', Me), 401: error('No valid access token'), 503: unavailable },
       },
     },
     '/.well-known/jwks.json': {
@@ -365,7 +394,14 @@ export function openApiDocument(options: DocumentOptions): Record<string, unknow
     components: {
       schemas: components(),
       securitySchemes: {
-        bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: `Authorization: ${options.authScheme} <access token>` },
+        bearer: {
+          type: 'http',
+          scheme: 'bearer',
+          bearerFormat: 'JWT',
+          description:
+            `Authorization: ${options.authScheme} <access token>. Access tokens carry simplejwt's claims plus sid (the session), ` +
+            'username and auth_time (when the session logged in, kept across refreshes).',
+        },
         refreshCookie: { type: 'apiKey', in: 'cookie', name: REFRESH_COOKIE, description: `Read only with the ${TRANSPORT_HEADER}: cookie header.` },
         ...(options.clients
           ? {

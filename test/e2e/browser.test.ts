@@ -169,7 +169,6 @@ async function loggedIn(page: Page): Promise<Answer> {
   return login;
 }
 
-// The cookie's path is /api/token/: only URLs under it match.
 /** How many requests to the refresh endpoint nginx logged with this method and status. */
 async function logged(method: string, status: number): Promise<number> {
   return (await stack.logs('nginx'))
@@ -177,7 +176,7 @@ async function logged(method: string, status: number): Promise<number> {
     .filter((line) => line.includes('"uri":"/api/token/refresh/"') && line.includes(`"method":"${method}"`) && line.includes(`"status":${status},`)).length;
 }
 
-const refreshCookies = async (page: Page) => (await page.context().cookies(`${base}/api/token/`)).filter((c) => c.name === '__Secure-refresh');
+const refreshCookies = async (page: Page) => (await page.context().cookies(`${base}/api/token/`)).filter((c) => c.name === '__Host-refresh');
 
 describe('the docs page', () => {
   it('loads with no console error, lists every endpoint, and its "try it out" login gets a pair', async () => {
@@ -222,7 +221,8 @@ describe('the cookie transport, in a page of the stack', () => {
       const login = await loggedIn(page);
       expect(Object.keys(login.body!)).toEqual(['access']);
       const [cookie] = await refreshCookies(page);
-      expect(cookie).toMatchObject({ httpOnly: true, secure: true, sameSite: 'Strict', path: '/api/token/' });
+      // __Host-: Secure, Path=/, host-only (no Domain: the browser reports the host itself).
+      expect(cookie).toMatchObject({ httpOnly: true, secure: true, sameSite: 'Strict', path: '/', domain: new URL(base).hostname });
       expect(await page.evaluate(() => document.cookie)).not.toContain('refresh');
       expect(await page.evaluate(() => document.cookie)).not.toContain(cookie!.value);
 
@@ -266,6 +266,33 @@ describe('the cookie transport, in a page of the stack', () => {
       expect(await run("spoil(); return (await api('/api/me/')).status;")).toBe(200);
       await run('await logout();');
       expect(await run('return refresh();')).toBe(false);
+    });
+  });
+});
+
+describe('a planted cookie', () => {
+  it('cannot shadow or replace the __Host- refresh cookie: the session refreshes on, and the old trick no longer logs out', async () => {
+    await scenario('planted-cookie', async (open) => {
+      const page = await open();
+      await loggedIn(page);
+      const [before] = await refreshCookies(page);
+      // What a page of a sibling subdomain could do before (it can set cookies for the parent domain;
+      // from this origin's own page the cookie jar sees the same): a cookie of the old name with a
+      // narrower path, which the browser sends first. And attempts at the new name, which the browser
+      // itself refuses: a __Host- cookie with another path, or over an HttpOnly one from a script.
+      await page.evaluate(() => {
+        document.cookie = '__Secure-refresh=planted; Path=/api/token/refresh/; Secure; SameSite=Strict';
+        document.cookie = '__Host-refresh=planted; Path=/api/token/refresh/; Secure';
+        document.cookie = '__Host-refresh=planted; Path=/; Secure';
+      });
+      const jar = await page.context().cookies(`${base}/api/token/refresh/`);
+      expect(jar.filter((c) => c.name === '__Host-refresh').map((c) => c.value)).toEqual([before!.value]);
+      expect(jar.filter((c) => c.name === '__Secure-refresh').map((c) => c.value)).toEqual(['planted']);
+      const refreshed = await call(page, 'POST', '/api/token/refresh/', { cookie: true });
+      expect(refreshed.status, JSON.stringify(refreshed.body)).toBe(200);
+      const [after] = await refreshCookies(page);
+      expect(after!.value).not.toBe(before!.value);
+      expect((await call(page, 'GET', '/api/me/', { bearer: true })).status).toBe(200);
     });
   });
 });

@@ -59,7 +59,7 @@ describe('ACCESS_TOKEN_CLAIMS', () => {
     const pair = await t.login('alice', 'alice-password-1');
     const claims = claimsOf(pair.access);
     expect(claims).toMatchObject({ token_type: 'access', username: 'alice', is_staff: true, is_superuser: false, groups: ['editors', 'writers'] });
-    expect(Object.keys(claims)).toEqual(['token_type', 'exp', 'iat', 'jti', 'user_id', 'sid', 'username', 'is_staff', 'is_superuser', 'groups']);
+    expect(Object.keys(claims)).toEqual(['token_type', 'exp', 'iat', 'jti', 'user_id', 'sid', 'username', 'auth_time', 'is_staff', 'is_superuser', 'groups']);
     expect(Object.keys(claimsOf(pair.refresh))).toEqual(['token_type', 'exp', 'iat', 'jti', 'user_id']);
   });
 
@@ -93,9 +93,9 @@ describe('ACCESS_TOKEN_CLAIMS', () => {
 
   it('by default none: the access token is exactly as before', async () => {
     const pair = await plain.login('alice', 'alice-password-1');
-    expect(Object.keys(claimsOf(pair.access))).toEqual(['token_type', 'exp', 'iat', 'jti', 'user_id', 'sid', 'username']);
+    expect(Object.keys(claimsOf(pair.access))).toEqual(['token_type', 'exp', 'iat', 'jti', 'user_id', 'sid', 'username', 'auth_time']);
     const rotated = await plain.post('/api/token/refresh/', { refresh: pair.refresh });
-    expect(Object.keys(claimsOf(rotated.json.access))).toEqual(['token_type', 'exp', 'iat', 'jti', 'user_id', 'sid', 'username']);
+    expect(Object.keys(claimsOf(rotated.json.access))).toEqual(['token_type', 'exp', 'iat', 'jti', 'user_id', 'sid', 'username', 'auth_time']);
   });
 
   it(`bounds the groups: past ${GROUPS_CLAIM_MAX_BYTES} bytes of names, groups_overage instead, and requireGroup asks the database`, async () => {

@@ -19,7 +19,8 @@ const setCookies = (r: Reply) => r.headers.getSetCookie();
 function refreshFrom(r: Reply): string {
   const [header, ...more] = setCookies(r);
   expect(more).toEqual([]);
-  const m = /^__Secure-refresh=([^;]+); Max-Age=(\d+); Path=\/api\/token\/; HttpOnly; Secure; SameSite=Strict$/.exec(header ?? '');
+  // A __Host- cookie: Secure, Path=/, and no Domain, so no other host can set one that shadows it.
+  const m = /^__Host-refresh=([^;]+); Max-Age=(\d+); Path=\/; HttpOnly; Secure; SameSite=Strict$/.exec(header ?? '');
   expect(m, header).not.toBeNull();
   const token = m![1]!;
   const { exp } = decodeJwt(token).payload;
@@ -27,10 +28,11 @@ function refreshFrom(r: Reply): string {
   return token;
 }
 function expectCleared(r: Reply) {
-  expect(setCookies(r)).toEqual(['__Secure-refresh=; Max-Age=0; Path=/api/token/; HttpOnly; Secure; SameSite=Strict']);
+  expect(setCookies(r)).toEqual(['__Host-refresh=; Max-Age=0; Path=/; HttpOnly; Secure; SameSite=Strict']);
 }
 const login = () => t.request('POST', '/api/token/', { json: { username: 'dana', password: 'dana-password-1' }, headers: COOKIE });
-const withCookie = (token: string, headers: Record<string, string> = COOKIE) => ({ headers: { ...headers, Cookie: `__Secure-refresh=${token}` } });
+const withCookie = (token: string, headers: Record<string, string> = COOKIE) => ({ headers: { ...headers, Cookie: `__Host-refresh=${token}` } });
+const LEGACY_CLEARED = '__Secure-refresh=; Max-Age=0; Path=/api/token/; HttpOnly; Secure; SameSite=Strict';
 
 describe('cookie transport', () => {
   it('logs in with the refresh token in an HttpOnly cookie and only the access token in the body', async () => {
@@ -109,6 +111,66 @@ describe('cookie transport', () => {
     expect(r.status).toBe(400);
     expect(r.json).toEqual({ detail: 'X-Token-Transport must be "cookie" when sent.', code: 'bad_token_transport' });
     expect(setCookies(r)).toEqual([]);
+  });
+});
+
+describe('a planted cookie (issue 15, item 2)', () => {
+  it('refuses a request that carries the refresh cookie twice with 400, and clears and rotates nothing', async () => {
+    const token = refreshFrom(await login());
+    // What a page on a sibling subdomain could once make the browser send: its cookie first, ours after.
+    for (const cookie of [`__Host-refresh=junk; __Host-refresh=${token}`, `__Host-refresh=${token}; other=1; __Host-refresh=${token}`]) {
+      for (const path of ['/api/token/refresh/', '/api/token/blacklist/']) {
+        const r = await t.request('POST', path, { headers: { ...COOKIE, Cookie: cookie } });
+        expect(r.status, `${path} ${r.text}`).toBe(400);
+        expect(r.json).toEqual({
+          detail: 'The __Host-refresh cookie was sent more than once; another site may have set one. Nothing was changed.',
+          code: 'duplicate_refresh_cookie',
+        });
+        expect(setCookies(r)).toEqual([]);
+      }
+    }
+    // Two Cookie header lines are one list to the server (Node joins them): the same answer.
+    const raw = await fetch(`${t.url}/api/token/refresh/`, { method: 'POST', headers: [['X-Token-Transport', 'cookie'], ['Cookie', '__Host-refresh=junk'], ['Cookie', `__Host-refresh=${token}`]] });
+    expect(raw.status).toBe(400);
+    expect(raw.headers.getSetCookie()).toEqual([]);
+    // The real session was never touched: its cookie still refreshes.
+    const r = await t.request('POST', '/api/token/refresh/', withCookie(token));
+    expect(r.status, r.text).toBe(200);
+    // Look-alike names are other cookies: not read, not counted.
+    const alike = await t.request('POST', '/api/token/refresh/', { headers: { ...COOKIE, Cookie: `__host-refresh=junk; __Host-refresh=${refreshFrom(r)}; x__Host-refresh=1` } });
+    expect(alike.status, alike.text).toBe(200);
+  });
+
+  it("never continues a session from the previous release's __Secure-refresh cookie: refresh answers 401 and clears it", async () => {
+    const json = await t.post('/api/token/', { username: 'dana', password: 'dana-password-1' });
+    const legacy = json.json.refresh as string; // what a browser kept in __Secure-refresh before the upgrade
+    const r = await t.request('POST', '/api/token/refresh/', { headers: { ...COOKIE, Cookie: `__Secure-refresh=${legacy}` } });
+    expect(r.status).toBe(401);
+    expect(r.json).toEqual({ detail: 'Authentication credentials were not provided.', code: 'not_authenticated' });
+    expect(setCookies(r)).toEqual(['__Host-refresh=; Max-Age=0; Path=/; HttpOnly; Secure; SameSite=Strict', LEGACY_CLEARED]);
+    // Not stuck: a login sets the new cookie, and the old one is dropped on the way.
+    const again = await t.request('POST', '/api/token/', { json: { username: 'dana', password: 'dana-password-1' }, headers: { ...COOKIE, Cookie: `__Secure-refresh=${legacy}` } });
+    expect(again.status).toBe(200);
+    expect(setCookies(again)).toEqual([expect.stringMatching(/^__Host-refresh=[^;]+; Max-Age=\d+; Path=\/;/), LEGACY_CLEARED]);
+    // With both, the new one is used and the old one dropped.
+    const both = await t.request('POST', '/api/token/refresh/', { headers: { ...COOKIE, Cookie: `__Secure-refresh=${legacy}; __Host-refresh=${/^__Host-refresh=([^;]+)/.exec(setCookies(again)[0]!)![1]}` } });
+    expect(both.status, both.text).toBe(200);
+    expect(setCookies(both)).toEqual([expect.stringMatching(/^__Host-refresh=/), LEGACY_CLEARED]);
+  });
+
+  it("ends the previous release's session on logout, and clears its cookie", async () => {
+    const r0 = await t.post('/api/token/', { username: 'dana', password: 'dana-password-1' });
+    const out = await t.request('POST', '/api/token/blacklist/', { headers: { ...COOKIE, Cookie: `__Secure-refresh=${r0.json.refresh}` } });
+    expect(out.status, out.text).toBe(200);
+    expect(setCookies(out)).toEqual(['__Host-refresh=; Max-Age=0; Path=/; HttpOnly; Secure; SameSite=Strict', LEGACY_CLEARED]);
+    expect((await t.post('/api/token/refresh/', { refresh: r0.json.refresh })).status).toBe(401);
+    // Sent twice, it is refused like the new name, and nothing is ended.
+    const r1 = await t.post('/api/token/', { username: 'dana', password: 'dana-password-1' });
+    const twice = await t.request('POST', '/api/token/blacklist/', { headers: { ...COOKIE, Cookie: `__Secure-refresh=junk; __Secure-refresh=${r1.json.refresh}` } });
+    expect(twice.status).toBe(400);
+    expect(twice.json.code).toBe('duplicate_refresh_cookie');
+    expect(setCookies(twice)).toEqual([]);
+    expect((await t.post('/api/token/refresh/', { refresh: r1.json.refresh })).status).toBe(200);
   });
 });
 

@@ -262,4 +262,40 @@ describe('flushExpired', () => {
     expect((await refresh(old.refresh)).status).toBe(401);
     expect((await refresh(live.refresh)).status).toBe(200);
   });
+
+  it('keeps a family revoked within the window though it has no refresh token left: its access token stays refused across a flush and a reload', async () => {
+    // ROTATE_REFRESH_TOKENS=false: the refresh token's expiry is fixed at its login, so an access token
+    // taken from it just before it expires outlives it.
+    const app = await startTestApp({ ROTATE_REFRESH_TOKENS: 'false' });
+    let reloaded: TestApp | undefined;
+    try {
+      await app.user('flora', 'flora-password-1');
+      const pair = await app.login('flora', 'flora-password-1');
+      app.clock.advance(app.config.jwt.refreshTokenLifetime - 10);
+      const late = await app.post('/api/token/refresh/', { refresh: pair.refresh });
+      expect(late.status, late.text).toBe(200);
+      const access = late.json.access as string;
+      expect((await app.post('/api/token/blacklist/', { refresh: pair.refresh })).status).toBe(200);
+      const sid = decodeJwt(access).payload.sid as string;
+      // The refresh token expires; the access token (5 minutes) has most of its life left.
+      app.clock.advance(20);
+      const now = new Date(app.clock());
+      const flushed = await flushExpired(app.db, now, revocationWindowMs(app.config.jwt));
+      expect(flushed.tokens).toBe(1);
+      expect(await app.db.models.TokenFamily.findByPk(sid)).not.toBeNull();
+      // A worker that loads its state now (a restart, a feed reconnect) still knows the revocation.
+      reloaded = await startTestApp({ ROTATE_REFRESH_TOKENS: 'false' }, { databaseUrl: app.config.databaseUrl });
+      reloaded.clock.advance(app.config.jwt.refreshTokenLifetime + 10);
+      const r = await reloaded.request('GET', '/api/me/', { headers: { Authorization: `Bearer ${access}` } });
+      expect(r.status, r.text).toBe(401);
+      expect(r.json.messages[0].message).toBe('Token is blacklisted');
+      // Once the window has passed, the family goes: no access token it could stop is valid any more.
+      const later = new Date(now.getTime() + revocationWindowMs(app.config.jwt) + 1000);
+      await flushExpired(app.db, later, revocationWindowMs(app.config.jwt));
+      expect(await app.db.models.TokenFamily.findByPk(sid)).toBeNull();
+    } finally {
+      await reloaded?.stop();
+      await app.stop();
+    }
+  });
 });

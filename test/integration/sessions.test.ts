@@ -1,8 +1,8 @@
 // Sessions per device (a family is a session): the list, ending one, logout of the others, the
 // metadata from the trusted proxy hop only, and the absolute lifetime no rotation can pass.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeJwt } from '../support/http';
-import { eventually, startTestApp, type TestApp } from '../support/test-app';
+import { decodeJwt, signHs } from '../support/http';
+import { eventually, startTestApp, TEST_SIGNING_KEY, type TestApp } from '../support/test-app';
 
 let t: TestApp;
 beforeAll(async () => {
@@ -170,7 +170,7 @@ describe('SESSION_MAX_LIFETIME', () => {
     const capped = await short.request('POST', '/api/token/refresh/', { json: { refresh }, headers: { 'X-Token-Transport': 'cookie' } });
     expect(capped.status, capped.text).toBe(200);
     const cookie = capped.headers.getSetCookie()[0]!;
-    refresh = /^__Secure-refresh=([^;]+)/.exec(cookie)![1]!;
+    refresh = /^__Host-refresh=([^;]+)/.exec(cookie)![1]!;
     expect(decodeJwt(refresh).payload.exp).toBe(end);
     // 20 minutes, not an hour, and never beyond the session's end.
     const maxAge = Number(/Max-Age=(\d+);/.exec(cookie)![1]);
@@ -201,5 +201,116 @@ describe('SESSION_MAX_LIFETIME', () => {
     const r = await short.post('/api/token/refresh/', { refresh });
     expect(r.status).toBe(401);
     expect(r.json).toEqual({ detail: 'Token is invalid or expired', code: 'token_not_valid' });
+  });
+});
+
+describe('a recent login for listing and ending sessions (SESSION_REAUTH_AGE, auth_time)', () => {
+  let app: TestApp;
+  let frozen: TestApp;
+  beforeAll(async () => {
+    await t.user('heidi', 'heidi-password-1');
+    app = await startTestApp({ SESSION_REAUTH_AGE: '15m' }, { databaseUrl: t.config.databaseUrl });
+    frozen = await startTestApp({ ROTATE_REFRESH_TOKENS: 'false' }, { databaseUrl: t.config.databaseUrl });
+  });
+  afterAll(async () => {
+    await app.stop();
+    await frozen.stop();
+  });
+  const heidi = async (on: TestApp) => {
+    const pair = await on.login('heidi', 'heidi-password-1');
+    return { ...pair, sid: decodeJwt(pair.access).payload.sid as string };
+  };
+  const forbidden = { detail: 'This needs a login from the last 15 minutes: log in again and retry with the new access token.', code: 'reauthentication_required' };
+  const as = (on: TestApp, access: string) => ({
+    list: () => on.request('GET', '/api/sessions/', bearer(access)),
+    end: (id: string) => on.request('DELETE', `/api/sessions/${id}/`, bearer(access)),
+    logoutAll: (scope: string) => on.request('POST', `/api/token/logout-all/?scope=${scope}`, bearer(access)),
+  });
+
+  it('puts the login time in auth_time and keeps it across refreshes, rotating or not', async () => {
+    for (const on of [app, frozen]) {
+      on.clock.freeze();
+      const login = await heidi(on);
+      const loginAt = Math.floor(on.clock() / 1000);
+      expect(decodeJwt(login.access).payload).toMatchObject({ auth_time: loginAt, iat: loginAt });
+      expect(decodeJwt(login.refresh).payload.auth_time).toBeUndefined(); // the refresh token's session row has it
+      on.clock.advance(10 * 60);
+      const r = await on.post('/api/token/refresh/', { refresh: login.refresh });
+      expect(r.status, r.text).toBe(200);
+      expect(decodeJwt(r.json.access).payload).toMatchObject({ auth_time: loginAt, iat: loginAt + 600 });
+      on.clock.reset();
+    }
+  });
+
+  it('past the age, answers 403 reauthentication_required to listing, ending one and logout of the others, and ends nothing', async () => {
+    const other = await heidi(app);
+    const old = await heidi(app);
+    app.clock.advance(15 * 60 + 1);
+    try {
+      // The access token is minutes old; its login is not.
+      const refreshed = await app.post('/api/token/refresh/', { refresh: old.refresh });
+      expect(refreshed.status).toBe(200);
+      const stale = as(app, refreshed.json.access);
+      for (const r of [await stale.list(), await stale.end(other.sid), await stale.logoutAll('others')]) {
+        expect(r.status, r.text).toBe(403);
+        expect(r.json).toEqual(forbidden);
+      }
+      // Nothing was ended: the other session still refreshes.
+      const still = await app.post('/api/token/refresh/', { refresh: other.refresh });
+      expect(still.status, still.text).toBe(200);
+      // A fresh login (the password again) may: it lists both and ends the other.
+      const fresh = as(app, (await heidi(app)).access);
+      const listed = await fresh.list();
+      expect(listed.status).toBe(200);
+      expect((listed.json as { id: string }[]).map((s) => s.id)).toEqual(expect.arrayContaining([other.sid, old.sid]));
+      expect((await fresh.end(other.sid)).status).toBe(204);
+    } finally {
+      app.clock.reset();
+    }
+  });
+
+  it('lets an old login log out everywhere (scope=all): it ends the caller too, the thief included', async () => {
+    await t.user('ivan', 'ivan-password-1');
+    const elsewhere = await app.login('ivan', 'ivan-password-1');
+    const old = await app.login('ivan', 'ivan-password-1');
+    app.clock.advance(30 * 60);
+    try {
+      const refreshed = await app.post('/api/token/refresh/', { refresh: old.refresh });
+      const everywhere = await as(app, refreshed.json.access).logoutAll('all');
+      expect(everywhere.status, everywhere.text).toBe(200);
+      await eventually(async () => (await app.request('GET', '/api/me/', bearer(refreshed.json.access))).status === 401);
+      for (const refresh of [elsewhere.refresh, refreshed.json.refresh]) expect((await app.post('/api/token/refresh/', { refresh })).status).toBe(401);
+    } finally {
+      app.clock.reset();
+    }
+  });
+
+  it('within the age, lists and ends; exactly at the age still counts', async () => {
+    app.clock.freeze();
+    try {
+      const a = await heidi(app);
+      const b = await heidi(app);
+      app.clock.advance(15 * 60);
+      const r = await app.post('/api/token/refresh/', { refresh: a.refresh });
+      expect((await as(app, r.json.access).list()).status).toBe(200);
+      expect((await as(app, r.json.access).end(b.sid)).status).toBe(204);
+    } finally {
+      app.clock.reset();
+    }
+  });
+
+  it('counts a token without auth_time (from the previous release) as an old login', async () => {
+    const s = await heidi(app);
+    const { auth_time: _, ...claims } = decodeJwt(s.access).payload;
+    const legacy = signHs(claims, TEST_SIGNING_KEY);
+    expect((await app.request('GET', '/api/me/', bearer(legacy))).status).toBe(200);
+    const r = await as(app, legacy).list();
+    expect(r.status).toBe(403);
+    expect(r.json).toEqual(forbidden);
+    // A malformed auth_time is no token of ours.
+    for (const bad of ['yesterday', -5, 1.5, Math.floor(Date.now() / 1000) + 3600]) {
+      const odd = await app.request('GET', '/api/me/', bearer(signHs({ ...claims, auth_time: bad }, TEST_SIGNING_KEY)));
+      expect(odd.status, String(bad)).toBe(401);
+    }
   });
 });

@@ -76,8 +76,38 @@ const typed = (type: string, body: string) =>
   `POST /api/token/ HTTP/1.1\r\nHost: x\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
 const get = (target: string, headers = '') => `GET ${target} HTTP/1.1\r\nHost: x\r\n${headers}Connection: close\r\n\r\n`;
 
+const segment = (v: string | Buffer) => (Buffer.isBuffer(v) ? v : Buffer.from(v)).toString('base64url');
+const JWT_HEADER = segment('{"alg":"HS256","typ":"JWT"}');
+const SIGNATURE = segment('not-a-signature-but-canonical');
+const NESTED = `${JWT_HEADER}.${segment('{"token_type":"access","exp":1,"jti":"j","user_id":1}')}.${SIGNATURE}`;
+
+/**
+ * Tokens that pass the first check (three canonical base64url segments) and fail to parse after it:
+ * a header or payload that is not JSON, not UTF-8, or JSON of the wrong kind. No key is needed to make
+ * them; each must be refused as an invalid token (401 token_not_valid), never a 500.
+ */
+export const UNPARSABLE_TOKENS: { name: string; token: string }[] = [
+  { name: 'a truncated JSON payload', token: `${JWT_HEADER}.${segment('{"a":')}.${SIGNATURE}` },
+  { name: 'a nested token as the payload', token: `${JWT_HEADER}.${segment(NESTED)}.${SIGNATURE}` },
+  { name: 'random bytes as the payload', token: `${JWT_HEADER}.${segment(Buffer.from([0xde, 0xad, 0xbe, 0xef, 0x00, 0xff, 0x7b]))}.${SIGNATURE}` },
+  { name: 'a payload that is not JSON, no typ', token: `${segment('{"alg":"HS256"}')}.${segment('plain words')}.${SIGNATURE}` },
+  { name: 'a truncated JSON header', token: `${segment('{"alg":')}.${segment('{}')}.${SIGNATURE}` },
+  { name: 'random bytes as the header', token: `${segment(Buffer.from([0xff, 0xfe, 0x00, 0x9c]))}.${segment('{}')}.${SIGNATURE}` },
+  { name: 'a JSON array as the header', token: `${segment('["HS256"]')}.${segment('{}')}.${SIGNATURE}` },
+  { name: 'a JSON number as the header', token: `${segment('1e999')}.${segment('{}')}.${SIGNATURE}` },
+  { name: 'null as the header', token: `${segment('null')}.${segment('{}')}.${SIGNATURE}` },
+  { name: 'a header that is not UTF-8', token: `${segment(Buffer.concat([Buffer.from('{"alg":"HS256","kid":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]))}.${segment('{}')}.${SIGNATURE}` },
+  { name: 'a nested token as the header', token: `${segment(NESTED)}.${segment('{}')}.${SIGNATURE}` },
+];
+
 /** Requests no client should send. Every one must get a 4xx in the contract's JSON shape. */
 export const HOSTILE_REQUESTS: { name: string; request: string | Buffer }[] = [
+  ...UNPARSABLE_TOKENS.flatMap(({ name, token }) => [
+    { name: `verify: ${name}`, request: json('/api/token/verify/', JSON.stringify({ token })) },
+    { name: `refresh: ${name}`, request: json('/api/token/refresh/', JSON.stringify({ refresh: token })) },
+    { name: `blacklist: ${name}`, request: json('/api/token/blacklist/', JSON.stringify({ refresh: token })) },
+    { name: `guard: ${name}`, request: get('/api/me/', `Authorization: Bearer ${token}\r\n`) },
+  ]),
   ...['{', '{"username": }', 'nul', '{"a":1}}', '\u0000'].map((b) => ({ name: `malformed JSON ${JSON.stringify(b)}`, request: json('/api/token/', b) })),
   ...['text/plain', 'application/xml', 'application/json-patch+json', 'multipart/mixed', 'x'].map((t) => ({ name: `content type ${t}`, request: typed(t, '{}') })),
   { name: 'a body over the limit', request: json('/api/token/', JSON.stringify({ username: 'a', password: 'x'.repeat(70_000) })) },

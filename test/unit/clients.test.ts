@@ -65,7 +65,7 @@ describe('RFC 9068 access tokens', () => {
 
   it('neither kind passes as the other', () => {
     const machine = tokens.signClient(client, now).token;
-    const user = tokens.sign('access', 7, now, { sid: 's' }).token;
+    const user = tokens.sign('access', 7, now, { sid: '5f0c7a2e-8d1b-4c3a-9e6f-2b7d4a1c0e93' }).token;
     expect(() => tokens.verify(machine, undefined)).toThrow('Token has wrong type');
     expect(() => tokens.verify(machine, 'access')).toThrow('Token has wrong type');
     expect(() => tokens.verifyClient(user)).toThrow(TokenError);
@@ -168,7 +168,7 @@ describe('guard.orClient and the requirements', () => {
     const withX = tokens.signClient({ clientId: 'c1', scopes: ['x'] }, Date.now()).token;
     const withYZ = tokens.signClient({ clientId: 'c2', scopes: ['y', 'z'] }, Date.now()).token;
     const withY = tokens.signClient({ clientId: 'c3', scopes: ['y'] }, Date.now()).token;
-    const user = tokens.sign('access', 9, Date.now(), { sid: 's' }).token;
+    const user = tokens.sign('access', 9, Date.now(), { sid: '5f0c7a2e-8d1b-4c3a-9e6f-2b7d4a1c0e93' }).token;
     expect((await get('/users', withX)).json).toEqual({ detail: "This route is for users: a machine client's token cannot call it.", code: 'user_token_required' });
     expect((await get('/users', user)).json).toEqual({ user: 9 });
     expect((await get('/any', withX)).json).toEqual({ client: 'c1' });

@@ -23,6 +23,7 @@ describe('loadConfig', () => {
       audience: undefined,
       issuer: undefined,
       sessionMaxLifetime: 30 * 86400,
+      sessionReauthAge: 15 * 60,
     });
     expect(config.corsAllowedOrigins).toEqual([]);
     expect(config.port).toBe(3000);
@@ -48,7 +49,9 @@ describe('loadConfig', () => {
       AUDIENCE: 'api',
       ISSUER: '',
       PORT: '8080',
-      SIGNING_KEY: 'k',
+      SESSION_REAUTH_AGE: '1h',
+      SIGNING_KEY: 'k', // a toy key: fine on loopback only
+      HTTP_BIND: '127.0.0.1',
     });
     expect(config.jwt).toMatchObject({
       accessTokenLifetime: 900,
@@ -59,6 +62,7 @@ describe('loadConfig', () => {
       leeway: 10,
       audience: 'api',
       issuer: undefined,
+      sessionReauthAge: 3600,
     });
     expect(config.port).toBe(8080);
   });
@@ -112,8 +116,55 @@ describe('loadConfig', () => {
     ]) {
       expect(fail({ ...base, NODE_ENV: 'production', SIGNING_KEY: key })).toMatch(/SIGNING_KEY: (is a published default|is too repetitive|is the published development key)/);
     }
-    // The same keys are fine for development.
-    expect(loadConfig({ ...base, SIGNING_KEY: 'x'.repeat(64) }).config.jwt.keys.active.signing.export().toString()).toBe('x'.repeat(64));
+    // The same keys are fine for development on loopback.
+    expect(loadConfig({ ...base, SIGNING_KEY: 'x'.repeat(64), HTTP_BIND: '127.0.0.1' }).config.jwt.keys.active.signing.export().toString()).toBe('x'.repeat(64));
+  });
+
+  it('refuses short, placeholder and repetitive keys whenever the stack listens beyond loopback, not only in production', () => {
+    for (const exposed of [{ HTTP_BIND: '0.0.0.0' }, { HTTP_BIND: '192.0.2.7' }, { HOST: '0.0.0.0' }, {}]) {
+      for (const [key, reason] of [['short', /at least 32 bytes/], ['changeme-changeme-changeme-changeme', /published default or a placeholder/], ['x'.repeat(64), /too repetitive/]] as const) {
+        const message = fail({ ...base, SIGNING_KEY: key, ...exposed });
+        expect(message, `${key} ${JSON.stringify(exposed)}`).toMatch(reason);
+        expect(message).toMatch(/SIGNING_KEY: .* when the stack listens beyond loopback \((HTTP_BIND|HOST)=/);
+      }
+    }
+    // On loopback a developer may use any key; an asymmetric key has no such check (its strength is its size).
+    expect(loadConfig({ ...base, SIGNING_KEY: 'short', HOST: '127.0.0.1' }).config.env).toBe('development');
+    expect(loadConfig({ ...base, SIGNING_KEY: 'q8Vt1mZx4LwP0sKe7RbN2yHc5JdA9uGf', HTTP_BIND: '0.0.0.0' }).warnings).toEqual([]);
+  });
+
+  it('refuses the published development database password beyond loopback and in production, and warns on loopback', () => {
+    const dev = { DATABASE_URL: 'postgres://app:app-dev-password@postgres:5432/app' };
+    for (const env of [{ HTTP_BIND: '0.0.0.0' }, { HTTP_BIND: '172.17.0.1' }, { HOST: '0.0.0.0' }, {}]) {
+      expect(fail({ ...dev, ...env }), JSON.stringify(env)).toMatch(
+        /DATABASE_URL: has the published development database password \(app-dev-password, docker-compose.yml's default POSTGRES_PASSWORD\) and the stack listens beyond loopback/,
+      );
+    }
+    expect(fail({ ...dev, NODE_ENV: 'production', SIGNING_KEY: 'q8Vt1mZx4LwP0sKe7RbN2yHc5JdA9uGf', HTTP_BIND: '127.0.0.1' })).toMatch(
+      /DATABASE_URL: has the published development database password .* and NODE_ENV=production/,
+    );
+    // Percent-encoded, or from DATABASE_PASSWORD_FILE: the same password.
+    expect(fail({ DATABASE_URL: 'postgres://app:app%2Ddev%2Dpassword@postgres/app' })).toMatch(/published development database password/);
+    const dir = mkdtempSync(path.join(tmpdir(), 'kas-config-'));
+    try {
+      writeFileSync(path.join(dir, 'pw'), 'app-dev-password\n');
+      expect(fail({ DATABASE_URL: 'postgres://app@postgres/app', DATABASE_PASSWORD_FILE: path.join(dir, 'pw') })).toMatch(/published development database password/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const local = loadConfig({ ...dev, HTTP_BIND: '127.0.0.1' });
+    expect(local.warnings).toContainEqual(expect.stringMatching(/database password is the published development one/));
+    expect(loadConfig({ DATABASE_URL: 'postgres://app:s3cret-of-ours@postgres/app', HTTP_BIND: '0.0.0.0' }).config.databaseUrl).toMatch(/s3cret-of-ours/);
+  });
+
+  it('refuses CORS origins that are not https:// in production, localhost and loopback excepted', () => {
+    const prod = { ...base, NODE_ENV: 'production', SIGNING_KEY: 'q8Vt1mZx4LwP0sKe7RbN2yHc5JdA9uGf' };
+    const message = fail({ ...prod, CORS_ALLOWED_ORIGINS: 'https://app.example.com, http://app.example.com, http://10.0.0.5:8080' });
+    expect(message).toMatch(/CORS_ALLOWED_ORIGINS: must be https:\/\/ origins when NODE_ENV=production \(http:\/\/ only for localhost and loopback addresses\); not: http:\/\/app.example.com, http:\/\/10.0.0.5:8080/);
+    const ok = 'https://app.example.com, http://localhost:5173, http://127.0.0.1:3000, http://[::1]:8080';
+    expect(loadConfig({ ...prod, CORS_ALLOWED_ORIGINS: ok }).config.corsAllowedOrigins).toHaveLength(4);
+    // Development may list http:// origins (a dev server on the LAN).
+    expect(loadConfig({ ...base, CORS_ALLOWED_ORIGINS: 'http://app.example.com' }).config.corsAllowedOrigins).toEqual(['http://app.example.com']);
   });
 
   it('refuses the published development key whenever the stack listens beyond loopback, and warns on every start with it', () => {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { createTokenService, TokenError } from '../../app/auth/tokens';
 import { loadConfig } from '../../app/config';
 import { decodeJwt, signHs } from '../support/http';
+import { UNPARSABLE_TOKENS } from '../support/hostile';
 import { thrown } from '../support/thrown';
 
 const KEY = 'unit-test-signing-key-0123456789abcdef';
@@ -87,7 +88,9 @@ describe('token service', () => {
 
   it('refuses ids, families and usernames of the wrong type or size', () => {
     const s = service();
-    for (const over of [{ jti: 'x'.repeat(65) }, { jti: 7 }, { jti: '' }, { sid: 5 }, { sid: 'x'.repeat(65) }, { username: ['a'] }, { username: 'u'.repeat(151) }]) {
+    // Ids reach queries: a NUL (which Postgres text refuses) or a sid that is no UUID (a uuid column) is no token of ours.
+    const odd = [{ jti: '\u0000a' }, { jti: 'a b' }, { jti: 'é' }, { sid: 'not-a-uuid' }, { sid: '0C8E6C1E-1B7A-4F0E-9A55-3D2F8C7B6A01x' }];
+    for (const over of [{ jti: 'x'.repeat(65) }, { jti: 7 }, { jti: '' }, { sid: 5 }, { sid: 'x'.repeat(65) }, { username: ['a'] }, { username: 'u'.repeat(151) }, ...odd]) {
       expect(message(() => s.verify(sign({ ...ok, ...over }), 'access')), JSON.stringify(over)).toBe('Token is invalid or expired');
     }
   });
@@ -106,6 +109,17 @@ describe('token service', () => {
     // jku / x5u are never fetched: a header naming them changes nothing.
     expect(s.verify(sign(ok, { alg: 'HS256', typ: 'JWT', jku: 'https://evil.example/jwks' }), 'access').jti).toBe(ok.jti);
     expect(message(() => s.verify(sign({ ...ok, pad: 'x'.repeat(5000) }), 'access'))).toBe('Token is invalid or expired');
+  });
+
+  it('refuses a header or payload that does not parse as an invalid token, never another error', () => {
+    const s = service();
+    const cases = [...UNPARSABLE_TOKENS, { name: 'signed, payload not JSON', token: sign('{"a":' as unknown as object) }];
+    for (const { name, token } of cases) {
+      expect(message(() => s.verify(token, undefined)), name).toBe('Token is invalid or expired');
+      if (name.includes('header')) expect(() => s.keyOf(token), name).toThrow(TokenError);
+    }
+    // The one header parser: strict UTF-8 JSON, an object; a well-formed one names its key.
+    expect(s.keyOf(sign(ok)).alg).toBe('HS256');
   });
 
   it('reads user ids as positive Postgres integers only', () => {
