@@ -2,7 +2,8 @@
 // the revocation state with its feed, the metrics. Shared by server.ts and the tests.
 import type { Logger } from 'pino';
 import { createPasswordHasher, type Argon2Params, type PasswordHasher } from './auth/passwords';
-import { RevocationStore, revocationWindowMs, startRevocationFeed, type RevocationFeed } from './auth/revocations';
+import { createRevocationCheck, databaseLookup } from './auth/revocation-check';
+import { RevocationStore, revocationWindowMs, startRevocationFeed, type RevocationCheck, type RevocationFeed } from './auth/revocations';
 import { createTokenService, type Clock, type TokenService } from './auth/tokens';
 import type { Config } from './config';
 import { createDatabase, type Database } from './db/database';
@@ -12,8 +13,11 @@ export interface Services {
   db: Database;
   tokens: TokenService;
   hasher: PasswordHasher;
+  /** What the feed brought: revoked families and users' cutoffs, in memory. */
   revocations: RevocationStore;
   feed: RevocationFeed;
+  /** The guard's question: memory while the feed vouches for it, else the database (revocation-check.ts). */
+  revocationCheck: RevocationCheck;
   metrics: WorkerMetrics;
   close(): Promise<void>;
 }
@@ -22,9 +26,12 @@ export function createServices(
   config: Config,
   logger: Logger,
   clock: Clock,
-  options: { argon2?: Argon2Params; reconnectDelayMs?: number; identity?: WorkerIdentity } = {},
+  options: { argon2?: Argon2Params; reconnectDelayMs?: number; heartbeatMs?: number; identity?: WorkerIdentity } = {},
 ): Services {
-  const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax });
+  const identity = options.identity ?? { worker: '0', pid: process.pid };
+  // pg_stat_activity names the worker behind each connection (ops, and the e2e test that stops the
+  // worker whose statement it holds).
+  const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax, applicationName: `koa-auth-stack worker ${identity.worker} pid ${identity.pid}` });
   const tokens = createTokenService(config.jwt, clock);
   // An entry matters while an access token issued before it can still be valid.
   const windowMs = revocationWindowMs(config.jwt);
@@ -36,12 +43,20 @@ export function createServices(
     clock,
     logger,
     ...(options.reconnectDelayMs !== undefined ? { reconnectDelayMs: options.reconnectDelayMs } : {}),
+    ...(options.heartbeatMs !== undefined ? { heartbeatMs: options.heartbeatMs } : {}),
   });
-  const metrics = createWorkerMetrics(options.identity ?? { worker: '0', pid: process.pid }, {
+  const metrics = createWorkerMetrics(identity, {
     // Sequelize's pool (sequelize-pool); its types leave it out of ConnectionManager.
     pool: () => (db.sequelize.connectionManager as unknown as { pool?: PoolStats }).pool,
     feed,
     clock,
+  });
+  const revocationCheck = createRevocationCheck({
+    store: revocations,
+    feed,
+    lookup: databaseLookup(db),
+    logger,
+    onUnvouched: metrics.unvouchedCheck,
   });
   return {
     db,
@@ -49,6 +64,7 @@ export function createServices(
     hasher: createPasswordHasher(options.argon2, { concurrency: config.hashConcurrency, queueLimit: config.hashQueue }),
     revocations,
     feed,
+    revocationCheck,
     metrics,
     async close() {
       await feed.stop();

@@ -70,7 +70,7 @@ function authorizationHeader(ctx: Context): string {
 export interface GuardOptions {
   tokens: TokenService;
   authHeaderTypes: readonly string[];
-  /** Access tokens revoked before they expire (logout, family revocation); answered from memory. */
+  /** Access tokens revoked before they expire (logout, family revocation); from memory while the feed is live. */
   revocations: RevocationCheck;
 }
 
@@ -106,7 +106,7 @@ export function createGuard({ tokens, authHeaderTypes, revocations }: GuardOptio
       // koa-jwt's last hook before it accepts a token: simplejwt's claim checks, then revocation.
       async isRevoked(_ctx: Context, payload: object): Promise<boolean> {
         const claims = tokens.checkClaims(payload, 'access');
-        if (revocations.isRevoked(claims, tokens.userIdOf(claims))) throw new TokenError(TOKEN_MESSAGES.blacklisted);
+        if (await revocations.isRevoked(claims, tokens.userIdOf(claims))) throw new TokenError(TOKEN_MESSAGES.blacklisted);
         return false;
       },
       key: 'jwt',

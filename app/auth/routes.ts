@@ -212,7 +212,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const current =
       claims.token_type === 'refresh'
         ? await families.isCurrent(db, claims.jti)
-        : !deps.revocations.isRevoked(claims, userId);
+        : !(await deps.revocations.isRevoked(claims, userId));
     // simplejwt answers this one with a validation error, not a 401.
     if (!current) throw new ApiError(400, { non_field_errors: [TOKEN_MESSAGES.blacklisted] });
     sendJson(ctx, 200, {});

@@ -1,21 +1,38 @@
 // A TCP proxy for tests that need a connection to die without closing: freeze() black-holes every
 // connection open at that moment (bytes are dropped both ways, the sockets stay open, nothing sends a
 // FIN or RST), as a NAT or firewall that forgot the flow would; connections made later pass.
+// blackhole(match) does the same to the connections whose first bytes match, the open ones and every
+// one made later: a Postgres client's first message names its application_name, so one kind of
+// connection (a worker's revocation feed) can be cut off while the rest (its pool) work.
 import net from 'node:net';
 
 export interface TcpProxy {
   port: number;
   freeze(): void;
+  blackhole(match: (hello: Buffer) => boolean): void;
   close(): Promise<void>;
 }
 
+/** Whether a Postgres startup message carries this application_name. */
+export const postgresApplication =
+  (name: string) =>
+  (hello: Buffer): boolean =>
+    hello.includes(Buffer.from(`application_name\0${name}\0`));
+
 export async function startTcpProxy(target: { host: string; port: number }): Promise<TcpProxy> {
-  const open = new Set<{ client: net.Socket; upstream: net.Socket; frozen: boolean }>();
+  const open = new Set<{ client: net.Socket; upstream: net.Socket; frozen: boolean; hello?: Buffer }>();
+  let rule: ((hello: Buffer) => boolean) | undefined;
+  let closing = false;
   const server = net.createServer((client) => {
+    if (closing) return void client.destroy();
     const upstream = net.connect(target.port, target.host);
-    const pair = { client, upstream, frozen: false };
+    const pair: { client: net.Socket; upstream: net.Socket; frozen: boolean; hello?: Buffer } = { client, upstream, frozen: false };
     open.add(pair);
-    client.on('data', (d) => {
+    client.on('data', (d: Buffer) => {
+      if (pair.hello === undefined) {
+        pair.hello = d;
+        if (rule?.(d)) pair.frozen = true;
+      }
       if (!pair.frozen) upstream.write(d);
     });
     upstream.on('data', (d) => {
@@ -38,7 +55,12 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     freeze() {
       for (const pair of open) pair.frozen = true;
     },
+    blackhole(match) {
+      rule = match;
+      for (const pair of open) if (pair.hello && match(pair.hello)) pair.frozen = true;
+    },
     async close() {
+      closing = true;
       for (const pair of open) {
         pair.client.destroy();
         pair.upstream.destroy();
