@@ -391,7 +391,7 @@ describe('the PM2 cluster', () => {
       .poll(async () => {
         const list = await workers();
         return list.length === 2 && list.every((w) => w.pm2_env.status === 'online') && list.some((w) => w.pid === survivor.pid) && !list.some((w) => w.pid === victim);
-      }, { timeout: 30_000 })
+      }, { timeout: 90_000, interval: 500 })
       .toBe(true);
     expect((await get('/api/me/', bearer(pair.access))).status).toBe(200);
   });
