@@ -46,7 +46,6 @@ export function databaseLookup(db: Database): RevocationLookup {
   };
 }
 
-
 export interface RevocationCheckDeps {
   store: RevocationStore;
   feed: Pick<RevocationFeed, 'current'>;

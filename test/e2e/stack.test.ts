@@ -343,7 +343,8 @@ describe('the PM2 cluster', () => {
   });
 
   it('a worker that dies after committing a refresh, before answering: 503, never resent as a replay', async () => {
-    const pair = await login('bob', 'bob-password-1');
+    await createUser('erin', 'erin-password-1'); // its own user: the test runs alone too (-t)
+    const pair = await login('erin', 'erin-password-1');
     const { jti } = decodeJwt(pair.refresh).payload as { jti: string };
     expect(jti).toMatch(/^[0-9a-f]{32}$/); // safe to splice into SQL
     const family = await sql(`SELECT family_id FROM refresh_tokens WHERE jti = '${jti}'`);
