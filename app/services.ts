@@ -32,7 +32,7 @@ export function createServices(
   // pg_stat_activity names the worker behind each connection (ops, and the e2e test that stops the
   // worker whose statement it holds).
   const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax, applicationName: `koa-auth-stack worker ${identity.worker} pid ${identity.pid}` });
-  const tokens = createTokenService(config.jwt, clock);
+  const tokens = createTokenService(config.jwt, clock, config.clients);
   // An entry matters while an access token issued before it can still be valid.
   const windowMs = revocationWindowMs(config.jwt);
   const revocations = new RevocationStore(windowMs, clock);
@@ -58,16 +58,22 @@ export function createServices(
     logger,
     onUnvouched: metrics.unvouchedCheck,
   });
+  const hasher = createPasswordHasher(options.argon2, {
+    concurrency: config.hashConcurrency,
+    queueLimit: config.hashQueue,
+    failureFloorMs: config.failedLoginMinTimeMs,
+  });
   return {
     db,
     tokens,
-    hasher: createPasswordHasher(options.argon2, { concurrency: config.hashConcurrency, queueLimit: config.hashQueue }),
+    hasher,
     revocations,
     feed,
     revocationCheck,
     metrics,
     async close() {
       await feed.stop();
+      await hasher.close();
       await db.close();
     },
   };

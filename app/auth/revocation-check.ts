@@ -1,17 +1,17 @@
-// Whether an access token was revoked, for the guard and the verify endpoint. From memory, with no
-// query, while the revocation feed vouches for it (revocations.ts: loaded, and heard from within its
-// liveness bound). A feed that stays down while the database is up (connection slots used up, a
-// partition of new connections only) would otherwise leave the worker trusting memory that misses
-// every revocation made since, with nothing routing requests around it. Past the bound, the token's
-// family and its user's cutoff are read from the database instead: each answer kept for a second, one
-// read in flight per family and per user, and what they find added to memory. If the database does
-// not answer either, memory answers, as through any database outage (README, "Security, beyond
-// simplejwt": no revocation can be made without the database).
+// Whether an access token (a user's, or a machine client's) was revoked, for the guard and the
+// verify endpoint. From memory, with no query, while the revocation feed vouches for it
+// (revocations.ts: loaded, and heard from within its liveness bound). A feed that stays down while
+// the database is up (connection slots used up, a partition of new connections only) would otherwise
+// leave the worker trusting memory that misses every revocation made since, with nothing routing
+// requests around it. Past the bound, the token's family and its user's cutoff (a client's token:
+// its client's cutoff) are read from the database instead: each answer kept for a second, one read
+// in flight per key, and what they find added to memory. If the database does not answer either,
+// memory answers, as through any database outage (README, "Security, beyond simplejwt": no
+// revocation can be made without the database).
 import type { Logger } from 'pino';
 import type { Database } from '../db/database';
 import type { UnvouchedSource } from '../metrics/worker';
 import type { RevocationCheck, RevocationFeed, RevocationStore } from './revocations';
-import type { Claims } from './tokens';
 
 /** How long a database answer stands for later checks of the same family or user. */
 export const LOOKUP_TTL_MS = 1_000;
@@ -26,13 +26,15 @@ export interface RevocationLookup {
   familyRevoked(familyId: string): Promise<boolean>;
   /** The user's latest cutoff, in epoch seconds, if there is one. */
   userCutoff(userId: number): Promise<number | undefined>;
+  /** A machine client's latest cutoff, in epoch seconds, if there is one. */
+  clientCutoff(clientId: string): Promise<number | undefined>;
 }
 
 // Families are UUIDs (migration 0001); any other sid names none, and is not worth a query that fails.
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function databaseLookup(db: Database): RevocationLookup {
-  const { TokenFamily, UserRevocation } = db.models;
+  const { TokenFamily, UserRevocation, ClientRevocation } = db.models;
   return {
     async familyRevoked(familyId) {
       if (!UUID.test(familyId)) return false;
@@ -41,6 +43,10 @@ export function databaseLookup(db: Database): RevocationLookup {
     },
     async userCutoff(userId) {
       const latest = await UserRevocation.max<Date | null, InstanceType<typeof UserRevocation>>('notBefore', { where: { userId } });
+      return latest ? new Date(latest).getTime() / 1000 : undefined;
+    },
+    async clientCutoff(clientId) {
+      const latest = await ClientRevocation.max<Date | null, InstanceType<typeof ClientRevocation>>('notBefore', { where: { clientId } });
       return latest ? new Date(latest).getTime() / 1000 : undefined;
     },
   };
@@ -89,28 +95,22 @@ export function createRevocationCheck(deps: RevocationCheckDeps): RevocationChec
   const now = deps.monotonic ?? (() => performance.now());
   const families = briefCache<string, boolean>(LOOKUP_TTL_MS, now);
   const cutoffs = briefCache<number, number | undefined>(LOOKUP_TTL_MS, now);
+  const clientCutoffs = briefCache<string, number | undefined>(LOOKUP_TTL_MS, now);
   let unavailableUntil = -Infinity;
   // What answers now, logged when it changes.
   let mode: 'memory' | 'database' | 'unavailable' = 'memory';
 
-  async function fromDatabase(claims: Claims, userId: number): Promise<boolean> {
+  /**
+   * Past the feed's bound: `read` brings what the database knows into memory, then memory answers. If
+   * the database does not answer, memory answers alone, and for a moment nothing more is asked of it.
+   */
+  async function fromDatabase(read: () => Promise<void>, answer: () => boolean): Promise<boolean> {
     if (now() < unavailableUntil) {
       deps.onUnvouched?.('memory');
       return false;
     }
     try {
-      const sid = typeof claims.sid === 'string' ? claims.sid : undefined;
-      const [familyRevoked, cutoff] = await within(
-        LOOKUP_TIMEOUT_MS,
-        Promise.all([sid === undefined ? false : families(sid, () => lookup.familyRevoked(sid)), cutoffs(userId, () => lookup.userCutoff(userId))]),
-      );
-      // Revocations are never undone: what the database shows joins memory for good.
-      if (familyRevoked && sid !== undefined) store.revokeFamily(sid);
-      if (cutoff !== undefined) store.cutUser(userId, cutoff);
-      if (mode !== 'database') logger.warn('revocation feed silent past its bound: checking revocations in the database');
-      mode = 'database';
-      deps.onUnvouched?.('database');
-      return store.isRevoked(claims, userId);
+      await within(LOOKUP_TIMEOUT_MS, read());
     } catch (err) {
       unavailableUntil = now() + UNAVAILABLE_BACKOFF_MS;
       if (mode !== 'unavailable') {
@@ -120,19 +120,50 @@ export function createRevocationCheck(deps: RevocationCheckDeps): RevocationChec
       deps.onUnvouched?.('memory');
       return false;
     }
+    if (mode !== 'database') logger.warn('revocation feed silent past its bound: checking revocations in the database');
+    mode = 'database';
+    deps.onUnvouched?.('database');
+    return answer();
+  }
+
+  /** Whether memory can answer "not revoked" alone: the feed vouches for it. */
+  function vouched(): boolean {
+    if (!feed.current()) return false;
+    if (mode !== 'memory') {
+      logger.info('revocation feed current again: checking revocations in memory');
+      mode = 'memory';
+    }
+    return true;
   }
 
   return {
     isRevoked(claims, userId) {
       if (store.isRevoked(claims, userId)) return true;
-      if (feed.current()) {
-        if (mode !== 'memory') {
-          logger.info('revocation feed current again: checking revocations in memory');
-          mode = 'memory';
-        }
-        return false;
-      }
-      return fromDatabase(claims, userId);
+      if (vouched()) return false;
+      const sid = typeof claims.sid === 'string' ? claims.sid : undefined;
+      return fromDatabase(
+        async () => {
+          const [familyRevoked, cutoff] = await Promise.all([
+            sid === undefined ? false : families(sid, () => lookup.familyRevoked(sid)),
+            cutoffs(userId, () => lookup.userCutoff(userId)),
+          ]);
+          // Revocations are never undone: what the database shows joins memory for good.
+          if (familyRevoked && sid !== undefined) store.revokeFamily(sid);
+          if (cutoff !== undefined) store.cutUser(userId, cutoff);
+        },
+        () => store.isRevoked(claims, userId),
+      );
+    },
+    isClientRevoked(clientId, iat) {
+      if (store.isClientRevoked(clientId, iat)) return true;
+      if (vouched()) return false;
+      return fromDatabase(
+        async () => {
+          const cutoff = await clientCutoffs(clientId, () => lookup.clientCutoff(clientId));
+          if (cutoff !== undefined) store.cutClient(clientId, cutoff);
+        },
+        () => store.isClientRevoked(clientId, iat),
+      );
     },
   };
 }

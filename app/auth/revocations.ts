@@ -1,7 +1,8 @@
 // Revocation state, in memory in every worker, so the guard rejects revoked access tokens with no
-// database query: revoked families (an access token's `sid`) and per-user cutoffs ("issued before
-// T are void"). Fed by Postgres LISTEN/NOTIFY on one connection per worker (the triggers of
-// migration 0002), and reloaded in full on start and on every reconnect. The connection is watched
+// database query: revoked families (an access token's `sid`), per-user cutoffs ("issued before
+// T are void") and per-client cutoffs (a machine client's secret rotated, or the client deleted).
+// Fed by Postgres LISTEN/NOTIFY on one connection per worker (the triggers of migrations 0002 and
+// 0006), and reloaded in full on start and on every reconnect. The connection is watched
 // by a round-trip every few seconds: a half-open connection (a NAT or firewall that forgot it, a
 // failover) would otherwise look alive to TCP for hours while every notification is lost.
 import pg from 'pg';
@@ -13,6 +14,8 @@ export const REVOCATION_CHANNEL = 'auth_revocations';
 export interface RevocationCheck {
   /** Memory answers at once; a check that must ask the database (revocation-check.ts) answers later. */
   isRevoked(claims: Claims, userId: number): boolean | Promise<boolean>;
+  /** Whether a machine client's access token issued at `iat` (seconds) is void. */
+  isClientRevoked(clientId: string, iat: number): boolean | Promise<boolean>;
 }
 
 // Room for the clock of whoever stamped a revocation (an operator's plain SQL uses the database's)
@@ -32,10 +35,12 @@ export const revocationWindowMs = (jwt: { accessTokenLifetime: number; leeway: n
 const SINCE = "least($1::timestamptz, now()) - make_interval(secs => $2)";
 export const RELOAD_FAMILIES = `SELECT id FROM token_families WHERE revoked_at > ${SINCE}`;
 export const RELOAD_CUTOFFS = `SELECT user_id, max(not_before) AS not_before FROM user_revocations WHERE not_before > ${SINCE} GROUP BY user_id`;
+export const RELOAD_CLIENT_CUTOFFS = `SELECT client_id, max(not_before) AS not_before FROM client_revocations WHERE not_before > ${SINCE} GROUP BY client_id`;
 
 export class RevocationStore implements RevocationCheck {
   private families = new Map<string, number>(); // sid → keep until (ms, our clock)
   private cutoffs = new Map<number, { notBefore: number; keepUntil: number }>(); // user id → not before (s)
+  private clientCutoffs = new Map<string, { notBefore: number; keepUntil: number }>(); // client id → not before (s)
 
   /**
    * `windowMs`: how long an entry matters (revocationWindowMs). Entries are kept for it from when this
@@ -53,6 +58,11 @@ export class RevocationStore implements RevocationCheck {
     return cutoff !== undefined && !(typeof claims.iat === 'number' && claims.iat >= cutoff);
   }
 
+  isClientRevoked(clientId: string, iat: number): boolean {
+    const cutoff = this.clientCutoffs.get(clientId)?.notBefore;
+    return cutoff !== undefined && !(iat >= cutoff);
+  }
+
   revokeFamily(id: string): void {
     this.families.set(id, this.clock() + this.windowMs);
   }
@@ -65,22 +75,32 @@ export class RevocationStore implements RevocationCheck {
     if (!known || notBefore > known.notBefore) this.cutoffs.set(userId, { notBefore, keepUntil: this.clock() + this.windowMs });
   }
 
-  /** Applies one notification payload: "f:<family id>:<epoch s>" or "u:<user id>:<epoch s>". */
+  cutClient(clientId: string, notBeforeSeconds: number): void {
+    // The trigger's cutoff covers its own second (migration 0006): tokens of that second are void.
+    const notBefore = Math.floor(notBeforeSeconds);
+    const known = this.clientCutoffs.get(clientId);
+    if (!known || notBefore > known.notBefore) this.clientCutoffs.set(clientId, { notBefore, keepUntil: this.clock() + this.windowMs });
+  }
+
+  /** Applies one notification payload: "f:<family id>:<epoch s>", "u:<user id>:<epoch s>" or "c:<client id>:<epoch s>". */
   apply(payload: string): boolean {
-    const [kind, id, epoch] = payload.split(':');
+    const [kind, id, epoch, ...rest] = payload.split(':');
     const at = Number(epoch);
-    if (!id || !Number.isFinite(at)) return false;
+    if (!id || !Number.isFinite(at) || rest.length > 0) return false;
     if (kind === 'f') this.revokeFamily(id);
     else if (kind === 'u' && /^\d+$/.test(id)) this.cutUser(Number(id), at);
+    else if (kind === 'c') this.cutClient(id, at);
     else return false;
     return true;
   }
 
-  replace(families: Iterable<string>, cutoffs: Iterable<[number, number]>): void {
+  replace(families: Iterable<string>, cutoffs: Iterable<[number, number]>, clientCutoffs: Iterable<[string, number]> = []): void {
     this.families = new Map();
     for (const id of families) this.revokeFamily(id);
     this.cutoffs = new Map();
     for (const [userId, seconds] of cutoffs) this.cutUser(userId, seconds);
+    this.clientCutoffs = new Map();
+    for (const [clientId, seconds] of clientCutoffs) this.cutClient(clientId, seconds);
   }
 
   /** Forgets entries kept for their window: every token they could stop has expired. */
@@ -88,6 +108,12 @@ export class RevocationStore implements RevocationCheck {
     const now = this.clock();
     for (const [id, keepUntil] of this.families) if (keepUntil < now) this.families.delete(id);
     for (const [userId, { keepUntil }] of this.cutoffs) if (keepUntil < now) this.cutoffs.delete(userId);
+    for (const [clientId, { keepUntil }] of this.clientCutoffs) if (keepUntil < now) this.clientCutoffs.delete(clientId);
+  }
+
+  /** Machine clients with a cutoff in force. */
+  get clients(): number {
+    return this.clientCutoffs.size;
   }
 
   get size(): { families: number; users: number } {
@@ -198,9 +224,11 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     const since = [new Date(clock()), windowMs / 1000];
     const families = await c.query<{ id: string }>(RELOAD_FAMILIES, since);
     const users = await c.query<{ user_id: number; not_before: Date }>(RELOAD_CUTOFFS, since);
+    const clients = await c.query<{ client_id: string; not_before: Date }>(RELOAD_CLIENT_CUTOFFS, since);
     store.replace(
       families.rows.map((r) => r.id),
       users.rows.map((r) => [r.user_id, r.not_before.getTime() / 1000]),
+      clients.rows.map((r) => [r.client_id, r.not_before.getTime() / 1000]),
     );
     for (const payload of held) store.apply(payload);
     held = undefined;
@@ -209,7 +237,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     contact = clock();
     vouched = monotonic();
     delay = firstDelay;
-    logger.info({ ...store.size }, 'revocation state loaded');
+    logger.info({ ...store.size, clients: store.clients }, 'revocation state loaded');
     markReady();
   }
 

@@ -62,7 +62,8 @@ export function isDatabaseUnavailable(err: unknown): boolean {
 export function errorHandler({ logger, authScheme }: ErrorOptions): Middleware {
   const render = (ctx: Context, status: number, body: Record<string, unknown>, headers: Record<string, string>) => {
     ctx.set(headers);
-    if (status === 401) ctx.set('WWW-Authenticate', `${authScheme} realm="api"`);
+    // An error that names its own challenge keeps it (OAuth's token endpoint answers Basic).
+    if (status === 401 && headers['WWW-Authenticate'] === undefined) ctx.set('WWW-Authenticate', `${authScheme} realm="api"`);
     sendJson(ctx, status, body);
   };
   return async function errors(ctx, next) {

@@ -18,9 +18,10 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
-function setup(state: { revoked?: Set<string>; cutoffs?: Map<number, number> } = {}) {
+function setup(state: { revoked?: Set<string>; cutoffs?: Map<number, number>; clientCutoffs?: Map<string, number> } = {}) {
   const revoked = state.revoked ?? new Set<string>();
   const cutoffs = state.cutoffs ?? new Map<number, number>();
+  const clientCutoffs = state.clientCutoffs ?? new Map<string, number>();
   let now = 0;
   const feed = { live: true, current: () => feed.live };
   const reads: string[] = [];
@@ -34,6 +35,7 @@ function setup(state: { revoked?: Set<string>; cutoffs?: Map<number, number> } =
   const lookup: RevocationLookup = {
     familyRevoked: (id) => answer(`f:${id}`, () => revoked.has(id)),
     userCutoff: (userId) => answer(`u:${userId}`, () => cutoffs.get(userId)),
+    clientCutoff: (clientId) => answer(`c:${clientId}`, () => clientCutoffs.get(clientId)),
   };
   const store = new RevocationStore(600_000, () => T * 1000);
   const logs: string[] = [];
@@ -98,6 +100,19 @@ describe('createRevocationCheck', () => {
     t.advance(1);
     expect(await t.check.isRevoked(claims(), 1)).toBe(true);
     expect(t.reads).toEqual([`f:${FAMILY}`, 'u:1', `f:${FAMILY}`, 'u:1']);
+  });
+
+  it("checks a machine client's token against its client's cutoff, in memory or past the bound in the database", async () => {
+    const t = setup({ clientCutoffs: new Map([['svc', T + 5]]) });
+    expect(await t.check.isClientRevoked('svc', T)).toBe(false); // the feed vouches: memory, no read
+    expect(t.reads).toEqual([]);
+    t.feed.live = false;
+    expect(await t.check.isClientRevoked('svc', T)).toBe(true); // issued before the secret was rotated
+    expect(await t.check.isClientRevoked('svc', T + 5)).toBe(false); // issued in the cutoff's second or later
+    expect(await t.check.isClientRevoked('other', T)).toBe(false);
+    expect(t.reads).toEqual(['c:svc', 'c:other']);
+    t.feed.live = true;
+    expect(await t.check.isClientRevoked('svc', T)).toBe(true); // memory learned it
   });
 
   it('reads only the user cutoff for a token without a family', async () => {
