@@ -50,6 +50,8 @@ export interface Config {
   databaseUrl: string;
   dbPoolMax: number;
   dbConnectTimeoutMs: number; // how long start waits for the database before giving up
+  /** A statement unanswered this long counts its connection as lost (a server gone silent). */
+  dbQueryTimeoutMs: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   proxyHops: number; // X-Forwarded-* hops to trust (1 behind our nginx, 0 when exposed directly)
   keepAliveTimeoutMs: number;
@@ -191,6 +193,8 @@ const schema = z.object({
   DATABASE_PASSWORD_FILE: optionalText.optional(),
   DB_POOL_MAX: int(1, 1000).default(10),
   DB_CONNECT_TIMEOUT: duration('a duration').default(30),
+  // Shorter than nginx's 15 s proxy_read_timeout: the app answers 503 itself, with its own body.
+  DB_QUERY_TIMEOUT: duration('a duration').default(5),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   TRUST_PROXY_HOPS: int(0, 10).default(0),
   // nginx keeps idle upstream connections for 60 s (keepalive_timeout in nginx/); Node must keep them
@@ -401,6 +405,7 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
       databaseUrl: databaseUrlWithPassword(e.DATABASE_URL, e.DATABASE_PASSWORD_FILE),
       dbPoolMax: e.DB_POOL_MAX,
       dbConnectTimeoutMs: e.DB_CONNECT_TIMEOUT * 1000,
+      dbQueryTimeoutMs: e.DB_QUERY_TIMEOUT * 1000,
       logLevel: e.LOG_LEVEL,
       proxyHops: e.TRUST_PROXY_HOPS,
       keepAliveTimeoutMs: e.KEEP_ALIVE_TIMEOUT * 1000,

@@ -29,9 +29,14 @@ export function createServices(
   options: { argon2?: Argon2Params; reconnectDelayMs?: number; heartbeatMs?: number; identity?: WorkerIdentity } = {},
 ): Services {
   const identity = options.identity ?? { worker: '0', pid: process.pid };
-  // pg_stat_activity names the worker behind each connection (ops, and the e2e test that stops the
-  // worker whose statement it holds).
-  const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax, applicationName: `koa-auth-stack worker ${identity.worker} pid ${identity.pid}` });
+  // Each worker's connections are tagged with its PM2 instance in pg_stat_activity (the failover
+  // drill finds every worker's pool and feed on the new primary by them).
+  const db = createDatabase({
+    url: config.databaseUrl,
+    poolMax: config.dbPoolMax,
+    queryTimeoutMs: config.dbQueryTimeoutMs,
+    applicationName: `koa-auth-stack worker ${identity.worker}`,
+  });
   const tokens = createTokenService(config.jwt, clock, config.clients);
   // An entry matters while an access token issued before it can still be valid.
   const windowMs = revocationWindowMs(config.jwt);
@@ -42,6 +47,7 @@ export function createServices(
     windowMs,
     clock,
     logger,
+    applicationName: `koa-auth-stack revocations worker ${identity.worker}`,
     ...(options.reconnectDelayMs !== undefined ? { reconnectDelayMs: options.reconnectDelayMs } : {}),
     ...(options.heartbeatMs !== undefined ? { heartbeatMs: options.heartbeatMs } : {}),
   });

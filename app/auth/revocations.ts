@@ -127,8 +127,15 @@ export interface FeedOptions {
   windowMs: number;
   clock: Clock;
   logger: Logger;
-  /** Delay before reconnecting after the connection is lost (it doubles, up to 10 s). */
+  /** Tag for pg_stat_activity (default "koa-auth-stack revocations"). */
+  applicationName?: string;
+  /** Delay before reconnecting after the connection is lost (it doubles, up to maxReconnectDelayMs). */
   reconnectDelayMs?: number;
+  /**
+   * The longest wait between two attempts (2 s by default). It bounds how long a worker stays off
+   * the feed once the database is back, a failover included, however long the outage was.
+   */
+  maxReconnectDelayMs?: number;
   /**
    * Interval of the round-trip on the LISTEN connection; a round-trip still unanswered at the next
    * one means the connection is dead. A dead feed is found within two intervals (10 s by default).
@@ -158,6 +165,7 @@ export interface RevocationFeed {
 export function startRevocationFeed(options: FeedOptions): RevocationFeed {
   const { store, logger, clock, windowMs } = options;
   const firstDelay = options.reconnectDelayMs ?? 500;
+  const maxDelay = Math.max(firstDelay, options.maxReconnectDelayMs ?? 2_000);
   const heartbeatMs = options.heartbeatMs ?? 5_000;
   const monotonic = options.monotonic ?? (() => performance.now());
   let client: pg.Client | undefined;
@@ -198,7 +206,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
   async function connect(): Promise<void> {
     const c = new pg.Client({
       connectionString: options.databaseUrl,
-      application_name: 'koa-auth-stack revocations',
+      application_name: options.applicationName ?? 'koa-auth-stack revocations',
       keepAlive: true,
       connectionTimeoutMillis: 3_000,
     });
@@ -218,6 +226,10 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     c.on('error', (err) => lost(c, err));
     c.on('end', () => lost(c, new Error('connection ended')));
     await c.connect();
+    // A standby still in recovery (the name moved before the promotion finished) gets no NOTIFY from
+    // the primary: not a feed. It refuses LISTEN too (25006); asking first says why.
+    const { rows: [server] } = await c.query<{ recovery: boolean }>('SELECT pg_is_in_recovery() AS recovery');
+    if (server?.recovery) throw new Error('the database is a standby in recovery: no notification reaches it');
     await c.query(`LISTEN ${REVOCATION_CHANNEL}`);
     // Back a window from the earlier of two clocks, ours and the database's: a revocation is stamped by
     // one or the other (the app's, or an operator's plain SQL), and either may run behind.
@@ -259,13 +271,16 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
   }
 
-  function schedule(): void {
-    if (stopped || retryTimer) return;
+  /** Sets the next attempt; returns its delay (ms). */
+  function schedule(): number | undefined {
+    if (stopped || retryTimer) return undefined;
+    const wait = delay;
     retryTimer = setTimeout(() => {
       retryTimer = undefined;
       attempt();
-    }, delay);
-    delay = Math.min(delay * 2, 10_000);
+    }, wait);
+    delay = Math.min(delay * 2, maxDelay);
+    return wait;
   }
 
   function attempt(): void {
@@ -274,8 +289,8 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
       client = undefined;
       live = false;
       if (c) void close(c);
-      if (!stopped) logger.warn({ err: err.message }, 'revocation feed cannot connect yet');
-      schedule();
+      const retryInMs = schedule();
+      if (!stopped) logger.warn({ err: err.message, retry_in_ms: retryInMs }, 'revocation feed cannot connect yet');
     });
   }
 

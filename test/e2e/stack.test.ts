@@ -126,7 +126,8 @@ interface Pm2Process {
   name: string;
   pid: number;
   pm_id: number;
-  pm2_env: { status: string; restart_time: number };
+  /** NODE_APP_INSTANCE: the `worker` the app tags its logs, metrics and pg_stat_activity with. */
+  pm2_env: { status: string; restart_time: number; NODE_APP_INSTANCE?: number | string };
 }
 async function workers(): Promise<Pm2Process[]> {
   const r = await stack.exec('app', ['pm2', 'jlist']);
@@ -357,7 +358,7 @@ describe('the PM2 cluster', () => {
     await Promise.all(Array.from({ length: 32 }, () => get('/api/me/', bearer(pair.access))));
 
     // The refresh's rotation waits on a row lock held here; the worker running it is the one whose
-    // pool connection waits (pg_stat_activity names the worker's pid).
+    // pool connection waits (pg_stat_activity names its PM2 instance, pm2 jlist the instance's pid).
     const lock = psqlSession();
     let victim: number | undefined;
     try {
@@ -366,9 +367,11 @@ describe('the PM2 cluster', () => {
       let waiting = '';
       await expect
         .poll(async () => (waiting = await sql("SELECT application_name FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name LIKE 'koa-auth-stack worker %'")), { timeout: 10_000 })
-        .toMatch(/^koa-auth-stack worker \d+ pid \d+$/);
-      victim = Number(/pid (\d+)$/.exec(waiting)![1]);
-      expect(before.map((w) => w.pid)).toContain(victim);
+        .toMatch(/^koa-auth-stack worker \d+$/);
+      const instance = /(\d+)$/.exec(waiting)![1];
+      const owner = before.find((w) => String(w.pm2_env.NODE_APP_INSTANCE) === instance);
+      expect(owner, `worker ${instance} among ${JSON.stringify(before.map((w) => [w.pid, w.pm2_env.NODE_APP_INSTANCE]))}`).toBeDefined();
+      victim = owner!.pid;
       // Stopped, the worker cannot read its answer; released, the lock lets the rotation run, and it
       // commits at the protocol's Sync, which the worker sent with the statement.
       expect((await signal(victim, 'SIGSTOP')).code).toBe(0);

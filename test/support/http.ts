@@ -13,6 +13,8 @@ export interface RequestOptions {
   json?: unknown;
   body?: string | Buffer | URLSearchParams | FormData;
   headers?: Record<string, string>;
+  /** Aborts the request (AbortSignal.timeout(ms): a hang becomes an error instead of a stuck test). */
+  signal?: AbortSignal;
 }
 
 export async function request(base: string, method: string, path: string, opts: RequestOptions = {}): Promise<Reply> {
@@ -24,7 +26,7 @@ export async function request(base: string, method: string, path: string, opts: 
   } else if (opts.body !== undefined) {
     body = opts.body as RequestInit['body'];
   }
-  const res = await fetch(base + path, { method, headers, body, redirect: 'manual' });
+  const res = await fetch(base + path, { method, headers, body, redirect: 'manual', ...(opts.signal ? { signal: opts.signal } : {}) });
   const text = await res.text();
   let json: unknown;
   try {

@@ -4,22 +4,28 @@
 // blackhole(match) does the same to the connections whose first bytes match, the open ones and every
 // one made later: a Postgres client's first message names its application_name, so one kind of
 // connection (a worker's revocation feed) can be cut off while the rest (its pool) work.
+// reset() ends every open connection with a TCP RST both ways, as a server that died or a middlebox
+// that dropped the flow would; retarget() sends the connections made from then on elsewhere, as a
+// DNS name that moved in a failover would.
 import net from 'node:net';
 
 export interface TcpProxy {
   port: number;
   freeze(): void;
   blackhole(match: (hello: Buffer) => boolean): void;
+  reset(): void;
+  retarget(target: { host: string; port: number }): void;
   close(): Promise<void>;
 }
 
-/** Whether a Postgres startup message carries this application_name. */
+/** Whether a Postgres startup message carries an application_name that starts with `prefix`. */
 export const postgresApplication =
-  (name: string) =>
+  (prefix: string) =>
   (hello: Buffer): boolean =>
-    hello.includes(Buffer.from(`application_name\0${name}\0`));
+    hello.includes(Buffer.from(`application_name\0${prefix}`));
 
-export async function startTcpProxy(target: { host: string; port: number }): Promise<TcpProxy> {
+export async function startTcpProxy(initialTarget: { host: string; port: number }): Promise<TcpProxy> {
+  let target = initialTarget;
   const open = new Set<{ client: net.Socket; upstream: net.Socket; frozen: boolean; hello?: Buffer }>();
   let rule: ((hello: Buffer) => boolean) | undefined;
   let closing = false;
@@ -58,6 +64,16 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     blackhole(match) {
       rule = match;
       for (const pair of open) if (pair.hello && match(pair.hello)) pair.frozen = true;
+    },
+    reset() {
+      for (const pair of open) {
+        open.delete(pair);
+        pair.client.resetAndDestroy();
+        pair.upstream.resetAndDestroy();
+      }
+    },
+    retarget(next) {
+      target = next;
     },
     async close() {
       closing = true;
