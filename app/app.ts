@@ -34,13 +34,14 @@ export interface AppDeps {
   tokens: TokenService;
   hasher: PasswordHasher;
   clock: Clock;
-  revocations: RevocationCheck;
+  /** Revoked access tokens (Services.revocationCheck: memory, or the database past the feed's bound). */
+  revocationCheck: RevocationCheck;
   feed: Pick<RevocationFeed, 'connected'>;
   metrics: WorkerMetrics;
 }
 
 export function createApp(deps: AppDeps): Koa {
-  const { config, db, logger, tokens, hasher, clock, revocations, feed, metrics } = deps;
+  const { config, db, logger, tokens, hasher, clock, revocationCheck: revocations, feed, metrics } = deps;
   const app = new Koa();
   // Behind nginx exactly one hop is trusted, so ctx.ip is the client nginx saw, not a header a client
   // wrote.

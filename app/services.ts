@@ -2,7 +2,8 @@
 // the revocation state with its feed, the metrics. Shared by server.ts and the tests.
 import type { Logger } from 'pino';
 import { createPasswordHasher, type Argon2Params, type PasswordHasher } from './auth/passwords';
-import { RevocationStore, revocationWindowMs, startRevocationFeed, type RevocationFeed } from './auth/revocations';
+import { createRevocationCheck, databaseLookup } from './auth/revocation-check';
+import { RevocationStore, revocationWindowMs, startRevocationFeed, type RevocationCheck, type RevocationFeed } from './auth/revocations';
 import { createTokenService, type Clock, type TokenService } from './auth/tokens';
 import type { Config } from './config';
 import { createDatabase, type Database } from './db/database';
@@ -12,8 +13,11 @@ export interface Services {
   db: Database;
   tokens: TokenService;
   hasher: PasswordHasher;
+  /** What the feed brought: revoked families and users' cutoffs, in memory. */
   revocations: RevocationStore;
   feed: RevocationFeed;
+  /** The guard's question: memory while the feed vouches for it, else the database (revocation-check.ts). */
+  revocationCheck: RevocationCheck;
   metrics: WorkerMetrics;
   close(): Promise<void>;
 }
@@ -22,7 +26,7 @@ export function createServices(
   config: Config,
   logger: Logger,
   clock: Clock,
-  options: { argon2?: Argon2Params; reconnectDelayMs?: number; identity?: WorkerIdentity } = {},
+  options: { argon2?: Argon2Params; reconnectDelayMs?: number; heartbeatMs?: number; identity?: WorkerIdentity } = {},
 ): Services {
   const identity = options.identity ?? { worker: '0', pid: process.pid };
   // Each worker's connections are tagged with its PM2 instance in pg_stat_activity (the failover
@@ -45,12 +49,20 @@ export function createServices(
     logger,
     applicationName: `koa-auth-stack revocations worker ${identity.worker}`,
     ...(options.reconnectDelayMs !== undefined ? { reconnectDelayMs: options.reconnectDelayMs } : {}),
+    ...(options.heartbeatMs !== undefined ? { heartbeatMs: options.heartbeatMs } : {}),
   });
   const metrics = createWorkerMetrics(identity, {
     // Sequelize's pool (sequelize-pool); its types leave it out of ConnectionManager.
     pool: () => (db.sequelize.connectionManager as unknown as { pool?: PoolStats }).pool,
     feed,
     clock,
+  });
+  const revocationCheck = createRevocationCheck({
+    store: revocations,
+    feed,
+    lookup: databaseLookup(db),
+    logger,
+    onUnvouched: metrics.unvouchedCheck,
   });
   const hasher = createPasswordHasher(options.argon2, {
     concurrency: config.hashConcurrency,
@@ -63,6 +75,7 @@ export function createServices(
     hasher,
     revocations,
     feed,
+    revocationCheck,
     metrics,
     async close() {
       await feed.stop();

@@ -90,7 +90,7 @@ function authorizationHeader(ctx: Context): string {
 export interface GuardOptions {
   tokens: TokenService;
   authHeaderTypes: readonly string[];
-  /** Access tokens revoked before they expire (logout, family revocation); answered from memory. */
+  /** Access tokens revoked before they expire (logout, family revocation); from memory while the feed is live. */
   revocations: RevocationCheck;
 }
 
@@ -145,12 +145,12 @@ export function createGuard({ tokens, authHeaderTypes, revocations }: GuardOptio
       async isRevoked(_ctx: Context, payload: object, token: string): Promise<boolean> {
         if (tokens.isClientToken(token)) {
           const claims = tokens.checkClientClaims(payload);
-          if (revocations.isClientRevoked(claims.client_id, claims.iat)) throw new TokenError(TOKEN_MESSAGES.blacklisted);
+          if (await revocations.isClientRevoked(claims.client_id, claims.iat)) throw new TokenError(TOKEN_MESSAGES.blacklisted);
           clientPayloads.add(payload);
           return false;
         }
         const claims = tokens.checkClaims(payload, 'access');
-        if (revocations.isRevoked(claims, tokens.userIdOf(claims))) throw new TokenError(TOKEN_MESSAGES.blacklisted);
+        if (await revocations.isRevoked(claims, tokens.userIdOf(claims))) throw new TokenError(TOKEN_MESSAGES.blacklisted);
         return false;
       },
       key: 'jwt',

@@ -12,9 +12,10 @@ import type { Claims, Clock } from './tokens';
 export const REVOCATION_CHANNEL = 'auth_revocations';
 
 export interface RevocationCheck {
-  isRevoked(claims: Claims, userId: number): boolean;
+  /** Memory answers at once; a check that must ask the database (revocation-check.ts) answers later. */
+  isRevoked(claims: Claims, userId: number): boolean | Promise<boolean>;
   /** Whether a machine client's access token issued at `iat` (seconds) is void. */
-  isClientRevoked(clientId: string, iat: number): boolean;
+  isClientRevoked(clientId: string, iat: number): boolean | Promise<boolean>;
 }
 
 // Room for the clock of whoever stamped a revocation (an operator's plain SQL uses the database's)
@@ -140,6 +141,8 @@ export interface FeedOptions {
    * one means the connection is dead. A dead feed is found within two intervals (10 s by default).
    */
   heartbeatMs?: number;
+  /** Elapsed time for the liveness bound (ms; performance.now by default): the heartbeat's, not the tokens' clock. */
+  monotonic?: () => number;
 }
 
 export interface RevocationFeed {
@@ -150,6 +153,12 @@ export interface RevocationFeed {
   backendPid(): number | undefined;
   /** When (clock ms) the connection last answered: its load, a round-trip or a notification. */
   lastContact(): number | undefined;
+  /**
+   * Whether the state in memory is known to be current: loaded, and the connection heard from (a
+   * round-trip, a notification) within the liveness bound, two heartbeats, the longest a dead
+   * connection goes unnoticed. Past it, a revocation made since may be missing from memory.
+   */
+  current(): boolean;
   stop(): Promise<void>;
 }
 
@@ -158,8 +167,10 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
   const firstDelay = options.reconnectDelayMs ?? 500;
   const maxDelay = Math.max(firstDelay, options.maxReconnectDelayMs ?? 2_000);
   const heartbeatMs = options.heartbeatMs ?? 5_000;
+  const monotonic = options.monotonic ?? (() => performance.now());
   let client: pg.Client | undefined;
   let contact: number | undefined;
+  let vouched = -Infinity; // (monotonic) when the loaded state was last confirmed current
   let live = false;
   let stopped = false;
   let delay = firstDelay;
@@ -185,6 +196,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
         if (client !== c) return;
         outstanding = false;
         contact = clock();
+        if (live) vouched = monotonic();
       },
       () => {}, // a failed query also ends the connection: 'error' / 'end' handle it
     );
@@ -206,7 +218,10 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
       if (msg.channel !== REVOCATION_CHANNEL || !msg.payload) return;
       contact = clock();
       if (held) held.push(msg.payload);
-      else store.apply(msg.payload);
+      else {
+        store.apply(msg.payload);
+        vouched = monotonic();
+      }
     });
     c.on('error', (err) => lost(c, err));
     c.on('end', () => lost(c, new Error('connection ended')));
@@ -232,6 +247,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     live = true;
     outstanding = false;
     contact = clock();
+    vouched = monotonic();
     delay = firstDelay;
     logger.info({ ...store.size, clients: store.clients }, 'revocation state loaded');
     markReady();
@@ -286,6 +302,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     // pg sets processID once connected; @types/pg does not declare it.
     backendPid: () => (live ? (client as unknown as { processID?: number } | undefined)?.processID : undefined),
     lastContact: () => contact,
+    current: () => monotonic() - vouched <= 2 * heartbeatMs,
     async stop() {
       stopped = true;
       clearTimeout(retryTimer);

@@ -227,7 +227,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
   }
 
   /** A machine client's access token (RFC 9068): valid, and not of a deleted client or an old secret. */
-  function verifyClientToken(token: string): void {
+  async function verifyClientToken(token: string): Promise<void> {
     let claims;
     try {
       claims = tokens.verifyClient(token);
@@ -235,20 +235,20 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
       if (err instanceof TokenError) throw tokenNotValid(err.message);
       throw err;
     }
-    if (deps.revocations.isClientRevoked(claims.client_id, claims.iat)) throw new ApiError(400, { non_field_errors: [TOKEN_MESSAGES.blacklisted] });
+    if (await deps.revocations.isClientRevoked(claims.client_id, claims.iat)) throw new ApiError(400, { non_field_errors: [TOKEN_MESSAGES.blacklisted] });
   }
 
   async function verify(ctx: Context) {
     const { token } = validated(VerifyRequest, await body.fields(ctx));
     if (tokens.isClientToken(token)) {
-      verifyClientToken(token);
+      await verifyClientToken(token);
       return sendJson(ctx, 200, {});
     }
     const { claims, userId } = verified(token, undefined);
     const current =
       claims.token_type === 'refresh'
         ? await families.isCurrent(db, claims.jti)
-        : !deps.revocations.isRevoked(claims, userId);
+        : !(await deps.revocations.isRevoked(claims, userId));
     // simplejwt answers this one with a validation error, not a 401.
     if (!current) throw new ApiError(400, { non_field_errors: [TOKEN_MESSAGES.blacklisted] });
     sendJson(ctx, 200, {});

@@ -33,6 +33,8 @@ export const CLIENT_GRANT_OUTCOMES: readonly ClientGrantOutcome[] = ['success', 
 // reissued: a parent presented again within REFRESH_REUSE_INTERVAL got its child again (two tabs, a retry).
 export type RefreshOutcome = 'rotated' | 'reissued' | 'refreshed' | 'reused' | 'revoked' | 'invalid' | 'throttled';
 export type RevocationReason = 'logout' | 'logout_all' | 'logout_others' | 'session_ended' | 'reuse';
+/** What answered a revocation check the feed could not vouch for (app/auth/revocation-check.ts). */
+export type UnvouchedSource = 'database' | 'memory';
 
 // Seconds; from a cached-token GET (~1 ms) to a login under load (hashing, ~0.1–1 s).
 const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -125,6 +127,16 @@ export function createWorkerMetrics(identity: WorkerIdentity, sources: { pool: (
     },
   });
 
+  const unvouched = new Counter({
+    name: 'auth_revocation_unvouched_checks_total',
+    help:
+      'Access-token revocation checks this worker made while its revocation feed could not vouch for its memory (silent past its bound), ' +
+      'by what answered: the database, or memory alone (the database did not answer either).',
+    labelNames: ['answered_by'] as const,
+    registers: [own],
+  });
+  for (const a of ['database', 'memory'] satisfies UnvouchedSource[]) unvouched.inc({ answered_by: a }, 0);
+
   // Children by label values: the hot path looks one up instead of hashing a label object per request.
   const requestChildren = new Map<string, { count: Counter.Internal; time: Histogram.Internal<'method' | 'route'> }>();
 
@@ -146,6 +158,7 @@ export function createWorkerMetrics(identity: WorkerIdentity, sources: { pool: (
     login: (outcome: LoginOutcome) => logins.inc({ outcome }),
     refresh: (outcome: RefreshOutcome) => refreshes.inc({ outcome }),
     revocation: (reason: RevocationReason) => revocations.inc({ reason }),
+    unvouchedCheck: (source: UnvouchedSource) => unvouched.inc({ answered_by: source }),
     clientGrant: (outcome: ClientGrantOutcome) => clientGrants.inc({ outcome }),
   };
 }

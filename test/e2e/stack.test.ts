@@ -1,6 +1,8 @@
 // The production stack end to end: docker-compose.yml as users run it, acting only as a client through
 // nginx's published port and as an operator through `docker exec`.
+import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { postJson, simultaneous } from '../support/burst';
 import { decodeJwt, request, type Reply } from '../support/http';
 import { contractError, HOSTILE_REQUESTS, rawHttp, SECURITY_HEADERS } from '../support/hostile';
 import { startStack, type Stack } from '../support/stack';
@@ -45,11 +47,69 @@ async function login(username: string, password: string): Promise<{ access: stri
   }
 }
 
+// Users' ids as the CLI reported them: no test assumes the database numbered them from 1.
+const userIds = new Map<string, number>();
+
 async function createUser(username: string, password: string, flags: string[] = []) {
   const r = await stack.exec('app', ['npm', 'run', '-s', 'cli', '--', 'createuser', username, '--password-stdin', ...flags], password);
   expect(r.code, r.stderr).toBe(0);
+  const id = /\(id (\d+)/.exec(r.stdout)?.[1];
+  expect(id, r.stdout).toBeDefined();
+  userIds.set(username, Number(id));
   return r.stdout;
 }
+
+/**
+ * Waits until the stack refuses an access token as revoked, every time, in a burst of requests at once
+ * (nginx opens a connection for each, and PM2's primary deals them out to both workers). A revocation
+ * reaches each worker by NOTIFY, a moment after the answer that made it; the next request may reach
+ * either worker before it has.
+ */
+async function refusedEverywhere(access: string): Promise<void> {
+  await expect
+    .poll(
+      async () => {
+        const replies = await Promise.all(Array.from({ length: 16 }, () => get('/api/me/', bearer(access))));
+        return replies.every((r) => r.status === 401 && r.json?.messages?.[0]?.message === 'Token is blacklisted');
+      },
+      { timeout: 10_000, interval: 100 },
+    )
+    .toBe(true);
+}
+
+/** One SQL statement in the postgres container, as its superuser; the rows, one per line. */
+async function sql(statement: string): Promise<string> {
+  const r = await stack.exec('postgres', ['psql', '-U', 'app', '-d', 'app', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-c', statement]);
+  expect(r.code, r.stderr).toBe(0);
+  return r.stdout.trim();
+}
+
+/**
+ * A psql session kept open in the postgres container, to hold a lock across the test's steps. run()
+ * resolves once psql has carried out everything sent so far.
+ */
+function psqlSession() {
+  const child = spawn('docker', ['exec', '-i', stack.container('postgres'), 'psql', '-U', 'app', '-d', 'app', '-XAtq', '-v', 'ON_ERROR_STOP=1']);
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  let n = 0;
+  return {
+    async run(statements: string): Promise<void> {
+      const marker = `done-${n++}`;
+      child.stdin.write(`${statements}\n\\echo ${marker}\n`);
+      await expect.poll(() => out.includes(marker), { timeout: 10_000 }).toBe(true);
+    },
+    async close(): Promise<void> {
+      child.stdin.end('\\q\n');
+      if ((await exited) !== 0) throw new Error(`psql: ${out}`);
+    },
+  };
+}
+
+/** Sends a signal to a process in the app container (the image has no kill(1); node sends it). */
+const signal = (pid: number, name: NodeJS.Signals) => stack.exec('app', ['node', '-e', `process.kill(${pid}, '${name}')`]);
 
 /** A service's log line for a request id; logs travel worker → PM2 → Docker, so wait a moment for it. */
 async function logLine(service: 'app' | 'nginx', requestId: string | null): Promise<Record<string, unknown>> {
@@ -66,7 +126,8 @@ interface Pm2Process {
   name: string;
   pid: number;
   pm_id: number;
-  pm2_env: { status: string; restart_time: number };
+  /** NODE_APP_INSTANCE: the `worker` the app tags its logs, metrics and pg_stat_activity with. */
+  pm2_env: { status: string; restart_time: number; NODE_APP_INSTANCE?: number | string };
 }
 async function workers(): Promise<Pm2Process[]> {
   const r = await stack.exec('app', ['pm2', 'jlist']);
@@ -106,7 +167,7 @@ async function load(clients: number, step: (client: number) => Promise<Reply>, s
 
 describe('the client flow through nginx', () => {
   it('creates users with the CLI inside the app container', async () => {
-    expect(await createUser('alice', 'alice-password-1')).toMatch(/created user alice \(id 1\)/);
+    expect(await createUser('alice', 'alice-password-1')).toMatch(/created user alice \(id \d+\)/);
     expect(await createUser('bob', 'bob-password-1')).toMatch(/created user bob/);
     expect(await createUser('carol', 'carol-password-1', ['--inactive'])).toMatch(/inactive/);
   });
@@ -115,7 +176,7 @@ describe('the client flow through nginx', () => {
     const pair = await login('alice', 'alice-password-1');
     const me = await get('/api/me/', bearer(pair.access));
     expect(me.status).toBe(200);
-    expect(me.json).toEqual({ id: 1, username: 'alice' });
+    expect(me.json).toEqual({ id: userIds.get('alice'), username: 'alice' });
 
     const refreshed = await post('/api/token/refresh/', { refresh: pair.refresh });
     expect(refreshed.status).toBe(200);
@@ -127,16 +188,14 @@ describe('the client flow through nginx', () => {
     expect(replay.headers.get('www-authenticate')).toBe('Bearer realm="api"');
     // The family is gone: the rotated refresh token and its access token too.
     expect((await post('/api/token/refresh/', { refresh: refreshed.json.refresh })).status).toBe(401);
-    const revoked = await get('/api/me/', bearer(refreshed.json.access));
-    expect(revoked.status).toBe(401);
-    expect(revoked.json.messages[0].message).toBe('Token is blacklisted');
+    await refusedEverywhere(refreshed.json.access);
 
     const session = await login('alice', 'alice-password-1');
     const out = await post('/api/token/blacklist/', { refresh: session.refresh });
     expect(out.status).toBe(200);
     expect(out.json).toEqual({});
     expect((await post('/api/token/blacklist/', { refresh: session.refresh })).status).toBe(401);
-    expect((await get('/api/me/', bearer(session.access))).status).toBe(401);
+    await refusedEverywhere(session.access);
 
     expect((await post('/api/token/', { username: 'carol', password: 'carol-password-1' })).status).toBe(401);
   });
@@ -285,6 +344,63 @@ describe('the PM2 cluster', () => {
     const after = await Promise.all(Array.from({ length: 100 }, () => get('/api/me/', bearer(pair.access))));
     expect(after.filter((r) => r.status !== 200)).toEqual([]);
   });
+
+  it('a worker that dies after committing a refresh, before answering: 503, never resent as a replay', async () => {
+    await createUser('erin', 'erin-password-1'); // its own user: the test runs alone too (-t)
+    const pair = await login('erin', 'erin-password-1');
+    const { jti } = decodeJwt(pair.refresh).payload as { jti: string };
+    expect(jti).toMatch(/^[0-9a-f]{32}$/); // safe to splice into SQL
+    const family = await sql(`SELECT family_id FROM refresh_tokens WHERE jti = '${jti}'`);
+    expect(family).not.toBe('');
+    const before = await workers();
+    // Kept-alive connections to both workers in both nginx workers' caches: a resend, if nginx made
+    // one, would not be stopped by a lack of them.
+    await Promise.all(Array.from({ length: 32 }, () => get('/api/me/', bearer(pair.access))));
+
+    // The refresh's rotation waits on a row lock held here; the worker running it is the one whose
+    // pool connection waits (pg_stat_activity names its PM2 instance, pm2 jlist the instance's pid).
+    const lock = psqlSession();
+    let victim: number | undefined;
+    try {
+      await lock.run(`BEGIN; SELECT 1 FROM refresh_tokens WHERE jti = '${jti}' FOR UPDATE;`);
+      const answer = post('/api/token/refresh/', { refresh: pair.refresh });
+      let waiting = '';
+      await expect
+        .poll(async () => (waiting = await sql("SELECT application_name FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name LIKE 'koa-auth-stack worker %'")), { timeout: 10_000 })
+        .toMatch(/^koa-auth-stack worker \d+$/);
+      const instance = /(\d+)$/.exec(waiting)![1];
+      const owner = before.find((w) => String(w.pm2_env.NODE_APP_INSTANCE) === instance);
+      expect(owner, `worker ${instance} among ${JSON.stringify(before.map((w) => [w.pid, w.pm2_env.NODE_APP_INSTANCE]))}`).toBeDefined();
+      victim = owner!.pid;
+      // Stopped, the worker cannot read its answer; released, the lock lets the rotation run, and it
+      // commits at the protocol's Sync, which the worker sent with the statement.
+      expect((await signal(victim, 'SIGSTOP')).code).toBe(0);
+      await lock.run('COMMIT;');
+      await expect.poll(() => sql(`SELECT rotated_at IS NOT NULL FROM refresh_tokens WHERE jti = '${jti}'`), { timeout: 10_000 }).toBe('t');
+      expect((await signal(victim, 'SIGKILL')).code).toBe(0);
+
+      const reply = await answer;
+      // nginx's own answer to a failed upstream, not the other worker's 401 to a resent request.
+      expect(reply.status, reply.text).toBe(503);
+      expect(reply.json).toEqual({ detail: 'The service is unavailable; try again shortly.', code: 'service_unavailable' });
+      expect(reply.headers.get('retry-after')).toBe('2');
+    } finally {
+      await lock.close();
+      if (victim !== undefined) await signal(victim, 'SIGKILL'); // never leave it stopped
+    }
+    // The rotation happened once, and nothing took it for a replay: the session lives.
+    expect(await sql(`SELECT count(*) FROM refresh_tokens WHERE parent_jti = '${jti}'`)).toBe('1');
+    expect(await sql(`SELECT revoked_at IS NULL FROM token_families WHERE id = '${family}'`)).toBe('t');
+    // The other worker was never touched; PM2 replaces the dead one.
+    const survivor = before.find((w) => w.pid !== victim)!;
+    await expect
+      .poll(async () => {
+        const list = await workers();
+        return list.length === 2 && list.every((w) => w.pm2_env.status === 'online') && list.some((w) => w.pid === survivor.pid) && !list.some((w) => w.pid === victim);
+      }, { timeout: 90_000, interval: 500 })
+      .toBe(true);
+    expect((await get('/api/me/', bearer(pair.access))).status).toBe(200);
+  });
 });
 
 describe('a database outage', () => {
@@ -367,17 +483,19 @@ describe('machine clients through nginx', () => {
 
 describe('nginx limits', () => {
   it('a login burst gets 429 from nginx, as JSON with Retry-After', async () => {
-    // Users that do not exist, one each: the app's own per-account throttle stays out of this.
-    const replies = await Promise.all(
-      Array.from({ length: 30 }, (_, i) => post('/api/token/', { username: `burst-${i}`, password: 'wrong-password' })),
+    // Users that do not exist, one each: the app's own per-account throttle stays out of this. All
+    // arrive together (simultaneous), so the zone's 5 a second cannot refill while they trickle in.
+    const replies = await simultaneous(
+      stack.url,
+      Array.from({ length: 30 }, (_, i) => postJson('/api/token/', { username: `burst-${i}`, password: 'wrong-password' })),
     );
     const byNginx = replies.filter((r) => r.status === 429);
     expect(byNginx.length).toBeGreaterThanOrEqual(30 - 11); // burst 10, plus the one the rate allows
     expect(replies.filter((r) => r.status === 401).length).toBeGreaterThan(0);
     for (const r of byNginx) {
-      expect(r.json).toEqual({ detail: 'Too many requests from this address; retry in a second.', code: 'throttled' });
-      expect(r.headers.get('retry-after')).toBe('1');
-      for (const [name, pattern] of Object.entries(SECURITY_HEADERS)) expect(r.headers.get(name), name).toMatch(pattern);
+      expect(JSON.parse(r.body)).toEqual({ detail: 'Too many requests from this address; retry in a second.', code: 'throttled' });
+      expect(r.headers['retry-after']).toBe('1');
+      for (const [name, pattern] of Object.entries(SECURITY_HEADERS)) expect(r.headers[name], name).toMatch(pattern);
     }
   });
 
@@ -392,7 +510,9 @@ describe('nginx limits', () => {
     const perSpelling = 15;
     // All at once: the zone lets about a dozen through in all, so a spelling it covers cannot have
     // all of its own reach the login; one it does not cover would.
-    const replies = await Promise.all(spellings.flatMap((path) => Array.from({ length: perSpelling }, async () => ({ path, r: await post(path, {}) }))));
+    const paths = spellings.flatMap((path) => Array.from({ length: perSpelling }, () => path));
+    const answers = await simultaneous(stack.url, paths.map((path) => postJson(path, {})));
+    const replies = answers.map((r, i) => ({ path: paths[i]!, r: { status: r.status, text: r.body, json: r.body ? (JSON.parse(r.body) as Record<string, unknown>) : undefined } }));
     for (const path of spellings) {
       const mine = replies.filter((x) => x.path === path).map((x) => x.r);
       const reachedLogin = mine.filter((r) => r.status === 400 && r.json?.username !== undefined).length;
@@ -416,22 +536,24 @@ describe('nginx limits', () => {
     await sleep(2_500); // the zone (the login's) refills after the bursts above
     const spellings = ['/api/oauth/token/', '/api/oauth/token', '//api/oauth/token/', '/api//oauth/token/', '/api/./oauth/token/', '/api/%6Fauth/token/', '/api/oauth/token/?x=1'];
     const perSpelling = 15;
-    // Unknown clients, one each: the app's own throttle per client id stays out of this.
-    const grant = (path: string, i: number) =>
-      request(stack.url, 'POST', path, {
-        body: `grant_type=client_credentials&client_id=nobody-${i}&client_secret=wrong`,
-        headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
-      });
-    const replies = await Promise.all(spellings.flatMap((path, s) => Array.from({ length: perSpelling }, async (_, i) => ({ path, r: await grant(path, s * 100 + i) }))));
+    // Unknown clients, one each: the app's own throttle per client id stays out of this. All arrive
+    // together (simultaneous): the zone's 5 a second cannot refill while they trickle in.
+    const grant = (path: string, i: number) => {
+      const body = `grant_type=client_credentials&client_id=nobody-${i}&client_secret=wrong`;
+      return `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`;
+    };
+    const sent = spellings.flatMap((path, s) => Array.from({ length: perSpelling }, (_, i) => ({ path, raw: grant(path, s * 100 + i) })));
+    const answers = await simultaneous(stack.url, sent.map((x) => x.raw));
+    const replies = answers.map((r, i) => ({ path: sent[i]!.path, r: { ...r, json: r.body ? (JSON.parse(r.body) as Record<string, unknown>) : undefined } }));
     for (const path of spellings) {
       const mine = replies.filter((x) => x.path === path).map((x) => x.r);
       const reached = mine.filter((r) => r.status === 401 && r.json?.error === 'invalid_client').length;
       expect(reached, `${path}: ${[...new Set(mine.map((r) => r.status))].join(',')}`).toBeLessThan(perSpelling);
-      for (const r of mine) expect([401, 404, 429], `${path}: ${r.status} ${r.text}`).toContain(r.status);
+      for (const r of mine) expect([401, 404, 429], `${path}: ${r.status} ${r.body}`).toContain(r.status);
     }
     const byNginx = replies.map((x) => x.r).filter((r) => r.status === 429);
     expect(byNginx.length).toBeGreaterThanOrEqual(spellings.length * perSpelling - 11); // burst 10, plus the one the rate allows
-    for (const r of byNginx) expect(r.headers.get('retry-after')).toBe('1');
+    for (const r of byNginx) expect(r.headers['retry-after']).toBe('1');
     await sleep(2_500);
   });
 

@@ -90,7 +90,10 @@ describe('metrics of the token endpoints', () => {
     const { access } = await t.login('alice', 'alice-password-1');
     const r = await t.request('GET', '/api/me/', { headers: { Authorization: `Bearer ${access}` } });
     const id = r.headers.get('x-request-id')!;
-    await new Promise((resolve) => setTimeout(resolve, 50)); // logs are written asynchronously
+    // A request that is logged (a failed login, a security event), after it: once its line is here,
+    // a line of the GET's would be too, lines being written in order.
+    const marker = await t.post('/api/token/', { username: 'nobody-here', password: 'x' });
+    await eventually(() => t.logs.some((l) => l.includes(marker.headers.get('x-request-id')!)));
     expect(t.logs.filter((l) => l.includes(id))).toEqual([]);
     expect(t.logs.map((l) => JSON.parse(l).msg)).not.toContain('request');
   });
@@ -99,9 +102,9 @@ describe('metrics of the token endpoints', () => {
     const slow = await startTestApp({ LOG_LEVEL: 'info', SLOW_REQUEST_MS: '0' });
     try {
       const r = await slow.request('GET', '/api/me/');
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      const line = slow.logs.map((l) => JSON.parse(l)).find((l) => l.request_id === r.headers.get('x-request-id'));
-      expect(line).toMatchObject({ level: 'info', msg: 'slow request', method: 'GET', path: '/api/me/', status: 401 });
+      const mine = () => slow.logs.map((l) => JSON.parse(l)).find((l) => l.request_id === r.headers.get('x-request-id'));
+      await eventually(() => mine() !== undefined);
+      expect(mine()).toMatchObject({ level: 'info', msg: 'slow request', method: 'GET', path: '/api/me/', status: 401 });
     } finally {
       await slow.stop();
     }

@@ -39,7 +39,7 @@ export function rawHttp(base: string, request: string | Buffer, timeoutMs = 15_0
   });
 }
 
-function parse(data: Buffer): RawReply {
+export function parse(data: Buffer): RawReply {
   const text = data.toString('latin1');
   const split = text.indexOf('\r\n\r\n');
   const head = split < 0 ? text : text.slice(0, split);

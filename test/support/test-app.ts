@@ -97,6 +97,8 @@ export interface TestAppOptions {
   /** Reuse a database (several "workers" on one database) instead of making a fresh one. */
   databaseUrl?: string;
   reconnectDelayMs?: number;
+  /** The revocation feed's round-trip interval (its liveness bound is twice this). */
+  heartbeatMs?: number;
   /** Password hashing parameters other than OWASP's (a slow hash, to hold work in line). */
   argon2?: Argon2Params;
   /** Listen on this port (say, one the app's ISSUER names) instead of any free one. */
