@@ -167,8 +167,9 @@ describe('the restore drill', () => {
     await archivedSoFar();
     const more = chain.length + 10;
     await expect.poll(() => chain.length, { timeout: 30_000, interval: 5 }).toBeGreaterThanOrEqual(more);
+    const killedFrom = Date.now();
     ok(await stack.docker('kill', stack.container('postgres')), 'docker kill postgres');
-    crashAt = Date.now();
+    crashAt = Date.now(); // the database died between killedFrom and now
     dead = true;
     await stream;
     chain = chain.filter((c) => c.ackAt <= crashAt);
@@ -181,10 +182,11 @@ describe('the restore drill', () => {
     const newest = chain.findLastIndex((c) => present.has(c.jti));
     expect(newest).toBeGreaterThanOrEqual(mustSurvive);
     for (const [i, c] of chain.entries()) expect(present.has(c.jti), `refresh ${i} of ${chain.length}`).toBe(i <= newest);
-    const rpoMs = crashAt - chain[newest]!.ackAt;
+    const newestAck = chain[newest]!.ackAt;
     console.log(
-      `restore to the latest state: recovered to ${recoveredTo}; ${newest + 1} of ${chain.length} acknowledged refreshes restored; ` +
-        `RPO ${rpoMs} ms (the newest restored write was ${rpoMs} ms old when the database was killed)`,
+      `restore to the latest state: recovered to ${recoveredTo}; ${newest + 1} of ${chain.length} acknowledged refreshes restored ` +
+        `(${chain.length - newest - 1} lost); RPO: the newest restored write was ${Math.max(0, killedFrom - newestAck)}–${crashAt - newestAck} ms old ` +
+        `when the database died (docker kill sent – returned)`,
     );
     // The newest restored session refreshes; what was lost is refused, not half there.
     expect(await refreshStatus(chain[newest]!.pair)).toBe(200);

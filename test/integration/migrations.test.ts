@@ -161,7 +161,6 @@ describe('a failing migration', () => {
     expect((await cli(url, ['migrate'])).stdout).toContain('applied 1 migration(s)');
     const started = await serve(url);
     expect(started.listening, started.output).toBe(true);
-    expect(started.code).toBe(0);
   });
 
   it('a database that never migrated: the app names every migration it lacks', async () => {
