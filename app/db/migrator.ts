@@ -12,11 +12,12 @@ import { revocations } from './migrations/0002_revocations';
 import { throttle } from './migrations/0003_throttle';
 import { sessions } from './migrations/0004_sessions';
 import { hardening } from './migrations/0005_hardening';
+import { clientsAndClaims } from './migrations/0006_clients_and_claims';
 
 /** A migration: SQL through `context.query`, which runs inside the migration's transaction. */
 export type Migration = RunnableMigration<Sequelize>;
 
-export const MIGRATIONS: readonly Migration[] = [initial, revocations, throttle, sessions, hardening];
+export const MIGRATIONS: readonly Migration[] = [initial, revocations, throttle, sessions, hardening, clientsAndClaims];
 
 const TABLE = 'schema_migrations';
 
