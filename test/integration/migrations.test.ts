@@ -150,15 +150,16 @@ describe('a failing migration', () => {
     // 0005's earlier statements are gone with it.
     expect(await column(db, 'users', 'token_generation')).toBe(false);
     expect(await exists(db, `SELECT to_regproc('auth_now')`)).toBe(false);
-    expect((await cli(url, ['migrate', 'status'])).stdout).toBe([...names.slice(0, 4).map((n) => `applied  ${n}`), 'pending  0005_hardening', ''].join('\n'));
+    const missing = names.slice(4); // 0005 and any after it
+    expect((await cli(url, ['migrate', 'status'])).stdout).toBe([...names.slice(0, 4).map((n) => `applied  ${n}`), ...missing.map((n) => `pending  ${n}`), ''].join('\n'));
 
     const refused = await serve(url);
     expect(refused.listening).toBe(false);
     expect(refused.code).toBe(1);
-    expect(refused.output).toContain('failed to start: the database lacks migration 0005_hardening of this release: run the migrate job first');
+    expect(refused.output).toContain(`failed to start: the database lacks migration${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of this release: run the migrate job first`);
 
     await db.sequelize.query('DROP TABLE auth_known_addresses');
-    expect((await cli(url, ['migrate'])).stdout).toContain('applied 1 migration(s)');
+    expect((await cli(url, ['migrate'])).stdout).toContain(`applied ${missing.length} migration(s)`);
     const started = await serve(url);
     expect(started.listening, started.output).toBe(true);
   });
