@@ -51,9 +51,16 @@ WORKDIR /app
 COPY --from=prod-deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ecosystem.config.js ./
-COPY scripts/run.js scripts/healthcheck.js ./scripts/
-# Where the workers' Unix socket goes (a volume shared with nginx in docker-compose.yml).
-RUN mkdir -p /run/koa-auth-stack && chown node:node /run/koa-auth-stack
+COPY scripts/run.js scripts/healthcheck.js scripts/release.js ./scripts/
+# Where the workers' Unix socket goes (a volume shared with nginx in docker-compose.yml). The link PM2
+# starts workers from (the image's code until an upgrade activates another release; under docker
+# compose the releases directory is a volume: scripts/release.js, README "Upgrades").
+RUN set -e; \
+    mkdir -p /run/koa-auth-stack /srv/koa-auth-stack/releases; \
+    ln -s /app /srv/koa-auth-stack/current; \
+    chown node:node /run/koa-auth-stack /srv/koa-auth-stack /srv/koa-auth-stack/releases; \
+    chown -h node:node /srv/koa-auth-stack/current
+ENV APP_RELEASE_LINK=/srv/koa-auth-stack/current
 USER node
 EXPOSE 3000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 CMD ["node", "scripts/healthcheck.js"]

@@ -2,11 +2,13 @@
 //   pm2-runtime ecosystem.config.js      the container's command (npm start)
 //   pm2 reload api                       roll every worker, one at a time, no failed request
 //   pm2 scale api 4                      resize the pool
+// Upgrades under docker compose put the new release's code in place first (scripts/release.js).
 // Beside the workers, `metrics` answers Prometheus on METRICS_PORT (default 9464; 0: off) with the
 // whole container in one scrape, read from every worker's private socket (app/metrics/).
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
+const path = require('node:path');
 
 // CPUs this container may use: the CFS quota (docker --cpus) when there is one, else the CPUs the
 // process may run on. os.cpus() would count the host's.
@@ -39,9 +41,18 @@ function instances() {
   return n;
 }
 
+// The code the workers run: the image's own, or, once an upgrade activated another release in this
+// container (scripts/release.js), that one. A link, so that `pm2 reload` starts each new worker from
+// whatever it points at by then.
+function codeHome() {
+  const link = process.env.APP_RELEASE_LINK;
+  return link && fs.existsSync(link) ? link : __dirname;
+}
+
 const cpus = containerCpus();
+const home = codeHome();
 const metricsOn = process.env.METRICS_PORT !== '0';
-const metricsSocketDir = process.env.METRICS_SOCKET_DIR || require('node:path').join(os.tmpdir(), 'koa-auth-stack-metrics');
+const metricsSocketDir = process.env.METRICS_SOCKET_DIR || path.join(os.tmpdir(), 'koa-auth-stack-metrics');
 const workers = instances();
 if (!process.env.SIGNING_KEY && !process.env.SIGNING_KEY_FILE && workers > 1) {
   // Without a key each worker would make up its own, and tokens from one would fail on the others.
@@ -52,7 +63,8 @@ module.exports = {
   apps: [
     {
       name: 'api',
-      script: 'dist/server.js',
+      script: path.join(home, 'dist/server.js'),
+      cwd: home,
       exec_mode: 'cluster',
       instances: workers,
       // A worker counts as up when it says so (process.send('ready') after the database answers),
@@ -80,7 +92,8 @@ module.exports = {
       ? [
           {
             name: 'metrics',
-            script: 'dist/metrics/server.js',
+            script: path.join(home, 'dist/metrics/server.js'),
+            cwd: home,
             exec_mode: 'fork',
             instances: 1,
             exp_backoff_restart_delay: 200,

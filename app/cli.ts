@@ -23,7 +23,7 @@ import {
 } from './auth/users';
 import { ConfigError, loadConfig } from './config';
 import { createDatabase, type Database } from './db/database';
-import { createMigrator, withMigrationLock } from './db/migrator';
+import { createMigrator, describeMigrationFailure, withMigrationLock } from './db/migrator';
 import { readPassword } from './prompt';
 
 const HELP = `Usage: npm run cli -- <command> [options]
@@ -188,26 +188,35 @@ async function migrate(db: Database, args: string[], all: boolean, out: Out): Pr
   const migrator = createMigrator(db.sequelize, { info: out });
   const [action = 'up'] = args;
   await withMigrationLock(db.sequelize, async () => {
-    switch (action) {
-      case 'up': {
-        const done = await migrator.up();
-        out(done.length ? `applied ${done.length} migration(s)` : 'no pending migrations');
-        return;
-      }
-      case 'down': {
-        const undone = await migrator.down(all ? { to: 0 } : undefined);
-        out(undone.length ? `reverted ${undone.map((m) => m.name).join(', ')}` : 'nothing to revert');
-        return;
-      }
-      case 'status': {
-        for (const m of await migrator.executed()) out(`applied  ${m.name}`);
-        for (const m of await migrator.pending()) out(`pending  ${m.name}`);
-        return;
-      }
-      default:
-        throw new UsageError(`unknown migrate action "${action}" (up, down, status)`);
+    try {
+      await migrateAction(migrator, action, all, out);
+    } catch (err) {
+      const failure = describeMigrationFailure(err);
+      throw failure ? new UserError(failure) : err;
     }
   });
+}
+
+async function migrateAction(migrator: ReturnType<typeof createMigrator>, action: string, all: boolean, out: Out): Promise<void> {
+  switch (action) {
+    case 'up': {
+      const done = await migrator.up();
+      out(done.length ? `applied ${done.length} migration(s)` : 'no pending migrations');
+      return;
+    }
+    case 'down': {
+      const undone = await migrator.down(all ? { to: 0 } : undefined);
+      out(undone.length ? `reverted ${undone.map((m) => m.name).join(', ')}` : 'nothing to revert');
+      return;
+    }
+    case 'status': {
+      for (const m of await migrator.executed()) out(`applied  ${m.name}`);
+      for (const m of await migrator.pending()) out(`pending  ${m.name}`);
+      return;
+    }
+    default:
+      throw new UsageError(`unknown migrate action "${action}" (up, down, status)`);
+  }
 }
 
 export async function runCli(argv: string[], out: Out = (l) => process.stdout.write(`${l}\n`)): Promise<number> {

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { createApp } from './app';
 import { ConfigError, loadConfig, type Config } from './config';
 import type { Database } from './db/database';
+import { pendingMigrations } from './db/migrator';
 import { createHttpServer, listenOnSocket } from './http/listen';
 import { createLogger } from './logger';
 import { serveReport } from './metrics/report';
@@ -30,6 +31,16 @@ export async function start(config: Config, logger: Logger, worker = '0'): Promi
   const identity = { worker, pid: process.pid };
   const services = createServices(config, logger, clock, { identity });
   await waitForDatabase(services.db, config.dbConnectTimeoutMs, logger);
+  // Never serve on a schema older than this release's code: the migrate job runs first (README,
+  // "Upgrades"). A failed migration rolled back, so it shows here as pending too.
+  const pending = await pendingMigrations(services.db.sequelize);
+  if (pending.length) {
+    await services.close();
+    throw new Error(
+      `the database lacks migration${pending.length > 1 ? 's' : ''} ${pending.join(', ')} of this release: run the migrate job first ` +
+        '(docker compose run --rm migrate, or npm run migrate); refusing to start',
+    );
+  }
   // Never serve before the revocation state is loaded: a revoked token must not slip through.
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([

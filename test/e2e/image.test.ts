@@ -31,7 +31,7 @@ describe('the app image', () => {
   it('holds no .env, no sources, no tests, no CA bundles from the build, no git', async () => {
     const files = (await inImage('cd /app && find . -path ./node_modules -prune -o -type f -print')).split('\n');
     expect(files.filter((f) => !f.startsWith('./dist/')).sort()).toEqual(
-      ['./ecosystem.config.js', './package.json', './scripts/healthcheck.js', './scripts/run.js'].sort(),
+      ['./ecosystem.config.js', './package.json', './scripts/healthcheck.js', './scripts/release.js', './scripts/run.js'].sort(),
     );
     const compiled = files.filter((f) => f.startsWith('./dist/'));
     expect(compiled).toContain('./dist/server.js');

@@ -59,6 +59,10 @@ export interface Stack {
   exec(service: string, command: string[], stdin?: string): Promise<Run>;
   logs(service: string): Promise<string>;
   docker(...args: string[]): Promise<Run>;
+  /** The compose project's name (volumes are `<project>_<volume>`). */
+  project: string;
+  /** `docker compose <args>` on this stack, as an operator types it (env: more variables, e.g. APP_TAG). */
+  compose(args: string[], options?: { env?: Record<string, string>; stdin?: string }): Promise<Run>;
   /** `docker compose down` (keeping volumes unless asked) and `up` again. */
   down(options?: { removeVolumes?: boolean }): Promise<void>;
   up(): Promise<void>;
@@ -141,6 +145,12 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       return r.stdout + r.stderr;
     },
     docker: (...args) => run('docker', args),
+    project: options.project,
+    compose: (args, { env: more = {}, stdin } = {}) => {
+      const [cmd, ...pre] = flavour === 'v2' ? ['docker', 'compose'] : ['docker-compose'];
+      const fileArgs = files.flatMap((f) => ['-f', path.join(ROOT, f)]);
+      return run(cmd!, [...pre, '-p', options.project, ...fileArgs, ...args], { stdin, env: { ...process.env, ...env, DOCKER_BUILDKIT: '0', ...more } });
+    },
     async down({ removeVolumes = false } = {}) {
       await started.down({ removeVolumes, timeout: 30_000 });
     },
