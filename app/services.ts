@@ -6,6 +6,7 @@ import { RevocationStore, revocationWindowMs, startRevocationFeed, type Revocati
 import { createTokenService, type Clock, type TokenService } from './auth/tokens';
 import type { Config } from './config';
 import { createDatabase, type Database } from './db/database';
+import { outboxSettings } from './events/outbox';
 import { createWorkerMetrics, type PoolStats, type WorkerIdentity, type WorkerMetrics } from './metrics/worker';
 
 export interface Services {
@@ -24,7 +25,7 @@ export function createServices(
   clock: Clock,
   options: { argon2?: Argon2Params; reconnectDelayMs?: number; identity?: WorkerIdentity } = {},
 ): Services {
-  const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax });
+  const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax, outbox: outboxSettings(config.webhooks) });
   const tokens = createTokenService(config.jwt, clock);
   // An entry matters while an access token issued before it can still be valid.
   const windowMs = revocationWindowMs(config.jwt);

@@ -2,6 +2,7 @@
 import { UniqueConstraintError, type Transaction } from 'sequelize';
 import type { Database } from '../db/database';
 import type { UserRow } from '../db/models';
+import { recordEvent } from '../events/outbox';
 import type { PasswordHasher } from './passwords';
 
 /** Usernames are compared after NFKC normalisation (as Django stores them), so "ａｌｉｃｅ" is alice. */
@@ -86,13 +87,18 @@ export async function createUser(
 ): Promise<{ id: number; username: string }> {
   const username = validateUsername(input.username);
   validatePassword(input.password);
+  const passwordHash = await hasher.hash(input.password);
   try {
-    const user = await db.models.User.create({
-      username,
-      passwordHash: await hasher.hash(input.password),
-      isActive: input.isActive,
+    return await db.sequelize.transaction(async (transaction) => {
+      const user = await db.models.User.create({ username, passwordHash, isActive: input.isActive }, { transaction });
+      await recordEvent(db, transaction, {
+        type: 'user.created',
+        at: user.dateJoined,
+        user: { id: user.id, username: user.username },
+        details: { is_active: user.isActive, imported: false },
+      });
+      return { id: user.id, username: user.username };
     });
-    return { id: user.id, username: user.username };
   } catch (err) {
     if (err instanceof UniqueConstraintError) throw new UserError(`the username "${username}" is taken`);
     throw err;
@@ -129,6 +135,7 @@ export async function changePassword(
   return db.sequelize.transaction(async (transaction) => {
     const { user, sessions } = await lockUser(db, username, now, transaction);
     await user.update({ passwordHash, passwordChangedAt: now }, { transaction });
+    await recordEvent(db, transaction, { type: 'user.password_changed', at: now, user: { id: user.id, username: user.username }, details: { sessions } });
     return { id: user.id, revokedSessions: sessions };
   });
 }
@@ -137,7 +144,11 @@ export async function changePassword(
 export async function deactivateUser(db: Database, username: string, now: Date): Promise<{ id: number; revokedSessions: number }> {
   return db.sequelize.transaction(async (transaction) => {
     const { user, sessions } = await lockUser(db, username, now, transaction);
+    const wasActive = user.isActive;
     await user.update({ isActive: false }, { transaction }); // no statement when it is inactive already
+    if (wasActive) {
+      await recordEvent(db, transaction, { type: 'user.deactivated', at: now, user: { id: user.id, username: user.username }, details: { sessions } });
+    }
     return { id: user.id, revokedSessions: sessions };
   });
 }
@@ -166,12 +177,18 @@ export async function importUsers(db: Database, users: readonly DjangoUser[]): P
     for (const u of users) {
       try {
         // A savepoint per row: a row that collides is skipped and the import goes on.
-        await db.sequelize.transaction({ transaction }, (savepoint) =>
-          User.create(
+        await db.sequelize.transaction({ transaction }, async (savepoint) => {
+          const user = await User.create(
             { id: u.id, username: normalizeUsername(u.username), passwordHash: u.password, isActive: u.is_active },
             { transaction: savepoint },
-          ),
-        );
+          );
+          await recordEvent(db, savepoint, {
+            type: 'user.created',
+            at: user.dateJoined,
+            user: { id: user.id, username: user.username },
+            details: { is_active: user.isActive, imported: true },
+          });
+        });
         created += 1;
       } catch (err) {
         if (!(err instanceof UniqueConstraintError)) throw err;

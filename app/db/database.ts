@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { Sequelize } from 'sequelize';
+import { NO_OUTBOX, type OutboxSettings } from '../events/outbox';
 import { defineModels } from './models';
 
 export interface DatabaseOptions {
@@ -9,6 +10,8 @@ export interface DatabaseOptions {
   poolMax: number;
   /** Tag for pg_stat_activity. */
   applicationName?: string;
+  /** Which security events the changes made through this database record, for which receivers (app/events/). */
+  outbox?: OutboxSettings;
 }
 
 export type Database = ReturnType<typeof createDatabase>;
@@ -59,6 +62,8 @@ export function createDatabase(options: DatabaseOptions) {
   return {
     sequelize,
     models,
+    /** Read by recordEvent (app/events/outbox.ts), inside the domain functions' transactions. */
+    outbox: options.outbox ?? NO_OUTBOX,
     rows,
     statementCount: () => statements,
     close: () => sequelize.close(),
