@@ -165,7 +165,7 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
         // The database is away (or a statement failed): nothing was recorded, the rows stay pending.
         failures += 1;
         logger.error({ err }, 'webhook delivery batch failed; retrying');
-        await idle(Math.min(settings.pollMs * 2 ** failures, 30_000));
+        await idle(Math.min(settings.pollMs * 2 ** failures, 10_000));
         continue;
       }
       // A full batch, or a delivery that may have let a user's next event go: look again at once.

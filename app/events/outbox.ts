@@ -38,9 +38,10 @@ export interface NewEvent {
   recordedAt?: Date;
   /**
    * The user: by id (the username is looked up when not given) or, for a login that named an
-   * account, by username (the id is looked up: null when there is no such user).
+   * account, by username (the id is looked up: null when there is no such user). None for an event
+   * of no user's (a machine client's).
    */
-  user: { id: number; username?: string } | { username: string };
+  user?: { id: number; username?: string } | { username: string };
   sessionId?: string | null | undefined;
   origin?: EventOrigin | undefined;
   /** The type's own fields (a reason, a scope, a count). */
@@ -60,12 +61,12 @@ export async function recordEvent(db: Database, transaction: Transaction | undef
   const settings = db.outbox;
   if (settings.endpoints.length === 0 || !settings.events.has(event.type)) return undefined;
   const { User } = db.models;
-  let userId: number | null;
-  let username: string | null;
-  if ('id' in event.user) {
+  let userId: number | null = null;
+  let username: string | null = null;
+  if (event.user && 'id' in event.user) {
     userId = event.user.id;
     username = event.user.username ?? (await User.findByPk(userId, { attributes: ['username'], transaction }))?.username ?? null;
-  } else {
+  } else if (event.user) {
     username = event.user.username;
     userId = (await User.findOne({ where: { username }, attributes: ['id'], transaction }))?.id ?? null;
   }

@@ -3,7 +3,7 @@
 // and its payload; an event exists if and only if its change committed; the receiver down for a
 // minute of the injected clock; several delivery processes on one outbox; the delivery process
 // killed mid-batch (a real child process, SIGKILL) and started again.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { announceEndedSessions } from '../../app/auth/sessions';
@@ -288,12 +288,13 @@ describe('delivery', () => {
     expect(row!.status).toBe('failed');
     expect(d.outcomes.at(-1)).toBe('failed');
     expect(row!.attempts).toBe(d.outcomes.length);
+    // Back to real time: a receiver refuses a signature more than 5 minutes off its clock.
+    t.clock.reset();
     receiver.setMode('up');
     expect(await retryEvents(t.db, new Date(t.clock()), { failed: true })).toEqual({ pending: 0, failed: 1 });
     await drain(d);
     expect((await outboxRows(t.db))[0]!.status).toBe('delivered');
     expect(new Set(receiver.received.map((r) => r.id)).size).toBe(1);
-    t.clock.reset();
   });
 
   it('several delivery processes sharing one outbox deliver each event once', async () => {
@@ -316,6 +317,55 @@ describe('delivery', () => {
       expect(receiver.received.filter((r) => r.payload!.data.user_id === id).map((r) => r.id)).toEqual(written.filter((r) => r.user_id === id).map((r) => r.message_id));
     }
     process.stdout.write(`shared outbox: ${written.length} events, ${receiver.received.length} deliveries, by process ${processes.map((p) => p.outcomes.length).join('/')}\n`);
+  });
+});
+
+describe('the CLI', () => {
+  const cli = (t: TestApp, receiver: Receiver, ...args: string[]) =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        [path.join(ROOT, 'scripts/run.js'), 'cli', ...args],
+        { cwd: ROOT, env: { ...process.env, NODE_ENV: 'test', DATABASE_URL: t.config.databaseUrl, WEBHOOK_URL: receiver.url, WEBHOOK_SECRET: SECRET } },
+        (err, stdout, stderr) => resolve({ code: err ? Number(err.code) : 0, stdout, stderr }),
+      );
+    });
+
+  it('webhooks status and retry [--failed]; flushexpiredtokens announces ended sessions and prunes delivered events', async () => {
+    const { t, receiver } = await setup({ REFRESH_TOKEN_LIFETIME: '60' });
+    receiver.setMode('failing');
+    await t.user('gus', 'gus-password-1');
+    const d = deliveryFor(t, { maxAgeMs: 0 }); // the first failed attempt is the last
+    await drain(d);
+    expect(d.outcomes).toEqual(['failed']);
+    const status = await cli(t, receiver, 'webhooks', 'status');
+    expect(status.stdout.split('\n')).toEqual([
+      'pending: 0',
+      'failed: 1',
+      expect.stringMatching(/^receiver http:\/\/127\.0\.0\.1:\d+\/hook \[[0-9a-f]{16}\]: 0 pending, 1 failed, 0 delivered \(not yet pruned\)$/),
+      '',
+    ]);
+    expect((await cli(t, receiver, 'webhooks', 'retry')).stdout).toBe('0 pending webhook(s) due now\n');
+    expect((await cli(t, receiver, 'webhooks', 'retry', '--failed')).stdout).toBe('0 pending webhook(s) due now, 1 failed one(s) pending again\n');
+    receiver.setMode('up');
+    const again = deliveryFor(t);
+    await drain(again);
+    expect((await outboxRows(t.db)).map((r) => r.status)).toEqual(['delivered']);
+
+    // A session that ended two minutes ago (its refresh token lived 60 s), in real time.
+    t.clock.advance(-180);
+    const ended = await login(t, 'gus', 'gus-password-1');
+    t.clock.reset();
+    await drain(again);
+    const flush = await cli(t, receiver, 'flushexpiredtokens');
+    expect(flush.stdout).toMatch(/^announced 1 session\(s\) that reached their end$/m);
+    expect(flush.stdout).toMatch(/^deleted 2 delivered and 0 old failed webhook\(s\)$/m);
+    const left = await outboxRows(t.db);
+    expect(left.map((r) => [r.type, r.status, JSON.parse(r.body).data.session_id, JSON.parse(r.body).data.reason])).toEqual([
+      ['session.ended', 'pending', ended.sid, 'expired'],
+    ]);
+    const secret = await cli(t, receiver, 'webhooks', 'secret');
+    expect(secret.stdout).toMatch(/^whsec_[A-Za-z0-9+/]{43}=\n$/);
   });
 });
 
