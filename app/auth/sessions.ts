@@ -47,12 +47,14 @@ export async function endSession(db: Database, userId: number, sessionId: string
 // holding no refresh token that can still be used (the last one expired unused). The candidates come
 // by index (migration 0007): families past their end, and families of chains whose newest token
 // expired.
-const reachedItsEnd = (db: Database, now: Date) => {
+// `since` bounds the second: tokens that expired before it were looked at by an earlier sweep.
+const reachedItsEnd = (db: Database, now: Date, since: Date | undefined) => {
   const at = db.sequelize.escape(now.toISOString());
+  const after = since ? `AND t.expires_at > ${db.sequelize.escape(since.toISOString())}` : '';
   return literal(`(
     "TokenFamily".expires_at <= ${at}
     OR ("TokenFamily".id IN (SELECT t.family_id FROM refresh_tokens t
-                             WHERE t.rotated_at IS NULL AND t.revoked_at IS NULL AND t.expires_at <= ${at})
+                             WHERE t.rotated_at IS NULL AND t.revoked_at IS NULL AND t.expires_at <= ${at} ${after})
         AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = "TokenFamily".id
                           AND t.rotated_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > ${at})))`);
 };
@@ -67,16 +69,18 @@ const endedAt = literal(`LEAST("TokenFamily".expires_at, COALESCE(
  * announced by what revoked it): marks them and records their `session.ended` events (reason
  * "expired", with the address and user agent of their last use) in one transaction, `limit` at a time.
  * Run by the delivery process every minute and by flushexpiredtokens before it deletes anything; the
- * row locks (skipped when taken) keep several of them from announcing one session twice. Returns the
- * number announced.
+ * row locks (skipped when taken) keep several of them from announcing one session twice. With
+ * `since` (the delivery process's previous sweep, less a margin), only refresh tokens that expired
+ * after it are looked at; flushexpiredtokens looks at all. Returns the number announced.
  */
-export async function announceEndedSessions(db: Database, now: Date, limit = 500): Promise<number> {
+export async function announceEndedSessions(db: Database, now: Date, options: { since?: Date; limit?: number } = {}): Promise<number> {
+  const limit = options.limit ?? 500;
   const { TokenFamily, User } = db.models;
   let total = 0;
   for (let found = limit; found === limit; total += found) {
     found = await db.sequelize.transaction(async (transaction) => {
       const ended = await TokenFamily.findAll({
-        where: { revokedAt: null, endAnnouncedAt: null, [Op.and]: [reachedItsEnd(db, now)] },
+        where: { revokedAt: null, endAnnouncedAt: null, [Op.and]: [reachedItsEnd(db, now, options.since)] },
         attributes: ['id', 'userId', 'lastIp', 'lastUserAgent', [endedAt, 'endedAt']],
         include: [{ model: User, as: 'user', attributes: ['username'] }],
         order: [['id', 'ASC']],

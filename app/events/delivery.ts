@@ -129,9 +129,14 @@ export function createDelivery(deps: DeliveryDeps): Delivery {
     });
   }
 
+  let lastSweep: number | undefined;
   async function housekeeping(): Promise<void> {
     const now = new Date(clock());
-    const announced = await announceEndedSessions(db, now);
+    // The first sweep of the process looks at everything; later ones at what expired since the one
+    // before (less a margin for the clocks of other containers).
+    const since = lastSweep === undefined ? undefined : new Date(lastSweep - housekeepingMs);
+    const announced = await announceEndedSessions(db, now, since ? { since } : {});
+    lastSweep = now.getTime();
     if (announced) logger.info({ sessions: announced }, 'ended sessions announced');
     const expired = await expireOverdue(db, now, settings.maxAgeMs);
     if (expired) logger.error({ rows: expired }, 'webhooks past WEBHOOK_MAX_AGE marked failed (a receiver no longer configured?)');
