@@ -2,7 +2,7 @@
 // beside the workers, and a receiver on the compose network (test/e2e/webhooks.compose.yml) verifies
 // every delivery with `standardwebhooks`. The tests act as a client through nginx, as an operator
 // through `docker exec` (the CLI, pm2, kill), and read the receiver through its published port.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
 import { decodeJwt, request, type Reply } from '../support/http';
 import { startStack, type Stack } from '../support/stack';
 import type { Received } from '../support/webhook-receiver';
@@ -35,7 +35,7 @@ beforeAll(async () => {
     },
   });
   receiver = stack.published('receiver', 8080);
-  for (const name of ['alice', 'bob', 'carol', 'dave']) {
+  for (const name of ['alice', 'bob', 'carol']) {
     const r = await stack.exec('app', ['npm', 'run', '-s', 'cli', '--', 'createuser', name, '--password-stdin'], `${name}-password-1`);
     expect(r.code, r.stderr).toBe(0);
   }
@@ -45,11 +45,21 @@ afterAll(async () => {
   await stack?.down({ removeVolumes: true });
 }, 120_000);
 
+// What a failure needs to be understood: the last words of the app and the database.
+beforeEach(() => {
+  onTestFailed(async () => {
+    for (const service of ['app', 'postgres'] as const) {
+      const lines = (await stack.logs(service)).split('\n').filter((l) => !l.includes('"msg":"request"'));
+      process.stdout.write(`--- ${service}\n${lines.slice(-40).join('\n')}\n`);
+    }
+  });
+});
+
 const post = (path: string, json: unknown, headers: Record<string, string> = {}) => request(stack.url, 'POST', path, { json, headers });
 const received = async (): Promise<Received[]> => (await request(receiver, 'GET', '/_deliveries')).json as Received[];
 const control = async (what: string) => expect((await request(receiver, 'POST', `/_${what}`)).status).toBe(204);
 const cli = async (...args: string[]) => {
-  const r = await stack.exec('app', ['npm', 'run', '-s', 'cli', '--', ...args]);
+  const r = await stack.exec('app', ['node', 'scripts/run.js', 'cli', ...args]); // npm run -s cli, without npm's start
   expect(r.code, r.stderr).toBe(0);
   return r.stdout;
 };
@@ -83,7 +93,7 @@ describe('security events from the compose stack', () => {
     await expect.poll(async () => (await received()).some((d) => d.payload?.data.session_id === sid), { timeout: 30_000 }).toBe(true);
     const all = await received();
     expect(all.every((d) => d.error === undefined && d.acknowledged)).toBe(true);
-    expect(all.filter((d) => d.payload!.type === 'user.created').map((d) => d.payload!.data.username).sort()).toEqual(['alice', 'bob', 'carol', 'dave']);
+    expect(all.filter((d) => d.payload!.type === 'user.created').map((d) => d.payload!.data.username).sort()).toEqual(['alice', 'bob', 'carol']);
     const login = all.find((d) => d.payload!.data.session_id === sid)!.payload!;
     expect(login).toMatchObject({
       type: 'login.succeeded',
@@ -99,38 +109,42 @@ describe('security events from the compose stack', () => {
   });
 
   it('the delivery process killed mid-batch (kill -9): PM2 starts it again, and every event arrives, again only under its own id', async () => {
-    const before = await received();
-    const victim = await pm2('webhooks');
-    expect(victim.pm2_env.status).toBe('online');
+    const before = (await received()).length;
+    const pm2do = async (...args: string[]) => expect((await stack.exec('app', ['pm2', ...args])).code).toBe(0);
+    // Written while it is stopped, so one batch takes them all. Failed logins for names with no
+    // account: events of no user, none waiting for another.
+    await pm2do('stop', 'webhooks');
     await control('mode/holding');
-    // Failed logins for names with no account: events with no user, so none waits for another.
     const names = Array.from({ length: 10 }, (_, i) => `ghost${i}`);
     let inFlight: number;
+    let victim: Pm2Process;
     try {
-      const statuses = await Promise.all(names.map((n) => post('/api/token/', { username: n, password: 'wrong-password-9' }).then((x) => x.status)));
-      expect(statuses).toEqual(names.map(() => 401));
-      // A batch in flight (as many as were written when the process looked), none answered.
-      await expect.poll(async () => (await received()).length - before.length, { timeout: 30_000 }).toBeGreaterThan(0);
+      const answers = await Promise.all(names.map((n) => post('/api/token/', { username: n, password: 'wrong-password-9' })));
+      expect(answers.map((x) => x.status), answers.map((x) => x.text).join('\n')).toEqual(names.map(() => 401));
+      await pm2do('start', 'webhooks');
+      // The whole batch in flight, none answered.
+      await expect.poll(async () => (await received()).length - before, { timeout: 30_000 }).toBe(names.length);
+      victim = await pm2('webhooks');
       const killed = await stack.exec('app', ['sh', '-c', `kill -9 ${victim.pid}`]);
       expect(killed.code, killed.stderr).toBe(0);
-      inFlight = (await received()).length - before.length;
+      inFlight = (await received()).length - before;
     } finally {
       await control('release'); // too late for the killed sender: it is gone
       await control('mode/up');
     }
     await expect.poll(async () => (await pm2('webhooks')).pm2_env.restart_time, { timeout: 30_000 }).toBeGreaterThan(victim.pm2_env.restart_time);
-    await drained();
-    const after = (await received()).slice(before.length);
-    const ghosts = after.filter((d) => d.payload?.type === 'login.failed');
-    const ids = ghosts.map((d) => d.id);
-    expect(new Set(ghosts.map((d) => d.payload!.data.username))).toEqual(new Set(names));
+    // Every ghost's event acknowledged after the restart.
+    const ghosts = async () => (await received()).slice(before).filter((d) => d.payload?.type === 'login.failed');
+    await expect.poll(async () => new Set((await ghosts()).filter((d) => d.acknowledged && d.payload!.data.username !== null).map((d) => d.payload!.data.username)).size, { timeout: 60_000 }).toBe(names.length);
+    const all = await ghosts();
+    const ids = all.map((d) => d.id);
+    expect(new Set(all.map((d) => d.payload!.data.username))).toEqual(new Set(names));
+    // Each event twice (held, then after the restart), under its own id each time. (Whether a held
+    // request's late answer reached anyone the receiver cannot tell: the last delivery counts.)
+    expect(inFlight).toBe(names.length);
     expect(new Set(ids).size).toBe(names.length);
-    // The held ones once more after the restart, under their own ids; the others once. (Whether a
-    // held request's late answer reached anyone the receiver cannot tell: its last delivery counts.)
-    expect(ids.length).toBe(names.length + inFlight);
-    const twice = after.slice(0, inFlight).map((d) => d.id);
-    expect(twice.every((id) => ids.filter((x) => x === id).length === 2)).toBe(true);
-    for (const id of new Set(ids)) expect(ghosts.findLast((d) => d.id === id)!.acknowledged).toBe(true);
+    expect(ids).toHaveLength(2 * names.length);
+    for (const id of new Set(ids)) expect(all.findLast((d) => d.id === id)!.acknowledged).toBe(true);
     process.stdout.write(`e2e killed mid-batch: ${names.length} events, ${inFlight} in flight at the kill, ${ids.length} deliveries, ${new Set(ids).size} distinct ids\n`);
   });
 
@@ -140,7 +154,7 @@ describe('security events from the compose stack', () => {
     const sids: string[] = [];
     const failures: Reply[] = [];
     const traffic = Promise.all(
-      ['bob', 'carol', 'dave'].map(async (name) => {
+      ['bob', 'carol'].map(async (name) => {
         while (!stop) {
           const r = await post('/api/token/', { username: name, password: `${name}-password-1` }).catch((err: unknown) => ({ status: 0, text: String(err) }) as Reply);
           if (r.status === 200) sids.push(decodeJwt(r.json.access).payload.sid as string);
@@ -156,7 +170,7 @@ describe('security events from the compose stack', () => {
     const delivered = (await received()).slice(before).filter((d) => d.payload?.type === 'login.succeeded');
     const bySession = new Map<string, Set<string>>();
     for (const d of delivered) bySession.set(d.payload!.data.session_id as string, (bySession.get(d.payload!.data.session_id as string) ?? new Set()).add(d.id));
-    expect(sids.length).toBeGreaterThan(10);
+    expect(sids.length, failures.slice(0, 5).map((f) => `${f.status} ${f.text}`).join('\n')).toBeGreaterThan(10);
     expect(sids.filter((sid) => !bySession.has(sid))).toEqual([]); // nothing lost
     expect([...bySession.values()].filter((ids) => ids.size > 1)).toEqual([]); // never under two ids
     // (Requests failed by the reload itself are stack.test.ts's to count; here only what was answered.)

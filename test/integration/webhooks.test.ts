@@ -4,11 +4,13 @@
 // minute of the injected clock; several delivery processes on one outbox; the delivery process
 // killed mid-batch (a real child process, SIGKILL) and started again.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { announceEndedSessions } from '../../app/auth/sessions';
 import { changePassword, deactivateUser, importUsers } from '../../app/auth/users';
 import { retryEvents } from '../../app/events/admin';
+import { recordEvent } from '../../app/events/outbox';
 import { decodeJwt } from '../support/http';
 import { ROOT } from '../support/images';
 import { startTestApp, type TestApp } from '../support/test-app';
@@ -301,14 +303,20 @@ describe('delivery', () => {
     const { t, receiver } = await setup();
     const processes = [0, 1, 2].map(() => deliveryFor(t, { batchSize: 4 }));
     const users = Array.from({ length: 12 }, (_, i) => `share${i}`);
-    for (const u of users) await t.user(u, `${u}-password-1`);
+    const ids = new Map<string, number>();
+    for (const u of users) ids.set(u, await t.user(u, `${u}-password-1`));
     for (const p of processes) p.start();
+    // More events while they run (written as a login writes them, without the password hashing).
     await Promise.all(users.map(async (u) => {
-      for (let i = 0; i < 3; i++) await login(t, u, `${u}-password-1`);
+      for (let i = 0; i < 3; i++) {
+        await t.db.sequelize.transaction((transaction) =>
+          recordEvent(t.db, transaction, { type: 'login.succeeded', at: new Date(t.clock()), user: { id: ids.get(u)!, username: u }, sessionId: randomUUID() }),
+        );
+      }
     }));
     const written = await outboxRows(t.db);
     expect(written).toHaveLength(48);
-    await expect.poll(() => receiver.received.length, { timeout: 20_000 }).toBeGreaterThanOrEqual(written.length);
+    await expect.poll(() => receiver.received.length, { timeout: 30_000 }).toBeGreaterThanOrEqual(written.length);
     await expect.poll(async () => (await outboxRows(t.db)).every((r) => r.status === 'delivered'), { timeout: 20_000 }).toBe(true);
     await Promise.all(processes.map((p) => p.stop()));
     expect(receiver.received.map((r) => r.id).sort()).toEqual(written.map((r) => r.message_id).sort());
