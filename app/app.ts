@@ -4,9 +4,11 @@ import Router from '@koa/router';
 import Koa from 'koa';
 import type { Logger } from 'pino';
 import { apiRoutes } from './api/me';
+import { clientTokenRoutes } from './auth/client-routes';
 import { createAuthEvents } from './auth/events';
 import { createGuard } from './auth/guard';
 import { jwksRoutes } from './auth/jwks';
+import { oauthMetadataRoutes } from './auth/oauth-metadata';
 import type { PasswordHasher } from './auth/passwords';
 import type { RevocationCheck, RevocationFeed } from './auth/revocations';
 import { tokenRoutes } from './auth/routes';
@@ -53,9 +55,14 @@ export function createApp(deps: AppDeps): Koa {
   const events = createAuthEvents(metrics, logger);
   tokenRoutes(router, { db, tokens, hasher, settings: config.jwt, clock, maxBodyBytes: config.maxBodyBytes, revocations, guard, throttle: config.throttle, events });
   jwksRoutes(router, config.jwt.keys);
+  // Machine clients (OAuth 2.0 client credentials): only with ISSUER an issuer identifier (config.ts).
+  if (config.clients) {
+    clientTokenRoutes(router, { db, tokens, settings: config.jwt, clients: config.clients, clock, maxBodyBytes: config.maxBodyBytes, throttle: config.throttle, events });
+    oauthMetadataRoutes(router, { db, clients: config.clients, clock });
+  }
   sessionRoutes(router, { db, guard, clock, events });
   apiRoutes(router, { db, guard });
-  schemaRoutes(router, openApiDocument({ authScheme: config.jwt.authHeaderTypes[0]! }));
+  schemaRoutes(router, openApiDocument({ authScheme: config.jwt.authHeaderTypes[0]!, clients: config.clients !== undefined, claims: config.jwt.accessTokenClaims }));
   docsRoutes(router);
 
   app.use(requestLogging(logger, config.slowRequestMs));

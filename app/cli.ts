@@ -2,19 +2,32 @@
 // Exit codes: 0 done, 1 the command failed (the message says why), 2 a usage error.
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
+import { ClientError, createClient, deleteClient, flushClientCutoffs, listClients, parseScopes, rotateClientSecret } from './auth/clients';
 import { flushExpired } from './auth/families';
 import { revocationWindowMs } from './auth/revocations';
 import { ALGORITHMS, generateKey, isHmac, NO_EDDSA, type Algorithm } from './auth/keys';
 import { flushThrottle } from './auth/throttle';
 import { announceEndedSessions } from './auth/sessions';
 import { createPasswordHasher, storedHashProblem } from './auth/passwords';
-import { UserError, changePassword, createUser, deactivateUser, importUsers, type DjangoUser } from './auth/users';
+import {
+  UserError,
+  addToGroup,
+  changePassword,
+  createUser,
+  deactivateUser,
+  importUsers,
+  removeFromGroup,
+  setStaff,
+  type DjangoUser,
+} from './auth/users';
 import { ConfigError, loadConfig, type WebhookEndpoint } from './config';
 import { createDatabase, type Database } from './db/database';
 import { createMigrator, withMigrationLock } from './db/migrator';
 import { expireOverdue, pendingStats, pruneOutbox, retryEvents, statusByEndpoint } from './events/admin';
+import { clientEventRecorder } from './events/client-events';
 import { outboxSettings } from './events/outbox';
 import { readPassword } from './prompt';
 
@@ -29,9 +42,25 @@ Commands:
   changepassword <username> [--password-stdin]
                                    set a new password; ends every session of the user
   deactivate <username>            refuse the user's logins and refreshes; ends every session
-  importusers <file>               import users from a JSON export of Django's auth_user
-                                   (rows {id, username, password, is_active}, or \`dumpdata auth.user\`);
-                                   Django password hashes keep working and upgrade at the next login
+  importusers <file>               import users from a JSON export of Django's auth_user: rows
+                                   {id, username, password, is_active[, is_staff, is_superuser, groups]}
+                                   (groups by name), or \`manage.py dumpdata auth.group auth.user\`
+                                   (group ids; or --natural-foreign, groups by name); Django password
+                                   hashes (every Django hasher) keep working and become argon2id at the
+                                   next login; md5/sha1 digests are reported as weak
+  addgroup <username> <group>      put a user in a group (made if new); access tokens carry it from
+                                   the next login or refresh (ACCESS_TOKEN_CLAIMS=groups)
+  removegroup <username> <group>   take a user out of a group
+  setstaff <username> [--superuser] [--off]
+                                   set is_staff (with --superuser: is_staff and is_superuser); --off
+                                   clears is_staff and is_superuser (with --superuser: is_superuser)
+  createclient <name> [--scopes a,b]
+                                   register a machine client (OAuth 2.0 client credentials) that may
+                                   be granted these scopes; prints its client_id and client_secret
+                                   (the secret only this once)
+  rotateclientsecret <name>        a new secret; the old one and the client's tokens stop at once
+  deleteclient <name>              delete a client; its tokens stop at once
+  listclients                      the clients, their ids and scopes
   flushexpiredtokens               delete expired refresh tokens and families left with none
                                    (run it daily, as simplejwt's command of the same name); also
                                    announces sessions that reached their end and prunes delivered
@@ -48,25 +77,65 @@ Reads DATABASE_URL (and the rest of the configuration) from the environment.
 
 class UsageError extends Error {}
 
+const groupName = z.string().min(1).max(150);
+// A user's group: an id of an auth.group row of the same dump, a natural key (["name"], dumpdata
+// --natural-foreign) or, in a plain list, its name.
+const groupRef = z.union([z.number().int().positive(), groupName, z.tuple([groupName])]);
 const djangoRow = z.object({
   id: z.number().int().positive().max(2_147_483_647),
   username: z.string().min(1).max(150),
   password: z.string().max(255),
   is_active: z.boolean(),
+  is_staff: z.boolean().default(false),
+  is_superuser: z.boolean().default(false),
+  groups: z.array(groupRef).default([]),
 });
 // `manage.py dumpdata auth.user` wraps each row: {model, pk, fields: {...}}.
 const dumpdataRow = z
   .object({ model: z.literal('auth.user'), pk: z.number(), fields: z.object({}).passthrough() })
   .transform((r) => ({ ...r.fields, id: r.pk }));
+// `dumpdata auth.group`: {model, pk, fields: {name, permissions}} (no pk with --natural-primary).
+const dumpdataGroup = z.object({ model: z.literal('auth.group'), pk: z.number().int().positive().optional(), fields: z.object({ name: groupName }).passthrough() });
 const importFile = z.array(
-  z.union([dumpdataRow.pipe(djangoRow), djangoRow]).superRefine((row, ctx) => {
-    // A hash that would make every login of this user spin for seconds is refused here, not at login.
-    const problem = storedHashProblem(row.password);
-    if (problem) ctx.addIssue({ code: 'custom', path: ['password'], message: `user ${row.username}: ${problem}` });
-  }),
+  z.union([
+    dumpdataGroup,
+    z.union([dumpdataRow.pipe(djangoRow), djangoRow]).superRefine((row, ctx) => {
+      // A hash that would make every login of this user spin for seconds is refused here, not at login.
+      const problem = storedHashProblem(row.password);
+      if (problem) ctx.addIssue({ code: 'custom', path: ['password'], message: `user ${row.username}: ${problem}` });
+    }),
+  ]),
 );
 
-async function parseImportFile(file: string): Promise<DjangoUser[]> {
+type ImportRow = z.infer<typeof importFile>[number];
+const isGroupRow = (row: ImportRow): row is z.infer<typeof dumpdataGroup> => 'model' in row;
+
+/** The users with their groups by name, and every group the file names. */
+function resolveGroups(rows: ImportRow[], file: string): { users: DjangoUser[]; groups: string[] } {
+  const groupRows = rows.filter(isGroupRow);
+  const byId = new Map(groupRows.flatMap((g) => (g.pk !== undefined ? [[g.pk, g.fields.name] as const] : [])));
+  const users = rows.filter((r): r is z.infer<typeof djangoRow> => !isGroupRow(r));
+  return {
+    groups: groupRows.map((g) => g.fields.name),
+    users: users.map(({ groups, ...user }) => ({
+      ...user,
+      groups: groups.map((ref) => {
+        if (Array.isArray(ref)) return ref[0];
+        if (typeof ref === 'string') return ref;
+        const name = byId.get(ref);
+        if (name === undefined) {
+          throw new UserError(
+            `${file}: user ${user.username} is in group ${ref}, which the file does not have: dump the groups alongside ` +
+              '(manage.py dumpdata auth.group auth.user) or name them (--natural-foreign)',
+          );
+        }
+        return name;
+      }),
+    })),
+  };
+}
+
+async function parseImportFile(file: string): Promise<{ users: DjangoUser[]; groups: string[] }> {
   let json: unknown;
   try {
     json = JSON.parse(await readFile(file, 'utf8'));
@@ -78,7 +147,7 @@ async function parseImportFile(file: string): Promise<DjangoUser[]> {
     const problems = parsed.error.issues.slice(0, 5).map((i) => `  at [${i.path.join('].')}]: ${i.message}`);
     throw new UserError(`${file} is not a list of Django users:\n${problems.join('\n')}`);
   }
-  return parsed.data;
+  return resolveGroups(parsed.data, file);
 }
 
 async function password(stdin: boolean): Promise<string> {
@@ -191,6 +260,9 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
         all: { type: 'boolean' },
         failed: { type: 'boolean' },
         out: { type: 'string' },
+        scopes: { type: 'string' },
+        superuser: { type: 'boolean' },
+        off: { type: 'boolean' },
       },
     });
   } catch (err) {
@@ -200,6 +272,13 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
   const one = (what: string): string => {
     if (positionals.length !== 1) throw new UsageError(`${command} takes one ${what}`);
     return positionals[0]!;
+  };
+  const two = (what: string): [string, string] => {
+    if (positionals.length !== 2) throw new UsageError(`${command} takes ${what}`);
+    return [positionals[0]!, positionals[1]!];
+  };
+  const none = () => {
+    if (positionals.length !== 0) throw new UsageError(`${command} takes no arguments`);
   };
 
   if (command === 'genkey') return genkey(one('algorithm'), flags.out, out);
@@ -216,7 +295,8 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
     applicationName: `koa-auth-stack cli ${command}`,
     outbox: outboxSettings(config.webhooks),
   });
-  const hasher = createPasswordHasher();
+  // All the CPUs: an import wraps each weak digest in argon2id.
+  const hasher = createPasswordHasher(undefined, { concurrency: availableParallelism() });
   const now = () => new Date();
   try {
     switch (command) {
@@ -246,9 +326,63 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
         break;
       }
       case 'importusers': {
-        const r = await importUsers(db, await parseImportFile(one('file')));
+        const { users, groups } = await parseImportFile(one('file'));
+        const r = await importUsers(db, hasher, users, { groups });
         out(`imported ${r.created} user(s)`);
+        if (r.groupsCreated) out(`created ${r.groupsCreated} group(s)`);
+        const kinds = Object.entries(r.byKind).sort(([a], [b]) => a.localeCompare(b));
+        if (kinds.length) out(`  by hasher: ${kinds.map(([kind, n]) => `${kind} ${n}`).join(', ')}`);
+        if (r.weak.length) {
+          out(`weak: ${r.weak.length} user(s) with an md5/sha1 digest (stored wrapped in argon2id, upgraded at the next login; the digest was weak wherever it was kept before: consider a password reset): ${r.weak.join(', ')}`);
+        }
+        if (r.unusable.length) out(`cannot log in: ${r.unusable.length} user(s) with an unusable or unsupported hash (set a password with changepassword): ${r.unusable.join(', ')}`);
         if (r.skipped.length) out(`skipped ${r.skipped.length} existing (same id or username): ${r.skipped.join(', ')}`);
+        break;
+      }
+      case 'addgroup': {
+        const [username, group] = two('a username and a group');
+        const r = await addToGroup(db, username, group);
+        out(`${r.added ? 'added' : 'already:'} ${username} in group ${group}${r.groupCreated ? ' (new group)' : ''}`);
+        break;
+      }
+      case 'removegroup': {
+        const [username, group] = two('a username and a group');
+        out(`${(await removeFromGroup(db, username, group)) ? 'removed' : 'was not in it:'} ${username} from group ${group}`);
+        break;
+      }
+      case 'setstaff': {
+        const username = one('username');
+        const on = flags.off !== true;
+        const r = await setStaff(db, username, flags.superuser ? { isSuperuser: on, ...(on ? { isStaff: true } : {}) } : { isStaff: on, ...(on ? {} : { isSuperuser: false }) });
+        out(`${username}: is_staff ${r.isStaff}, is_superuser ${r.isSuperuser}`);
+        break;
+      }
+      case 'createclient': {
+        const name = one('client name');
+        const r = await createClient(db, { name, scopes: flags.scopes === undefined ? [] : parseScopes(flags.scopes), now: now() });
+        out(`client_id: ${r.client.clientId}`);
+        out(`client_secret: ${r.secret}`);
+        process.stderr.write(`created client ${r.client.name} (scopes: ${r.client.scopes.join(' ') || 'none'}); the secret is shown only now\n`);
+        if (!config.clients) process.stderr.write('note: machine clients are off until ISSUER is an https URL (README, "Machine clients")\n');
+        break;
+      }
+      case 'rotateclientsecret': {
+        const r = await rotateClientSecret(db, one('client name'), Date.now);
+        out(`client_id: ${r.client.clientId}`);
+        out(`client_secret: ${r.secret}`);
+        process.stderr.write(`new secret for ${r.client.name}; the old secret and every token issued with it stopped\n`);
+        break;
+      }
+      case 'deleteclient': {
+        const r = await deleteClient(db, one('client name'), Date.now, clientEventRecorder(db, Date.now));
+        out(`deleted client ${r.name} (${r.clientId}); its tokens stopped`);
+        break;
+      }
+      case 'listclients': {
+        none();
+        for (const c of await listClients(db)) {
+          out(`${c.name}\t${c.clientId}\t${c.scopes.join(' ') || '-'}\tcreated ${c.createdAt.toISOString()}\tsecret from ${c.secretChangedAt.toISOString()}`);
+        }
         break;
       }
       case 'flushexpiredtokens': {
@@ -257,6 +391,8 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
         if (ended) out(`announced ${ended} session(s) that reached their end`);
         const r = await flushExpired(db, now(), revocationWindowMs(config.jwt));
         const stale = await flushThrottle(db, now(), config.throttle);
+        const clientCutoffs = await flushClientCutoffs(db, now(), revocationWindowMs(config.jwt));
+        if (clientCutoffs) out(`deleted ${clientCutoffs} old client cutoff(s)`);
         out(`deleted ${r.tokens} expired refresh token(s), ${r.families} empty or long-revoked famil${r.families === 1 ? 'y' : 'ies'} and ${r.cutoffs} old cutoff(s)`);
         if (stale) out(`deleted ${stale} stale throttle record(s)`);
         const overdue = await expireOverdue(db, now(), config.webhooks.maxAgeMs);
@@ -274,6 +410,7 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
     }
     return 0;
   } finally {
+    await hasher.close();
     await db.close();
   }
 }
@@ -286,7 +423,7 @@ export function main(): void {
         process.stderr.write(`error: ${err.message}\n(see: npm run cli -- --help)\n`);
         process.exit(2);
       }
-      const known = err instanceof UserError || err instanceof ConfigError;
+      const known = err instanceof UserError || err instanceof ConfigError || err instanceof ClientError;
       const message = err instanceof Error ? err.message : String(err);
       process.stderr.write(`error: ${known ? message : `${message} (is DATABASE_URL right and the database up?)`}\n`);
       process.exit(1);

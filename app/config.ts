@@ -10,6 +10,16 @@ import { EVENT_TYPES, type EventType } from './events/types';
 
 export type Environment = 'production' | 'development' | 'test';
 
+/** What of the user record access tokens may carry (ACCESS_TOKEN_CLAIMS), as simplejwt users add them. */
+export const USER_CLAIMS = ['is_staff', 'is_superuser', 'groups'] as const;
+export type UserClaim = (typeof USER_CLAIMS)[number];
+
+/** Machine clients (OAuth 2.0 client credentials): on when ISSUER is an issuer identifier (RFC 8414). */
+export interface ClientSettings {
+  /** ISSUER as given: the tokens' `iss` and the metadata's `issuer`, compared as strings by verifiers. */
+  issuer: string;
+}
+
 export interface JwtSettings {
   accessTokenLifetime: number; // seconds
   refreshTokenLifetime: number; // seconds
@@ -25,6 +35,11 @@ export interface JwtSettings {
   userIdClaim: string;
   /** A session's absolute lifetime from its login (seconds): no refresh carries it further. */
   sessionMaxLifetime: number;
+  /** Claims from the user record put in every access token, read at login and at each refresh. */
+  accessTokenClaims: UserClaim[];
+  /** Seconds after a rotation in which the parent, presented again, answers its (unused) child instead
+   *  of revoking the family: two tabs, a retry after a lost answer. 0: strict. */
+  refreshReuseInterval: number;
 }
 
 /** A webhook receiver (WEBHOOK_URL). */
@@ -61,6 +76,8 @@ export interface Config {
   databaseUrl: string;
   dbPoolMax: number;
   dbConnectTimeoutMs: number; // how long start waits for the database before giving up
+  /** A statement unanswered this long counts its connection as lost (a server gone silent). */
+  dbQueryTimeoutMs: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   proxyHops: number; // X-Forwarded-* hops to trust (1 behind our nginx, 0 when exposed directly)
   keepAliveTimeoutMs: number;
@@ -70,7 +87,11 @@ export interface Config {
   hashConcurrency: number;
   /** Password hashes that may wait for a slot; beyond them a login answers 503. */
   hashQueue: number;
+  /** No failed login is answered sooner than this (ms) after its password check began: 0 off. */
+  failedLoginMinTimeMs: number;
   jwt: JwtSettings;
+  /** Machine clients; undefined (off, the endpoints absent) unless ISSUER is an https URL. */
+  clients: ClientSettings | undefined;
   throttle: ThrottleSettings;
   /** Origins (scheme://host[:port]) whose pages may call the API with credentials; no others. */
   corsAllowedOrigins: string[];
@@ -127,6 +148,30 @@ const duration = (what: string) =>
     return seconds;
   });
 
+// A duration that may be 0 (a feature turned off), in whole seconds; with `ms`, milliseconds too.
+const DURATION_MS = /^(\d+)\s*(ms|s|m|h|d)?$/i;
+const durationMs = (what: string, maxMs: number) =>
+  z.string().transform((raw, ctx) => {
+    const m = DURATION_MS.exec(raw.trim());
+    const unit = (m?.[2] ?? 's').toLowerCase();
+    const ms = m ? Number(m[1]) * (unit === 'ms' ? 1 : UNIT_SECONDS[unit]! * 1000) : NaN;
+    if (!Number.isSafeInteger(ms) || ms > maxMs) {
+      ctx.addIssue({ code: 'custom', message: `expected ${what} like 0, 750ms, 1s or 2s, at most ${maxMs / 1000}s (got ${JSON.stringify(raw)})` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+const durationOrZero = (what: string) =>
+  z.string().transform((raw, ctx) => {
+    const m = DURATION.exec(raw.trim());
+    const seconds = m ? Number(m[1]) * UNIT_SECONDS[(m[2] ?? 's').toLowerCase()]! : NaN;
+    if (!Number.isSafeInteger(seconds)) {
+      ctx.addIssue({ code: 'custom', message: `expected ${what} like 0, 10, 10s or 1m (got ${JSON.stringify(raw)})` });
+      return z.NEVER;
+    }
+    return seconds;
+  });
+
 const bool = z.string().transform((raw, ctx) => {
   const v = raw.trim().toLowerCase();
   if (['1', 'true', 'yes', 'on'].includes(v)) return true;
@@ -175,6 +220,8 @@ const schema = z.object({
   DATABASE_PASSWORD_FILE: optionalText.optional(),
   DB_POOL_MAX: int(1, 1000).default(10),
   DB_CONNECT_TIMEOUT: duration('a duration').default(30),
+  // Shorter than nginx's 15 s proxy_read_timeout: the app answers 503 itself, with its own body.
+  DB_QUERY_TIMEOUT: duration('a duration').default(5),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   TRUST_PROXY_HOPS: int(0, 10).default(0),
   // nginx keeps idle upstream connections for 60 s (keepalive_timeout in nginx/); Node must keep them
@@ -185,9 +232,13 @@ const schema = z.object({
   PASSWORD_HASH_CONCURRENCY: int(1, 256).optional(),
   // Logins that may wait for a hashing slot, per worker; more get 503 + Retry-After at once.
   PASSWORD_HASH_QUEUE: int(0, 100_000).default(32),
+  // Every failed login takes at least this long from its password check, so the slowest stored hash
+  // (an imported Django one) cannot be told from an unknown user by time: as PAM's pam_faildelay.
+  FAILED_LOGIN_MIN_TIME: durationMs('a duration', 10_000).default(1000),
   ACCESS_TOKEN_LIFETIME: duration('a duration').default(300),
   REFRESH_TOKEN_LIFETIME: duration('a duration').default(86400),
   SESSION_MAX_LIFETIME: duration('a duration').default(30 * 86400),
+  REFRESH_REUSE_INTERVAL: durationOrZero('a duration').default(0),
   ROTATE_REFRESH_TOKENS: bool.default(true),
   BLACKLIST_AFTER_ROTATION: bool.default(true),
   UPDATE_LAST_LOGIN: bool.default(false),
@@ -271,6 +322,18 @@ const schema = z.object({
   // Plain http:// receivers with NODE_ENV=production (a receiver on the same private network, in
   // development or tests); otherwise production sends only over https://.
   WEBHOOK_ALLOW_HTTP: bool.default(false),
+  ACCESS_TOKEN_CLAIMS: z
+    .string()
+    .transform((s, ctx) => {
+      const names = [...new Set(s.split(/[\s,]+/).filter(Boolean))];
+      for (const name of names) {
+        if (!(USER_CLAIMS as readonly string[]).includes(name)) {
+          ctx.addIssue({ code: 'custom', message: `expected some of ${USER_CLAIMS.join(', ')}, comma-separated (got ${JSON.stringify(name)})` });
+        }
+      }
+      return names as UserClaim[];
+    })
+    .default([]),
 });
 
 /** Every variable loadConfig reads (the deployment manifests are checked against it). */
@@ -307,6 +370,33 @@ function isOrigin(s: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Machine clients need an issuer identifier (RFC 9068 requires `iss`; RFC 8414 names the metadata
+ * after it): ISSUER when it is an https URL with no path, query or fragment (http outside
+ * production, for development). An ISSUER that is not one (simplejwt takes any string) leaves machine
+ * clients off, with the reason. Not derived from the request's Host: a client would then choose what
+ * its token says about who issued it.
+ */
+function clientSettings(issuer: string | undefined, env: Environment): { clients?: ClientSettings; warning?: string } {
+  if (issuer === undefined) return {};
+  let url: URL;
+  try {
+    url = new URL(issuer);
+  } catch {
+    return {};
+  }
+  const schemes = env === 'production' ? ['https:'] : ['https:', 'http:'];
+  const why = !schemes.includes(url.protocol)
+    ? `its scheme must be ${schemes.join(' or ')}`
+    : url.pathname !== '/' || url.search !== '' || url.hash !== '' || issuer.includes('?') || issuer.includes('#')
+      ? 'it must have no path, query or fragment (the metadata is served at /.well-known/oauth-authorization-server)'
+      : url.username !== '' || url.password !== ''
+        ? 'it must carry no credentials'
+        : undefined;
+  if (why) return { warning: `machine clients are off: ISSUER=${issuer} is not an OAuth issuer identifier: ${why}` };
+  return { clients: { issuer } };
 }
 
 function invalid(name: string, message: string): ConfigError {
@@ -385,6 +475,11 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
     throw err;
   }
 
+  const { clients, warning: clientWarning } = clientSettings(e.ISSUER, e.NODE_ENV);
+  if (clientWarning) warnings.push(clientWarning);
+  if (clients && !e.AUTH_HEADER_TYPES.includes('Bearer')) {
+    warnings.push('machine clients send their tokens as "Authorization: Bearer …" (RFC 6750), and AUTH_HEADER_TYPES has no Bearer: the guard will not read them');
+  }
   const webhookSecrets = (inlineOrFile('WEBHOOK_SECRET', e.WEBHOOK_SECRET, e.WEBHOOK_SECRET_FILE) ?? '').split(/[\s,]+/).filter(Boolean);
   if (e.WEBHOOK_URL.length > 0) {
     if (webhookSecrets.length === 0) throw invalid('WEBHOOK_SECRET', 'is required when WEBHOOK_URL is set (generate one: npm run cli -- webhooks secret)');
@@ -411,6 +506,7 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
       databaseUrl: databaseUrlWithPassword(e.DATABASE_URL, e.DATABASE_PASSWORD_FILE),
       dbPoolMax: e.DB_POOL_MAX,
       dbConnectTimeoutMs: e.DB_CONNECT_TIMEOUT * 1000,
+      dbQueryTimeoutMs: e.DB_QUERY_TIMEOUT * 1000,
       logLevel: e.LOG_LEVEL,
       proxyHops: e.TRUST_PROXY_HOPS,
       keepAliveTimeoutMs: e.KEEP_ALIVE_TIMEOUT * 1000,
@@ -418,6 +514,7 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
       maxBodyBytes: e.MAX_BODY_BYTES,
       hashConcurrency: e.PASSWORD_HASH_CONCURRENCY ?? availableParallelism(),
       hashQueue: e.PASSWORD_HASH_QUEUE,
+      failedLoginMinTimeMs: e.FAILED_LOGIN_MIN_TIME,
       jwt: {
         accessTokenLifetime: e.ACCESS_TOKEN_LIFETIME,
         refreshTokenLifetime: e.REFRESH_TOKEN_LIFETIME,
@@ -432,7 +529,10 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
         authHeaderTypes: e.AUTH_HEADER_TYPES,
         userIdClaim: e.USER_ID_CLAIM,
         sessionMaxLifetime: e.SESSION_MAX_LIFETIME,
+        accessTokenClaims: e.ACCESS_TOKEN_CLAIMS,
+        refreshReuseInterval: e.REFRESH_REUSE_INTERVAL,
       },
+      clients,
       throttle: {
         loginFreeAttempts: e.LOGIN_THROTTLE_FREE_ATTEMPTS,
         loginMaxDelaySeconds: e.LOGIN_THROTTLE_MAX_DELAY,

@@ -25,8 +25,17 @@ export function createServices(
   clock: Clock,
   options: { argon2?: Argon2Params; reconnectDelayMs?: number; identity?: WorkerIdentity } = {},
 ): Services {
-  const db = createDatabase({ url: config.databaseUrl, poolMax: config.dbPoolMax, outbox: outboxSettings(config.webhooks) });
-  const tokens = createTokenService(config.jwt, clock);
+  const identity = options.identity ?? { worker: '0', pid: process.pid };
+  // Each worker's connections are tagged with its PM2 instance in pg_stat_activity (the failover
+  // drill finds every worker's pool and feed on the new primary by them).
+  const db = createDatabase({
+    url: config.databaseUrl,
+    poolMax: config.dbPoolMax,
+    queryTimeoutMs: config.dbQueryTimeoutMs,
+    applicationName: `koa-auth-stack worker ${identity.worker}`,
+    outbox: outboxSettings(config.webhooks),
+  });
+  const tokens = createTokenService(config.jwt, clock, config.clients);
   // An entry matters while an access token issued before it can still be valid.
   const windowMs = revocationWindowMs(config.jwt);
   const revocations = new RevocationStore(windowMs, clock);
@@ -36,23 +45,30 @@ export function createServices(
     windowMs,
     clock,
     logger,
+    applicationName: `koa-auth-stack revocations worker ${identity.worker}`,
     ...(options.reconnectDelayMs !== undefined ? { reconnectDelayMs: options.reconnectDelayMs } : {}),
   });
-  const metrics = createWorkerMetrics(options.identity ?? { worker: '0', pid: process.pid }, {
+  const metrics = createWorkerMetrics(identity, {
     // Sequelize's pool (sequelize-pool); its types leave it out of ConnectionManager.
     pool: () => (db.sequelize.connectionManager as unknown as { pool?: PoolStats }).pool,
     feed,
     clock,
   });
+  const hasher = createPasswordHasher(options.argon2, {
+    concurrency: config.hashConcurrency,
+    queueLimit: config.hashQueue,
+    failureFloorMs: config.failedLoginMinTimeMs,
+  });
   return {
     db,
     tokens,
-    hasher: createPasswordHasher(options.argon2, { concurrency: config.hashConcurrency, queueLimit: config.hashQueue }),
+    hasher,
     revocations,
     feed,
     metrics,
     async close() {
       await feed.stop();
+      await hasher.close();
       await db.close();
     },
   };

@@ -1,11 +1,11 @@
 #!/bin/sh
 # Renders the configuration from templates and the environment, picks plain HTTP or TLS (when a
-# certificate and key are mounted at /etc/nginx/certs/tls.crt and tls.key), checks it, then runs
-# the command (nginx in the foreground).
+# certificate and key are there: TLS_CERT_FILE and TLS_KEY_FILE, by default /etc/nginx/certs/tls.crt
+# and tls.key, where compose and Kubernetes mount them; Swarm points them at its secrets), checks it,
+# then runs the command (nginx in the foreground).
 set -eu
 src=/etc/nginx/koa-auth-stack
 out=/etc/nginx/conf.d
-certs=/etc/nginx/certs
 
 # "listen … http2" is deprecated since nginx 1.25.1 in favour of "http2 on;"; support both.
 version=$(nginx -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
@@ -23,20 +23,47 @@ render() {
       -e "s|\${CLIENT_MAX_BODY_SIZE}|$CLIENT_MAX_BODY_SIZE|g" \
       -e "s|\${HTTP2_LISTEN}|$HTTP2_LISTEN|g" -e "s|\${HTTP2_DIRECTIVE}|$HTTP2_DIRECTIVE|g" \
       -e "s|\${HTTPS_PORT_SUFFIX}|$HTTPS_PORT_SUFFIX|g" \
+      -e "s|\${TLS_CERT_FILE}|$TLS_CERT_FILE|g" -e "s|\${TLS_KEY_FILE}|$TLS_KEY_FILE|g" \
       "$src/$1" > "$out/$2"
+}
+
+# REAL_IP_FROM: the addresses (CIDR ranges, comma- or space-separated) of proxies or load balancers
+# in front whose REAL_IP_HEADER names the client. Requests from them count as their client's (rate
+# limits, logs, what the app is told); from anyone else, the header is ignored. Empty: nobody's.
+real_ip() {
+  echo "# Proxies in front whose $REAL_IP_HEADER names the client (REAL_IP_FROM); none when empty."
+  ranges=$(printf '%s' "${REAL_IP_FROM:-}" | tr ',' ' ')
+  [ -n "$(printf '%s' "$ranges" | tr -d ' ')" ] || return 0
+  case "$REAL_IP_HEADER" in
+    *[!A-Za-z0-9-]* | '') echo "koa-auth-stack: REAL_IP_HEADER must be a header name, not '$REAL_IP_HEADER'" >&2; return 1 ;;
+  esac
+  for range in $ranges; do
+    if ! printf '%s' "$range" | grep -Eq '^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)(/[0-9]{1,3})?$'; then
+      echo "koa-auth-stack: REAL_IP_FROM: '$range' is not an address or CIDR range" >&2
+      return 1
+    fi
+    echo "set_real_ip_from $range;"
+  done
+  echo "real_ip_header $REAL_IP_HEADER;"
+  # Of a chain of trusted proxies, the address the first one saw: the rightmost untrusted entry.
+  echo "real_ip_recursive on;"
 }
 
 rm -f "$out"/*.conf "$out"/*.locations "$out"/*.inc "$out"/*.servers
 render common.conf 00-common.conf
+real_ip >"$out/00-real-ip.conf"
 render api.locations api.locations
 render security-headers.inc security-headers.inc
 render errors.inc errors.inc
-if [ -s "$certs/tls.crt" ] && [ -s "$certs/tls.key" ]; then
+if [ -s "$TLS_CERT_FILE" ] && [ -s "$TLS_KEY_FILE" ]; then
   render https.conf 10-https.conf
-  echo "koa-auth-stack: TLS on (port 443, HTTP/2), port 80 redirects" >&2
+  echo "koa-auth-stack: TLS on (port 443, HTTP/2, $TLS_CERT_FILE), port 80 redirects" >&2
 else
   render http.conf 10-http.conf
-  echo "koa-auth-stack: plain HTTP on port 80 (mount tls.crt and tls.key in $certs for TLS)" >&2
+  echo "koa-auth-stack: plain HTTP on port 80 (mount tls.crt and tls.key in /etc/nginx/certs, or set TLS_CERT_FILE and TLS_KEY_FILE, for TLS)" >&2
+fi
+if grep -q '^set_real_ip_from' "$out/00-real-ip.conf"; then
+  echo "koa-auth-stack: client addresses from $REAL_IP_HEADER when sent by $(grep '^set_real_ip_from' "$out/00-real-ip.conf" | cut -d' ' -f2 | tr -d ';' | tr '\n' ' ')" >&2
 fi
 # The app (upstream "app"): APP_UPSTREAM as given; or, with APP_UPSTREAM_FOLLOW=<seconds>, a second
 # nginx that sends to every address APP_UPSTREAM's name has, kept current as replicas come and go

@@ -1,15 +1,16 @@
 // Security outcomes of the token endpoints: counted for Prometheus, and the ones an operator must be
 // able to find later (failed and throttled logins, throttled refreshes, a replayed refresh token,
-// revocations) logged at info with the request id. nginx's access log has every request; the app logs
+// revocations, machine clients' refused grants) logged at info with the request id. nginx's access log has every request; the app logs
 // only what nginx cannot know. Routes call these at their outcomes; nothing here decides anything.
 import type { Logger } from 'pino';
-import type { LoginOutcome, RefreshOutcome, RevocationReason } from '../metrics/worker';
+import type { ClientGrantOutcome, LoginOutcome, RefreshOutcome, RevocationReason } from '../metrics/worker';
 import type { Refusal } from './families';
 
 export interface AuthCounters {
   login(outcome: LoginOutcome): void;
   refresh(outcome: RefreshOutcome): void;
   revocation(reason: RevocationReason): void;
+  clientGrant(outcome: ClientGrantOutcome): void;
 }
 
 /** What an event needs of the request: Koa's Context has both. */
@@ -19,7 +20,9 @@ export interface EventSource {
 }
 
 const LOGGED_LOGINS = new Set<LoginOutcome>(['failure', 'throttled']);
-const LOGGED_REFRESHES = new Set<RefreshOutcome>(['throttled', 'reused']);
+// A re-answer within REFRESH_REUSE_INTERVAL is logged too: it is a tab or a retry, or a thief's replay
+// the interval forgave, and an operator tracing a theft needs to find it.
+const LOGGED_REFRESHES = new Set<RefreshOutcome>(['throttled', 'reused', 'reissued']);
 
 // A refused refresh, by why: a replay of a rotated token is "reused" (and revokes its family); a token
 // of a revoked family or of an inactive account is "revoked"; no such live token is "invalid".
@@ -42,6 +45,11 @@ export function createAuthEvents(counters: AuthCounters, logger: Logger) {
       if (LOGGED_LOGINS.has(outcome)) log(source, `login_${outcome}`);
     },
     refresh,
+    /** A machine client's grant; all but successes are logged, with the client id it named (not a secret). */
+    clientGrant(source: EventSource, outcome: ClientGrantOutcome, clientId?: string) {
+      counters.clientGrant(outcome);
+      if (outcome !== 'success') log(source, `client_grant_${outcome}`, clientId !== undefined ? { client_id: clientId.slice(0, 64) } : {});
+    },
     /** A refused refresh; a replay also revoked its family (families.rotate did it). */
     refreshRefused(source: EventSource, refusal: Refusal) {
       refresh(source, REFUSALS[refusal]);

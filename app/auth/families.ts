@@ -21,8 +21,15 @@ export type Refusal =
 export type Outcome = { ok: true; familyId: string } | { ok: false; refusal: Refusal };
 /** A refresh that succeeded: the session, and when it ends (SESSION_MAX_LIFETIME after its login). */
 export type Renewal = { ok: true; familyId: string; username: string; sessionEnds: Date } | { ok: false; refusal: Refusal };
-/** A rotation that succeeded: also when the new refresh token expires (never after the session ends). */
-export type Rotation = (Renewal & { ok: true; expiresAt: Date }) | { ok: false; refusal: Refusal };
+/**
+ * A rotation that succeeded: the refresh token to answer with, its jti, when it was issued and when it
+ * expires (never after the session ends). `reissued`: it is the child an earlier rotation of the same
+ * parent made, presented again within REFRESH_REUSE_INTERVAL; the caller signs it again with these
+ * claims, so it is the same token (byte for byte with HS* and RS*).
+ */
+export type Rotation =
+  | (Renewal & { ok: true; jti: string; issuedAt: Date; expiresAt: Date; reissued: boolean })
+  | { ok: false; refusal: Refusal };
 
 /** Who is calling: the User-Agent and the client address (the trusted proxy's), for the session list. */
 export interface Client {
@@ -120,7 +127,7 @@ export async function rotate(
   db: Database,
   ref: RefreshTokenRef,
   next: NewToken,
-  options: { blacklistOld: boolean; now: Date; client: Client },
+  options: { blacklistOld: boolean; now: Date; client: Client; reuseIntervalSeconds?: number },
 ): Promise<Rotation> {
   const claim = options.blacklistOld
     ? `UPDATE refresh_tokens t SET rotated_at = $3 FROM token_families f, users u WHERE ${USABLE}
@@ -136,8 +143,59 @@ export async function rotate(
      SELECT inserted.family_id, inserted.expires_at, claimed.username, claimed.session_ends FROM inserted, claimed`,
     [ref.jti, ref.userId, options.now, next.jti, next.expiresAt, options.client.userAgent, options.client.ip],
   );
-  if (!row) return refuse(db, ref, options.now, { checkUser: true, client: options.client });
-  return { ok: true, familyId: row.family_id, username: row.username, sessionEnds: row.session_ends, expiresAt: row.expires_at };
+  if (row) {
+    return { ok: true, familyId: row.family_id, username: row.username, sessionEnds: row.session_ends, jti: next.jti, issuedAt: options.now, expiresAt: row.expires_at, reissued: false };
+  }
+  // Not usable: rotated already? Within the interval, the same child again; else refuse (and a
+  // replay revokes the family). Its own statement, after the rotation's: a refresh that waited on the
+  // parent's row for a concurrent rotation sees that rotation's child here.
+  if (options.blacklistOld && (options.reuseIntervalSeconds ?? 0) > 0) {
+    const again = await reissue(db, ref, options.now, options.reuseIntervalSeconds!, options.client);
+    if (again) return again;
+  }
+  return refuse(db, ref, options.now, { checkUser: true, client: options.client });
+}
+
+// The child of a parent rotated within the interval ($4 seconds before $3, now), if the child is
+// unused (not rotated, not revoked, unexpired) and its family live and the user active: only the
+// immediate parent qualifies, since a grandparent's child is rotated. The child's row is share-locked,
+// so a rotation of the child in flight is waited for and then seen (the child is no longer unused:
+// the replay is refused and revokes the family), never answered as if it had not happened. The family
+// records the refresh. Through the family's index (refresh_tokens_family_id_idx), no index of its own.
+export const REISSUE = `
+  WITH child AS (
+    SELECT c.jti, c.created_at, c.expires_at, c.family_id, u.username, f.expires_at AS session_ends
+      FROM refresh_tokens p, refresh_tokens c, token_families f, users u
+     WHERE p.jti = $1 AND p.revoked_at IS NULL AND p.rotated_at > $3::timestamptz - make_interval(secs => $4)
+       AND c.family_id = p.family_id AND c.parent_jti = p.jti
+       AND c.rotated_at IS NULL AND c.revoked_at IS NULL AND c.expires_at > $3
+       AND f.id = p.family_id AND f.revoked_at IS NULL AND f.user_id = $2 AND f.expires_at > $3
+       AND u.id = f.user_id AND u.is_active
+       FOR SHARE OF c
+  ),
+  touched AS (${touch('child', '$5', '$6')})
+  SELECT jti, created_at, expires_at, family_id, username, session_ends FROM child`;
+
+async function reissue(db: Database, ref: RefreshTokenRef, now: Date, intervalSeconds: number, client: Client): Promise<Rotation | null> {
+  const [row] = await db.rows<{ jti: string; created_at: Date; expires_at: Date; family_id: string; username: string; session_ends: Date }>(REISSUE, [
+    ref.jti,
+    ref.userId,
+    now,
+    intervalSeconds,
+    client.userAgent,
+    client.ip,
+  ]);
+  if (!row) return null;
+  return {
+    ok: true,
+    familyId: row.family_id,
+    username: row.username,
+    sessionEnds: row.session_ends,
+    jti: row.jti,
+    issuedAt: row.created_at,
+    expiresAt: row.expires_at,
+    reissued: true,
+  };
 }
 
 /** Checks a refresh token without rotating it (ROTATE_REFRESH_TOKENS off); the family records the refresh. */

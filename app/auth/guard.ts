@@ -4,17 +4,32 @@
 // issuer, with the algorithms the key set allows; its isRevoked hook makes simplejwt's claim checks,
 // then asks the in-memory revocation store (no database query for an ordinary request). Failures
 // answer exactly as simplejwt's JWTAuthentication does.
+//
+// Users and machines: the same koa-jwt verifies a machine client's access token (RFC 9068, header
+// typ at+jwt) with its own claim checks and per-client revocations. `guard` lets users' tokens through
+// only (a client's gets 403), so every route written for users stays theirs; `guard.orClient` lets
+// both through, and the route declares what it accepts after it: requireUser, requireScope,
+// requireClaim, requireGroup, or anyOf(...) of them.
 import type { Context, Middleware } from 'koa';
 import koaJwt from 'koa-jwt';
 import type { Database } from '../db/database';
 import { ApiError, authenticationFailed, notAuthenticated } from '../http/errors';
 import type { RevocationCheck } from './revocations';
-import { TOKEN_MESSAGES, TokenError, UserIdError, type Claims, type TokenService } from './tokens';
+import { TOKEN_MESSAGES, TokenError, UserIdError, type Claims, type ClientClaims, type TokenService } from './tokens';
+import { userFlags, userGroups } from './user-claims';
 import { findUserById } from './users';
 
+/** A user's access token, verified. */
 export interface AuthState {
   userId: number;
   claims: Claims;
+}
+
+/** A machine client's access token, verified (only on routes behind guard.orClient). */
+export interface ClientState {
+  clientId: string;
+  scopes: string[];
+  claims: ClientClaims;
 }
 
 export interface AuthenticatedUser {
@@ -25,6 +40,7 @@ export interface AuthenticatedUser {
 declare module 'koa' {
   interface DefaultState {
     auth?: AuthState;
+    client?: ClientState;
     user?: AuthenticatedUser;
     /** Set by koa-jwt: the verified payload, or why verification failed. */
     jwt?: unknown;
@@ -74,6 +90,11 @@ export interface GuardOptions {
   revocations: RevocationCheck;
 }
 
+/** The guard: users' tokens only; `orClient`, machine clients' too. */
+export interface Guard extends Middleware {
+  readonly orClient: Middleware;
+}
+
 // Every guard createGuard made, so a test can prove each protected route has one.
 const guards = new WeakSet<Middleware>();
 export const isGuard = (middleware: unknown): boolean => guards.has(middleware as Middleware);
@@ -85,7 +106,18 @@ function rejection(err: unknown): ApiError {
   return invalidAccessToken(TOKEN_MESSAGES.invalidOrExpired);
 }
 
-export function createGuard({ tokens, authHeaderTypes, revocations }: GuardOptions): Middleware {
+/** A machine client's token where only users' are accepted. */
+export const userTokenRequired = () =>
+  new ApiError(403, { detail: "This route is for users: a machine client's token cannot call it.", code: 'user_token_required' });
+/** A user's token where only machine clients' are accepted. */
+export const clientTokenRequired = () =>
+  new ApiError(403, { detail: "This route is for machine clients: a user's token cannot call it.", code: 'client_token_required' });
+/** DRF's PermissionDenied. */
+export const permissionDenied = () => new ApiError(403, { detail: 'You do not have permission to perform this action.', code: 'permission_denied' });
+
+export function createGuard({ tokens, authHeaderTypes, revocations }: GuardOptions): Guard {
+  // The payloads that passed a machine client's checks (koa-jwt hands the same object on).
+  const clientPayloads = new WeakSet<object>();
   // koa-jwt hands these options to jsonwebtoken's verify as they are; the property descriptors are
   // copied so that the clock stays a getter, read at each verification.
   const options = Object.defineProperties(
@@ -103,8 +135,15 @@ export function createGuard({ tokens, authHeaderTypes, revocations }: GuardOptio
       },
       // koa-jwt's types predate KeyObject secrets, which jsonwebtoken 9 takes.
       secret: (async (header: Record<string, unknown>) => tokens.keyFor(header).verifying) as unknown as koaJwt.SecretLoader,
-      // koa-jwt's last hook before it accepts a token: simplejwt's claim checks, then revocation.
-      async isRevoked(_ctx: Context, payload: object): Promise<boolean> {
+      // koa-jwt's last hook before it accepts a token: simplejwt's claim checks, then revocation; or,
+      // for a machine client's token (its signed header says at+jwt), RFC 9068's and the client's cutoff.
+      async isRevoked(_ctx: Context, payload: object, token: string): Promise<boolean> {
+        if (tokens.isClientToken(token)) {
+          const claims = tokens.checkClientClaims(payload);
+          if (revocations.isClientRevoked(claims.client_id, claims.iat)) throw new TokenError(TOKEN_MESSAGES.blacklisted);
+          clientPayloads.add(payload);
+          return false;
+        }
         const claims = tokens.checkClaims(payload, 'access');
         if (revocations.isRevoked(claims, tokens.userIdOf(claims))) throw new TokenError(TOKEN_MESSAGES.blacklisted);
         return false;
@@ -117,17 +156,111 @@ export function createGuard({ tokens, authHeaderTypes, revocations }: GuardOptio
   ) as koaJwt.Options;
   const verify = koaJwt(options);
 
-  const guard: Middleware = async function guard(ctx, next) {
-    await verify(ctx, async () => {
-      if (ctx.state.jwtOriginalError !== undefined) throw rejection(ctx.state.jwtOriginalError);
-      const claims = ctx.state.jwt as Claims | undefined;
-      if (claims === undefined) throw notAuthenticated(); // koa-jwt accepted nothing: never let it through
-      ctx.state.auth = { userId: tokens.userIdOf(claims), claims };
-      await next();
-    });
-  };
+  const admit = (clients: boolean): Middleware =>
+    async function guard(ctx, next) {
+      await verify(ctx, async () => {
+        if (ctx.state.jwtOriginalError !== undefined) throw rejection(ctx.state.jwtOriginalError);
+        const payload = ctx.state.jwt as object | undefined;
+        if (payload === undefined) throw notAuthenticated(); // koa-jwt accepted nothing: never let it through
+        if (clientPayloads.has(payload)) {
+          if (!clients) throw userTokenRequired();
+          const claims = payload as ClientClaims;
+          ctx.state.client = { clientId: claims.client_id, scopes: claims.scope?.split(' ') ?? [], claims };
+        } else {
+          const claims = payload as Claims;
+          ctx.state.auth = { userId: tokens.userIdOf(claims), claims };
+        }
+        await next();
+      });
+    };
+  const orClient = admit(true);
+  const guard = Object.assign(admit(false), { orClient });
   guards.add(guard);
+  guards.add(orClient);
   return guard;
+}
+
+/** A route's condition on who calls it, after the guard; `check` throws the ApiError that refuses. */
+export interface Requirement extends Middleware {
+  readonly check: (ctx: Context) => Promise<void>;
+}
+
+function requirement(check: (ctx: Context) => Promise<void>): Requirement {
+  const middleware: Middleware = async (ctx, next) => {
+    await check(ctx);
+    await next();
+  };
+  return Object.assign(middleware, { check });
+}
+
+/** The caller must meet one of the requirements (say, a user, or a machine client with a scope). */
+export function anyOf(...requirements: Requirement[]): Requirement {
+  return requirement(async (ctx) => {
+    const refusals: ApiError[] = [];
+    for (const r of requirements) {
+      try {
+        return await r.check(ctx);
+      } catch (err) {
+        if (!(err instanceof ApiError)) throw err;
+        refusals.push(err);
+      }
+    }
+    // The refusal that speaks to this kind of caller, rather than "you are the other kind".
+    const wrongKind = new Set(['user_token_required', 'client_token_required']);
+    throw refusals.find((e) => !wrongKind.has(String(e.body.code))) ?? refusals[0] ?? permissionDenied();
+  });
+}
+
+/**
+ * A machine client holding every one of `scopes` (RFC 6750 §3.1: 403 insufficient_scope, naming
+ * them). Behind guard.orClient; a user's token is refused (combine with anyOf to admit users too).
+ */
+export function requireScope(...scopes: string[]): Requirement {
+  const challenge = `Bearer error="insufficient_scope", scope="${scopes.join(' ')}"`;
+  return requirement(async (ctx) => {
+    const client = ctx.state.client;
+    if (!client) throw ctx.state.auth ? clientTokenRequired() : notAuthenticated();
+    if (!scopes.every((s) => client.scopes.includes(s))) {
+      throw new ApiError(
+        403,
+        { detail: `This route needs the scope${scopes.length === 1 ? '' : 's'} ${scopes.join(' ')}.`, code: 'insufficient_scope' },
+        { 'WWW-Authenticate': challenge },
+      );
+    }
+  });
+}
+
+/** The calling user's id, refusing a machine client. */
+function userOf(ctx: Context): AuthState {
+  if (ctx.state.client) throw userTokenRequired();
+  if (!ctx.state.auth) throw notAuthenticated();
+  return ctx.state.auth;
+}
+
+/**
+ * A user whose record says `claim` (is_staff or is_superuser): from the token when it carries the
+ * claim (ACCESS_TOKEN_CLAIMS: as of its login or last refresh), else from the database.
+ */
+export function requireClaim(db: Database, claim: 'is_staff' | 'is_superuser'): Requirement {
+  return requirement(async (ctx) => {
+    const auth = userOf(ctx);
+    const carried = auth.claims[claim];
+    const value = typeof carried === 'boolean' ? carried : (await userFlags(db, auth.userId))?.[claim];
+    if (value !== true) throw permissionDenied();
+  });
+}
+
+/**
+ * A user in at least one of `groups`: from the token's `groups` when it carries them, else (not in
+ * ACCESS_TOKEN_CLAIMS, or more groups than a token carries: `groups_overage`) from the database.
+ */
+export function requireGroup(db: Database, ...groups: string[]): Requirement {
+  return requirement(async (ctx) => {
+    const auth = userOf(ctx);
+    const carried = auth.claims.groups;
+    const mine = Array.isArray(carried) && auth.claims.groups_overage !== true ? (carried as string[]) : await userGroups(db, auth.userId);
+    if (!groups.some((g) => mine.includes(g))) throw permissionDenied();
+  });
 }
 
 /**
@@ -135,18 +268,16 @@ export function createGuard({ tokens, authHeaderTypes, revocations }: GuardOptio
  * revokes them at once, so no query is needed; a token without the claim (crafted, or from an older
  * release) is checked against the database: "User not found" / "User is inactive", simplejwt's words.
  */
-export function requireUser(db: Database): Middleware {
-  return async function loadUser(ctx, next) {
-    const auth = ctx.state.auth;
-    if (!auth) throw notAuthenticated();
+export function requireUser(db: Database): Requirement {
+  return requirement(async function loadUser(ctx) {
+    const auth = userOf(ctx);
     if (typeof auth.claims.username === 'string') {
       ctx.state.user = { id: auth.userId, username: auth.claims.username };
-      return next();
+      return;
     }
     const user = await findUserById(db, auth.userId);
     if (!user) throw authenticationFailed('User not found', 'user_not_found');
     if (!user.isActive) throw authenticationFailed('User is inactive', 'user_inactive');
     ctx.state.user = { id: user.id, username: user.username };
-    await next();
-  };
+  });
 }

@@ -1,11 +1,37 @@
-// Password hashing: argon2id from node:crypto in PHC string form, and verification of the hashes
-// Django writes (pbkdf2_sha256, pbkdf2_sha1, argon2) so users exported from Django keep working and
-// are upgraded to argon2id on their next successful login.
-import { argon2, pbkdf2, randomBytes, timingSafeEqual } from 'node:crypto';
+// Password hashing: argon2id from node:crypto in PHC string form, and verification of every hash
+// Django writes (app/auth/hash-formats.ts), so users exported from Django keep working and are
+// upgraded to argon2id on their next successful login.
+//
+// Failed logins all cost the same (issue 15, item 5). Each check runs in one hashing slot: the stored
+// hash, then, when that cost less than a configured argon2id (a legacy or weaker hash, a malformed or
+// over-cap one, an unknown user), one configured argon2id besides; and a failure is not answered
+// before FAILED_LOGIN_MIN_TIME has passed since its slot began. The floor is a timer, not work: it
+// costs no CPU and covers the slowest hash that may be stored (HASH_CAPS) with room, so an imported
+// pbkdf2_sha256 at 870,000 iterations, Django's argon2 (m=100 MiB, p=8) and bcrypt fail in the same
+// time as an unknown username or one of our own hashes. Successes are not held: they are told apart
+// anyway. The weakest imports, one fast digest (md5, sha1, unsalted_*), are wrapped in argon2id at
+// import (hasher.forStorage), so the database never holds them bare.
+import { argon2, createHash, pbkdf2, randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import {
+  formatWrapped,
+  overArgon2Caps,
+  overCaps,
+  parseArgon2,
+  parseStored,
+  weakDigest,
+  type Argon2Variant,
+  type ParsedArgon2,
+  type StoredHash,
+} from './hash-formats';
+import { createJsHashWorkers } from './js-hash-workers';
+
+export { HASH_CAPS, storedHashProblem, summarize, type HashSummary } from './hash-formats';
 
 const argon2Async = promisify(argon2);
 const pbkdf2Async = promisify(pbkdf2);
+const scryptAsync = promisify<string | Buffer, string | Buffer, number, ScryptOptions, Buffer>(scrypt);
 
 export interface Argon2Params {
   memory: number; // KiB
@@ -18,33 +44,10 @@ export interface Argon2Params {
 // OWASP Password Storage Cheat Sheet, argon2id option 2: m=19 MiB, t=2, p=1.
 export const OWASP_ARGON2ID: Readonly<Argon2Params> = { memory: 19456, passes: 2, parallelism: 1, tagLength: 32, saltLength: 16 };
 
-// What a stored hash may ask of a login at most, so a corrupt or hostile import cannot make a login
-// allocate a gigabyte or spin for seconds. Django's own hashes stay inside: argon2-cffi's defaults
-// (m=100 MiB, t=2, p=8) and pbkdf2_sha256 at Django 5.2's 1,000,000 iterations. At the cap an
-// argon2 hash takes about 8× the configured one's time here (m=128 MiB, t=2: scripts/bench/hash-rate.js).
-export const HASH_CAPS = {
-  argon2MemoryKiB: 128 * 1024,
-  /** memory × passes, in KiB: the work of t=2 at the memory cap. */
-  argon2Work: 2 * 128 * 1024,
-  argon2Parallelism: 16,
-  pbkdf2Iterations: 2_000_000,
-} as const;
-
 export interface VerifyResult {
   ok: boolean;
   /** The hash is valid but not in the current format or parameters: store a fresh one. */
   needsRehash: boolean;
-}
-
-type Argon2Variant = 'argon2id' | 'argon2i' | 'argon2d';
-
-interface ParsedArgon2 {
-  variant: Argon2Variant;
-  memory: number;
-  passes: number;
-  parallelism: number;
-  salt: Buffer;
-  hash: Buffer;
 }
 
 const b64 = (buf: Buffer) => buf.toString('base64').replace(/=+$/, '');
@@ -53,70 +56,15 @@ export function formatArgon2id(params: Argon2Params, salt: Buffer, hash: Buffer)
   return `$argon2id$v=19$m=${params.memory},t=${params.passes},p=${params.parallelism}$${b64(salt)}$${b64(hash)}`;
 }
 
-function parseArgon2(phc: string): ParsedArgon2 | null {
-  const m = /^\$(argon2id|argon2i|argon2d)\$v=19\$m=(\d{1,8}),t=(\d{1,3}),p=(\d{1,3})\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)$/.exec(phc);
-  if (!m) return null;
-  const [, variant, memory, passes, parallelism, salt, hash] = m;
-  const parsed: ParsedArgon2 = {
-    variant: variant as Argon2Variant,
-    memory: Number(memory),
-    passes: Number(passes),
-    parallelism: Number(parallelism),
-    salt: Buffer.from(salt!, 'base64'),
-    hash: Buffer.from(hash!, 'base64'),
-  };
-  const valid =
-    parsed.parallelism >= 1 &&
-    parsed.memory >= 8 * parsed.parallelism &&
-    parsed.passes >= 1 &&
-    parsed.salt.length >= 8 &&
-    parsed.hash.length >= 4;
-  return valid ? parsed : null;
-}
-
-const overArgon2Caps = (p: { memory: number; passes: number; parallelism: number }) =>
-  p.memory > HASH_CAPS.argon2MemoryKiB || p.memory * p.passes > HASH_CAPS.argon2Work || p.parallelism > HASH_CAPS.argon2Parallelism;
-
-const PBKDF2 = /^pbkdf2_(sha256|sha1)\$(\d{1,9})\$([^$]*)\$([A-Za-z0-9+/]+={0,2})$/;
-
-/**
- * Why a stored hash must not be imported: it asks for more work than HASH_CAPS allows, or it claims
- * a supported format and does not parse. Undefined when it may be stored (including formats we never
- * verify, such as Django's unusable "!…" passwords: they simply never match).
- */
-export function storedHashProblem(encoded: string): string | undefined {
-  const phc = encoded.startsWith('argon2$argon2') ? encoded.slice('argon2'.length) : encoded;
-  if (phc.startsWith('$argon2')) {
-    const p = parseArgon2(phc);
-    if (!p) return 'a malformed argon2 hash';
-    if (overArgon2Caps(p)) {
-      return `argon2 parameters m=${p.memory},t=${p.passes},p=${p.parallelism} exceed the cap (m ≤ ${HASH_CAPS.argon2MemoryKiB}, m×t ≤ ${HASH_CAPS.argon2Work}, p ≤ ${HASH_CAPS.argon2Parallelism})`;
-    }
-    return undefined;
-  }
-  if (encoded.startsWith('pbkdf2_')) {
-    const m = PBKDF2.exec(encoded);
-    if (!m) return 'a malformed pbkdf2 hash';
-    const n = Number(m[2]);
-    if (n < 1 || n > HASH_CAPS.pbkdf2Iterations) return `${n} pbkdf2 iterations exceed the cap (${HASH_CAPS.pbkdf2Iterations})`;
-  }
-  return undefined;
-}
-
-async function argon2Unlimited(variant: Argon2Variant, password: string, salt: Buffer, p: Omit<Argon2Params, 'saltLength'>) {
-  return argon2Async(variant, {
-    message: Buffer.from(password, 'utf8'),
-    nonce: salt,
-    memory: p.memory,
-    passes: p.passes,
-    parallelism: p.parallelism,
-    tagLength: p.tagLength,
-  });
+function argon2Of(variant: Argon2Variant, message: Buffer, salt: Buffer, p: Omit<Argon2Params, 'saltLength'>) {
+  return argon2Async(variant, { message, nonce: salt, memory: p.memory, passes: p.passes, parallelism: p.parallelism, tagLength: p.tagLength });
 }
 
 function safeEqual(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
+
+const utf8 = (s: string) => Buffer.from(s, 'utf8');
 
 /** The hashing queue is full: the caller should answer 503 and ask the client to come back. */
 export class HashQueueFull extends Error {
@@ -171,29 +119,55 @@ export function limiter(limit: number, maxWaiting = Infinity) {
   return Object.assign(run, { waiting: () => waiting.length });
 }
 
+export interface VerifyOptions {
+  /** Aborts a check still waiting for its slot (the client went away): HashAborted. */
+  signal?: AbortSignal | undefined;
+  /** The answer is a failure whatever the password (an inactive account): checked, burnt and held alike. */
+  refuse?: boolean;
+}
+
 export interface PasswordHasher {
   readonly params: Readonly<Argon2Params>;
   hash(password: string): Promise<string>;
   /**
    * Checks a password against a stored hash. A failure always costs at least one hash at the
    * configured parameters, whatever the reason (a wrong password, a cheaper legacy hash, a malformed,
-   * capped or unsupported one), so timing does not tell them apart. Over-cap hashes are never run.
-   * May throw HashQueueFull, or HashAborted when `signal` aborts while the hash waits.
+   * capped or unsupported one), and is answered no sooner than the failure floor after its check
+   * began, so timing does not tell them apart. Over-cap hashes are never run. May throw
+   * HashQueueFull, or HashAborted when the signal aborts while the check waits for a slot.
    */
-  verify(password: string, encoded: string, signal?: AbortSignal): Promise<VerifyResult>;
-  /** Spends the time of one verification against a dummy hash, for logins of unknown users. */
+  verify(password: string, encoded: string, options?: VerifyOptions): Promise<VerifyResult>;
+  /** Spends the time of one failed verification, for logins of unknown users. */
   burn(password: string, signal?: AbortSignal): Promise<void>;
+  /** The form an imported hash is stored in: a weak digest wrapped in argon2id, any other as it is. */
+  forStorage(encoded: string): Promise<string>;
   /** How many hashes this process has computed: for tests and metrics. */
   computed(): number;
-  /** How many hashes wait for a slot now. */
+  /** How many checks wait for a slot now. */
   queued(): number;
+  /** Stops the hashing threads (bcrypt and old argon2 run on worker threads). */
+  close(): Promise<void>;
 }
+
+/** The monotonic clock and the wait the failure floor uses; tests inject their own. */
+export interface FloorTimer {
+  now(): number;
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+const realTimer: FloorTimer = {
+  now: () => performance.now(),
+  sleep: (ms, signal) => sleep(ms, undefined, signal ? { signal } : {}),
+};
 
 export interface HasherOptions {
   /** Hashes run at once (PASSWORD_HASH_CONCURRENCY). */
   concurrency?: number;
   /** Hashes that may wait for a slot (PASSWORD_HASH_QUEUE); more are refused with HashQueueFull. */
   queueLimit?: number;
+  /** FAILED_LOGIN_MIN_TIME in milliseconds: no failure is answered sooner after its check began. 0: off. */
+  failureFloorMs?: number;
+  timer?: FloorTimer;
 }
 
 interface Checked extends VerifyResult {
@@ -204,21 +178,22 @@ interface Checked extends VerifyResult {
 const failed = (fullCost: boolean): Checked => ({ ok: false, needsRehash: false, fullCost });
 
 export function createPasswordHasher(params: Readonly<Argon2Params> = OWASP_ARGON2ID, options: HasherOptions = {}): PasswordHasher {
-  const limited = limiter(options.concurrency ?? 1, options.queueLimit ?? Infinity);
+  const concurrency = options.concurrency ?? 1;
+  const limited = limiter(concurrency, options.queueLimit ?? Infinity);
+  const threads = createJsHashWorkers(concurrency);
+  const timer = options.timer ?? realTimer;
+  const floorMs = options.failureFloorMs ?? 0;
   let computed = 0;
-  const counted = <T>(work: () => Promise<T>) => () => {
+  // Every hash computed, counted: the checks' slot is taken once around all of a check's hashes.
+  const counted = <T>(work: T): T => {
     computed += 1;
-    return work();
+    return work;
   };
-  const argon2Raw = (signal: AbortSignal | undefined, ...args: Parameters<typeof argon2Unlimited>) =>
-    limited(counted(() => argon2Unlimited(...args)), signal);
-  const pbkdf2Limited = (signal: AbortSignal | undefined, ...args: Parameters<typeof pbkdf2Async>) =>
-    limited(counted(() => pbkdf2Async(...args)), signal);
   const configuredWork = params.memory * params.passes;
 
   async function hash(password: string): Promise<string> {
     const salt = randomBytes(params.saltLength);
-    return formatArgon2id(params, salt, await argon2Raw(undefined, 'argon2id', password, salt, params));
+    return formatArgon2id(params, salt, await limited(() => counted(argon2Of('argon2id', utf8(password), salt, params))));
   }
 
   // The hash burn() checks against: made once, outside the queue (a full queue must not poison it).
@@ -226,7 +201,7 @@ export function createPasswordHasher(params: Readonly<Argon2Params> = OWASP_ARGO
   function dummyHash(): Promise<string> {
     if (!dummy) {
       const salt = randomBytes(params.saltLength);
-      dummy = argon2Unlimited('argon2id', randomBytes(16).toString('hex'), salt, params).then((h) => formatArgon2id(params, salt, h));
+      dummy = argon2Of('argon2id', randomBytes(16), salt, params).then((h) => formatArgon2id(params, salt, h));
       dummy.catch(() => (dummy = undefined));
     }
     return dummy;
@@ -234,60 +209,138 @@ export function createPasswordHasher(params: Readonly<Argon2Params> = OWASP_ARGO
 
   // The configured parameters are trusted even above the caps (an operator's choice); the caps bound
   // what a stored hash may ask beyond them.
-  const overCaps = (p: ParsedArgon2) =>
-    overArgon2Caps(p) && (p.memory > params.memory || p.memory * p.passes > configuredWork || p.parallelism > params.parallelism);
+  const argon2OverCaps = (p: ParsedArgon2) =>
+    p.version === 0x10
+      ? overArgon2Caps(p)
+      : overArgon2Caps(p) && (p.memory > params.memory || p.memory * p.passes > configuredWork || p.parallelism > params.parallelism);
 
-  async function checkArgon2(password: string, phc: string, signal: AbortSignal | undefined): Promise<Checked> {
-    const p = parseArgon2(phc);
-    if (!p || overCaps(p)) return failed(false);
-    const computedHash = await argon2Raw(signal, p.variant, password, p.salt, { ...p, tagLength: p.hash.length });
-    const ok = safeEqual(computedHash, p.hash);
-    const current =
-      p.variant === 'argon2id' &&
-      p.memory === params.memory &&
-      p.passes === params.passes &&
-      p.parallelism === params.parallelism &&
-      p.hash.length === params.tagLength &&
-      p.salt.length === params.saltLength;
-    return { ok, needsRehash: ok && !current, fullCost: p.memory * p.passes >= configuredWork };
+  /** Whether `message` hashes to `p` (argon2 of either version); the second: it cost a configured hash at least. */
+  async function argon2Matches(message: Buffer, p: ParsedArgon2): Promise<[boolean, boolean]> {
+    const tagged = { memory: p.memory, passes: p.passes, parallelism: p.parallelism, tagLength: p.hash.length };
+    const computedHash =
+      p.version === 0x13
+        ? await counted(argon2Of(p.variant, message, p.salt, tagged))
+        : await counted(threads.argon2v10(p.variant, message, p.salt, tagged)); // node:crypto has 1.3 only
+    return [safeEqual(computedHash, p.hash), p.version === 0x13 && p.memory * p.passes >= configuredWork];
   }
 
-  async function checkDjangoPbkdf2(password: string, encoded: string, signal: AbortSignal | undefined): Promise<Checked> {
-    // <algorithm>$<iterations>$<salt>$<base64 hash>, with Django's dklen = the digest size.
-    const m = PBKDF2.exec(encoded);
-    if (!m) return failed(false);
-    const [, digest, iterations, salt, expectedB64] = m;
-    const n = Number(iterations);
-    if (n < 1 || n > HASH_CAPS.pbkdf2Iterations) return failed(false);
-    const expected = Buffer.from(expectedB64!, 'base64');
-    const keylen = digest === 'sha256' ? 32 : 20;
-    const computedHash = await pbkdf2Limited(signal, Buffer.from(password, 'utf8'), Buffer.from(salt!, 'utf8'), n, keylen, digest!);
-    const ok = safeEqual(computedHash, expected);
-    // Another algorithm: its cost is not comparable with argon2's, so a failure burns as well.
-    return { ok, needsRehash: ok, fullCost: false };
-  }
-
-  async function check(password: string, encoded: string, signal: AbortSignal | undefined): Promise<Checked> {
-    if (encoded.startsWith('$argon2')) return checkArgon2(password, encoded, signal);
-    // Django's Argon2PasswordHasher stores "argon2" followed by argon2-cffi's PHC string.
-    if (encoded.startsWith('argon2$argon2')) {
-      const r = await checkArgon2(password, encoded.slice('argon2'.length), signal);
-      return { ...r, needsRehash: r.ok };
+  // One stored hash against one password, without the slot (the caller holds it).
+  async function check(password: string, s: StoredHash): Promise<Checked> {
+    switch (s.kind) {
+      case 'argon2': {
+        if (argon2OverCaps(s.p)) return failed(false);
+        const [ok, fullCost] = await argon2Matches(utf8(password), s.p);
+        const current =
+          !s.django &&
+          s.p.variant === 'argon2id' &&
+          s.p.version === 0x13 &&
+          s.p.memory === params.memory &&
+          s.p.passes === params.passes &&
+          s.p.parallelism === params.parallelism &&
+          s.p.hash.length === params.tagLength &&
+          s.p.salt.length === params.saltLength;
+        return { ok, needsRehash: ok && !current, fullCost };
+      }
+      case 'wrapped': {
+        if (argon2OverCaps(s.p)) return failed(false);
+        const digest = counted(weakDigest(s.inner, s.salt, password));
+        const [ok, fullCost] = await argon2Matches(Buffer.from(digest, 'ascii'), s.p);
+        return { ok, needsRehash: ok, fullCost };
+      }
+      default:
+        // Another algorithm: its cost is not comparable with argon2's, so a failure burns as well.
+        if (overCaps(s) !== undefined) return failed(false);
+        return { ...(await checkLegacy(password, s)), fullCost: false };
     }
-    if (encoded.startsWith('pbkdf2_')) return checkDjangoPbkdf2(password, encoded, signal);
-    // Django's unusable passwords ("!…") and formats we do not support never verify.
-    return failed(false);
   }
 
-  async function verify(password: string, encoded: string, signal?: AbortSignal): Promise<VerifyResult> {
-    const { ok, needsRehash, fullCost } = await check(password, encoded, signal);
-    if (!ok && !fullCost) await burn(password, signal);
-    return { ok, needsRehash };
+  async function checkLegacy(password: string, s: StoredHash): Promise<VerifyResult> {
+    let ok: boolean;
+    switch (s.kind) {
+      case 'pbkdf2_sha256':
+      case 'pbkdf2_sha1': {
+        // Django: pbkdf2(password, salt, iterations) with dklen the digest's size, base64.
+        const digest = s.kind === 'pbkdf2_sha256' ? 'sha256' : 'sha1';
+        const keylen = digest === 'sha256' ? 32 : 20;
+        ok = safeEqual(await counted(pbkdf2Async(utf8(password), utf8(s.salt), s.iterations, keylen, digest)), s.hash);
+        break;
+      }
+      case 'bcrypt':
+      case 'bcrypt_sha256': {
+        // Django's BCryptSHA256PasswordHasher hashes the password first, so bcrypt's 72-byte limit
+        // does not cut it: bcrypt over the hex of its SHA-256 (every Django version since 1.6).
+        const input = s.kind === 'bcrypt_sha256' ? createHash('sha256').update(password, 'utf8').digest('hex') : password;
+        ok = safeEqual(Buffer.from(await counted(threads.bcrypt(input, s.data.slice(0, 29))), 'ascii'), Buffer.from(s.data, 'ascii'));
+        break;
+      }
+      case 'scrypt': {
+        // Django: hashlib.scrypt(password, salt, n, r, p, dklen=64), base64. Within the caps the
+        // memory is at most 128 MiB; node's default bound (32 MiB) is raised to fit.
+        const maxmem = 2 * 128 * s.n * s.r + 16 * 1024 * 1024;
+        ok = safeEqual(await counted(scryptAsync(utf8(password), utf8(s.salt), 64, { N: s.n, r: s.r, p: s.p, maxmem })), s.hash);
+        break;
+      }
+      case 'md5':
+      case 'sha1':
+      case 'unsalted_md5':
+      case 'unsalted_sha1':
+        ok = safeEqual(Buffer.from(counted(weakDigest(s.kind, s.salt, password)), 'ascii'), Buffer.from(s.hex, 'ascii'));
+        break;
+      default:
+        // Django's unusable passwords ("!…"), malformed hashes and formats we do not support never verify.
+        return { ok: false, needsRehash: false };
+    }
+    return { ok, needsRehash: ok };
+  }
+
+  /** Holds a failure until the floor: `began` is when its check took its slot. */
+  async function hold(began: number, signal: AbortSignal | undefined): Promise<void> {
+    const wait = began + floorMs - timer.now();
+    if (floorMs <= 0 || wait <= 0) return;
+    try {
+      await timer.sleep(wait, signal);
+    } catch (err) {
+      if (!signal?.aborted) throw err; // the client has gone: nobody waits for the answer
+    }
+  }
+
+  async function burnInSlot(password: string, dummyPhc: string): Promise<void> {
+    await argon2Matches(utf8(password), parseArgon2(dummyPhc)!);
+  }
+
+  async function verify(password: string, encoded: string, options: VerifyOptions = {}): Promise<VerifyResult> {
+    const stored = parseStored(encoded);
+    const dummyPhc = await dummyHash();
+    let began = 0;
+    const checked = await limited(async () => {
+      began = timer.now();
+      const c = await check(password, stored);
+      if ((!c.ok || options.refuse) && !c.fullCost) await burnInSlot(password, dummyPhc);
+      return c;
+    }, options.signal);
+    const ok = checked.ok && !options.refuse;
+    if (!ok) await hold(began, options.signal);
+    return { ok, needsRehash: ok && checked.needsRehash };
   }
 
   async function burn(password: string, signal?: AbortSignal): Promise<void> {
-    await checkArgon2(password, await dummyHash(), signal);
+    const dummyPhc = await dummyHash();
+    let began = 0;
+    await limited(async () => {
+      began = timer.now();
+      await burnInSlot(password, dummyPhc);
+    }, signal);
+    await hold(began, signal);
   }
 
-  return { params, hash, verify, burn, computed: () => computed, queued: limited.waiting };
+  async function forStorage(encoded: string): Promise<string> {
+    const s = parseStored(encoded);
+    if (s.kind !== 'md5' && s.kind !== 'sha1' && s.kind !== 'unsalted_md5' && s.kind !== 'unsalted_sha1') return encoded;
+    // argon2id over the digest's hex, at the configured parameters: a stolen database yields no md5.
+    const salt = randomBytes(params.saltLength);
+    const tag = await limited(() => counted(argon2Of('argon2id', Buffer.from(s.hex, 'ascii'), salt, params)));
+    return formatWrapped(s.kind, s.salt, formatArgon2id(params, salt, tag));
+  }
+
+  return { params, hash, verify, burn, forStorage, computed: () => computed, queued: limited.waiting, close: () => threads.close() };
 }

@@ -1,7 +1,8 @@
 // Revocation state, in memory in every worker, so the guard rejects revoked access tokens with no
-// database query: revoked families (an access token's `sid`) and per-user cutoffs ("issued before
-// T are void"). Fed by Postgres LISTEN/NOTIFY on one connection per worker (the triggers of
-// migration 0002), and reloaded in full on start and on every reconnect. The connection is watched
+// database query: revoked families (an access token's `sid`), per-user cutoffs ("issued before
+// T are void") and per-client cutoffs (a machine client's secret rotated, or the client deleted).
+// Fed by Postgres LISTEN/NOTIFY on one connection per worker (the triggers of migrations 0002 and
+// 0006), and reloaded in full on start and on every reconnect. The connection is watched
 // by a round-trip every few seconds: a half-open connection (a NAT or firewall that forgot it, a
 // failover) would otherwise look alive to TCP for hours while every notification is lost.
 import pg from 'pg';
@@ -12,6 +13,8 @@ export const REVOCATION_CHANNEL = 'auth_revocations';
 
 export interface RevocationCheck {
   isRevoked(claims: Claims, userId: number): boolean;
+  /** Whether a machine client's access token issued at `iat` (seconds) is void. */
+  isClientRevoked(clientId: string, iat: number): boolean;
 }
 
 // Room for the clock of whoever stamped a revocation (an operator's plain SQL uses the database's)
@@ -31,10 +34,12 @@ export const revocationWindowMs = (jwt: { accessTokenLifetime: number; leeway: n
 const SINCE = "least($1::timestamptz, now()) - make_interval(secs => $2)";
 export const RELOAD_FAMILIES = `SELECT id FROM token_families WHERE revoked_at > ${SINCE}`;
 export const RELOAD_CUTOFFS = `SELECT user_id, max(not_before) AS not_before FROM user_revocations WHERE not_before > ${SINCE} GROUP BY user_id`;
+export const RELOAD_CLIENT_CUTOFFS = `SELECT client_id, max(not_before) AS not_before FROM client_revocations WHERE not_before > ${SINCE} GROUP BY client_id`;
 
 export class RevocationStore implements RevocationCheck {
   private families = new Map<string, number>(); // sid → keep until (ms, our clock)
   private cutoffs = new Map<number, { notBefore: number; keepUntil: number }>(); // user id → not before (s)
+  private clientCutoffs = new Map<string, { notBefore: number; keepUntil: number }>(); // client id → not before (s)
 
   /**
    * `windowMs`: how long an entry matters (revocationWindowMs). Entries are kept for it from when this
@@ -52,6 +57,11 @@ export class RevocationStore implements RevocationCheck {
     return cutoff !== undefined && !(typeof claims.iat === 'number' && claims.iat >= cutoff);
   }
 
+  isClientRevoked(clientId: string, iat: number): boolean {
+    const cutoff = this.clientCutoffs.get(clientId)?.notBefore;
+    return cutoff !== undefined && !(iat >= cutoff);
+  }
+
   revokeFamily(id: string): void {
     this.families.set(id, this.clock() + this.windowMs);
   }
@@ -64,22 +74,32 @@ export class RevocationStore implements RevocationCheck {
     if (!known || notBefore > known.notBefore) this.cutoffs.set(userId, { notBefore, keepUntil: this.clock() + this.windowMs });
   }
 
-  /** Applies one notification payload: "f:<family id>:<epoch s>" or "u:<user id>:<epoch s>". */
+  cutClient(clientId: string, notBeforeSeconds: number): void {
+    // The trigger's cutoff covers its own second (migration 0006): tokens of that second are void.
+    const notBefore = Math.floor(notBeforeSeconds);
+    const known = this.clientCutoffs.get(clientId);
+    if (!known || notBefore > known.notBefore) this.clientCutoffs.set(clientId, { notBefore, keepUntil: this.clock() + this.windowMs });
+  }
+
+  /** Applies one notification payload: "f:<family id>:<epoch s>", "u:<user id>:<epoch s>" or "c:<client id>:<epoch s>". */
   apply(payload: string): boolean {
-    const [kind, id, epoch] = payload.split(':');
+    const [kind, id, epoch, ...rest] = payload.split(':');
     const at = Number(epoch);
-    if (!id || !Number.isFinite(at)) return false;
+    if (!id || !Number.isFinite(at) || rest.length > 0) return false;
     if (kind === 'f') this.revokeFamily(id);
     else if (kind === 'u' && /^\d+$/.test(id)) this.cutUser(Number(id), at);
+    else if (kind === 'c') this.cutClient(id, at);
     else return false;
     return true;
   }
 
-  replace(families: Iterable<string>, cutoffs: Iterable<[number, number]>): void {
+  replace(families: Iterable<string>, cutoffs: Iterable<[number, number]>, clientCutoffs: Iterable<[string, number]> = []): void {
     this.families = new Map();
     for (const id of families) this.revokeFamily(id);
     this.cutoffs = new Map();
     for (const [userId, seconds] of cutoffs) this.cutUser(userId, seconds);
+    this.clientCutoffs = new Map();
+    for (const [clientId, seconds] of clientCutoffs) this.cutClient(clientId, seconds);
   }
 
   /** Forgets entries kept for their window: every token they could stop has expired. */
@@ -87,6 +107,12 @@ export class RevocationStore implements RevocationCheck {
     const now = this.clock();
     for (const [id, keepUntil] of this.families) if (keepUntil < now) this.families.delete(id);
     for (const [userId, { keepUntil }] of this.cutoffs) if (keepUntil < now) this.cutoffs.delete(userId);
+    for (const [clientId, { keepUntil }] of this.clientCutoffs) if (keepUntil < now) this.clientCutoffs.delete(clientId);
+  }
+
+  /** Machine clients with a cutoff in force. */
+  get clients(): number {
+    return this.clientCutoffs.size;
   }
 
   get size(): { families: number; users: number } {
@@ -100,8 +126,15 @@ export interface FeedOptions {
   windowMs: number;
   clock: Clock;
   logger: Logger;
-  /** Delay before reconnecting after the connection is lost (it doubles, up to 10 s). */
+  /** Tag for pg_stat_activity (default "koa-auth-stack revocations"). */
+  applicationName?: string;
+  /** Delay before reconnecting after the connection is lost (it doubles, up to maxReconnectDelayMs). */
   reconnectDelayMs?: number;
+  /**
+   * The longest wait between two attempts (2 s by default). It bounds how long a worker stays off
+   * the feed once the database is back, a failover included, however long the outage was.
+   */
+  maxReconnectDelayMs?: number;
   /**
    * Interval of the round-trip on the LISTEN connection; a round-trip still unanswered at the next
    * one means the connection is dead. A dead feed is found within two intervals (10 s by default).
@@ -123,6 +156,7 @@ export interface RevocationFeed {
 export function startRevocationFeed(options: FeedOptions): RevocationFeed {
   const { store, logger, clock, windowMs } = options;
   const firstDelay = options.reconnectDelayMs ?? 500;
+  const maxDelay = Math.max(firstDelay, options.maxReconnectDelayMs ?? 2_000);
   const heartbeatMs = options.heartbeatMs ?? 5_000;
   let client: pg.Client | undefined;
   let contact: number | undefined;
@@ -160,7 +194,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
   async function connect(): Promise<void> {
     const c = new pg.Client({
       connectionString: options.databaseUrl,
-      application_name: 'koa-auth-stack revocations',
+      application_name: options.applicationName ?? 'koa-auth-stack revocations',
       keepAlive: true,
       connectionTimeoutMillis: 3_000,
     });
@@ -177,15 +211,21 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     c.on('error', (err) => lost(c, err));
     c.on('end', () => lost(c, new Error('connection ended')));
     await c.connect();
+    // A standby still in recovery (the name moved before the promotion finished) gets no NOTIFY from
+    // the primary: not a feed. It refuses LISTEN too (25006); asking first says why.
+    const { rows: [server] } = await c.query<{ recovery: boolean }>('SELECT pg_is_in_recovery() AS recovery');
+    if (server?.recovery) throw new Error('the database is a standby in recovery: no notification reaches it');
     await c.query(`LISTEN ${REVOCATION_CHANNEL}`);
     // Back a window from the earlier of two clocks, ours and the database's: a revocation is stamped by
     // one or the other (the app's, or an operator's plain SQL), and either may run behind.
     const since = [new Date(clock()), windowMs / 1000];
     const families = await c.query<{ id: string }>(RELOAD_FAMILIES, since);
     const users = await c.query<{ user_id: number; not_before: Date }>(RELOAD_CUTOFFS, since);
+    const clients = await c.query<{ client_id: string; not_before: Date }>(RELOAD_CLIENT_CUTOFFS, since);
     store.replace(
       families.rows.map((r) => r.id),
       users.rows.map((r) => [r.user_id, r.not_before.getTime() / 1000]),
+      clients.rows.map((r) => [r.client_id, r.not_before.getTime() / 1000]),
     );
     for (const payload of held) store.apply(payload);
     held = undefined;
@@ -193,7 +233,7 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     outstanding = false;
     contact = clock();
     delay = firstDelay;
-    logger.info({ ...store.size }, 'revocation state loaded');
+    logger.info({ ...store.size, clients: store.clients }, 'revocation state loaded');
     markReady();
   }
 
@@ -215,13 +255,16 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
     (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
   }
 
-  function schedule(): void {
-    if (stopped || retryTimer) return;
+  /** Sets the next attempt; returns its delay (ms). */
+  function schedule(): number | undefined {
+    if (stopped || retryTimer) return undefined;
+    const wait = delay;
     retryTimer = setTimeout(() => {
       retryTimer = undefined;
       attempt();
-    }, delay);
-    delay = Math.min(delay * 2, 10_000);
+    }, wait);
+    delay = Math.min(delay * 2, maxDelay);
+    return wait;
   }
 
   function attempt(): void {
@@ -230,8 +273,8 @@ export function startRevocationFeed(options: FeedOptions): RevocationFeed {
       client = undefined;
       live = false;
       if (c) void close(c);
-      if (!stopped) logger.warn({ err: err.message }, 'revocation feed cannot connect yet');
-      schedule();
+      const retryInMs = schedule();
+      if (!stopped) logger.warn({ err: err.message, retry_in_ms: retryInMs }, 'revocation feed cannot connect yet');
     });
   }
 

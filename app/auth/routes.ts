@@ -20,6 +20,7 @@ import { CookieRefreshRequest, LogoutAllQuery, ObtainRequest, RefreshRequest, Ve
 import type { RevocationCheck } from './revocations';
 import * as throttle from './throttle';
 import { newJti, TOKEN_MESSAGES, TokenError, type Claims, type Clock, type TokenService, type TokenType } from './tokens';
+import { loadUserClaims } from './user-claims';
 import { authenticate, normalizeUsername } from './users';
 
 export interface TokenRouteDeps {
@@ -180,7 +181,8 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
       throw await failed();
     }
     await throttle.loginSucceeded(db, keys, now);
-    const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username, notAfter: sessionEnds });
+    const claims = await loadUserClaims(db, user.id, settings.accessTokenClaims);
+    const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username, notAfter: sessionEnds, claims });
     deps.events.login(ctx, 'success');
     if (cookie) {
       setRefreshCookie(ctx, refresh.token, secondsUntil(refresh.expiresAt));
@@ -207,19 +209,28 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
       const outcome = await families.use(db, ref, now, clientOf(ctx));
       if (!outcome.ok) deps.events.refreshRefused(ctx, outcome.refusal);
       if (!outcome.ok) throw refused(outcome.refusal);
-      const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username, notAfter: outcome.sessionEnds });
+      const record = await loadUserClaims(db, userId, settings.accessTokenClaims);
+      const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username, notAfter: outcome.sessionEnds, claims: record });
       deps.events.refresh(ctx, 'refreshed');
       return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
     }
     // The database records the child first and caps its expiry at the session's end; the token is
-    // then signed to match.
+    // then signed to match. Within REFRESH_REUSE_INTERVAL a parent presented again gets the child its
+    // first rotation made: the same jti, iat and exp, signed again (the same token) with a fresh access token.
     const child = { jti: newJti(), expiresAt: secondsFrom(now, settings.refreshTokenLifetime) };
-    const outcome = await families.rotate(db, ref, child, { blacklistOld: settings.blacklistAfterRotation, now, client: clientOf(ctx) });
+    const outcome = await families.rotate(db, ref, child, {
+      blacklistOld: settings.blacklistAfterRotation,
+      now,
+      client: clientOf(ctx),
+      reuseIntervalSeconds: settings.refreshReuseInterval,
+    });
     if (!outcome.ok) deps.events.refreshRefused(ctx, outcome.refusal);
     if (!outcome.ok) throw refused(outcome.refusal);
-    const next = tokens.sign('refresh', userId, now.getTime(), { jti: child.jti, notAfter: outcome.expiresAt });
-    const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username, notAfter: outcome.sessionEnds });
-    deps.events.refresh(ctx, 'rotated');
+    const next = tokens.sign('refresh', userId, outcome.issuedAt.getTime(), { jti: outcome.jti, notAfter: outcome.expiresAt });
+    // Read again at every refresh, so a change to the user's record reaches the next access token.
+    const record = await loadUserClaims(db, userId, settings.accessTokenClaims);
+    const access = tokens.sign('access', userId, now.getTime(), { sid: outcome.familyId, username: outcome.username, notAfter: outcome.sessionEnds, claims: record });
+    deps.events.refresh(ctx, outcome.reissued ? 'reissued' : 'rotated');
     if (cookie) {
       setRefreshCookie(ctx, next.token, secondsUntil(next.expiresAt));
       return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
@@ -227,8 +238,24 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     sendJson(ctx, 200, { access: access.token, refresh: next.token } satisfies RotatedPair);
   }
 
+  /** A machine client's access token (RFC 9068): valid, and not of a deleted client or an old secret. */
+  function verifyClientToken(token: string): void {
+    let claims;
+    try {
+      claims = tokens.verifyClient(token);
+    } catch (err) {
+      if (err instanceof TokenError) throw tokenNotValid(err.message);
+      throw err;
+    }
+    if (deps.revocations.isClientRevoked(claims.client_id, claims.iat)) throw new ApiError(400, { non_field_errors: [TOKEN_MESSAGES.blacklisted] });
+  }
+
   async function verify(ctx: Context) {
     const { token } = validated(VerifyRequest, await body.fields(ctx));
+    if (tokens.isClientToken(token)) {
+      verifyClientToken(token);
+      return sendJson(ctx, 200, {});
+    }
     const { claims, userId } = verified(token, undefined);
     const current =
       claims.token_type === 'refresh'

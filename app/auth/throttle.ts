@@ -52,6 +52,16 @@ export const loginKeys = (username: string, address: string): LoginKeys => ({
   known: hashKey('known-address', username, address),
 });
 
+/**
+ * A machine client's attempts (the client credentials grant), counted like a login's: per (client id,
+ * address) and per client id across addresses, under keys of their own.
+ */
+export const clientKeys = (clientId: string, address: string): LoginKeys => ({
+  address: hashKey('client', clientId, address),
+  account: hashKey('client-account', clientId),
+  known: hashKey('client-known-address', clientId, address),
+});
+
 export type Reservation = { ok: true } | { ok: false; waitSeconds: number; bound: 'address' | 'account' };
 
 // $1 address key, $2 account key, $3 known key, $4 now, $5 quiet seconds, $6 free attempts, $7 max

@@ -1,5 +1,9 @@
 // Token claims, signing and verification, with simplejwt's claim set and error messages:
 // header {"alg","typ"} (+ kid), claims token_type, exp, iat, jti, <user id claim>, then our own.
+// Machine clients' access tokens follow RFC 9068 instead (header typ "at+jwt"; iss, sub, aud,
+// client_id, scope, iat, exp, jti): signed by the same keys, held to the same preflight, key and
+// jsonwebtoken checks, then to their own claim checks. The header's typ tells the two apart, and
+// neither kind passes the other's checks.
 // jsonwebtoken signs and verifies; around it stand the checks simplejwt and our contract add, in the
 // pieces the guard (koa-jwt) composes too, so a token is held to one set of rules wherever it arrives:
 //   preflight   before any parsing: the length bound, three canonical unpadded base64url segments;
@@ -8,8 +12,9 @@
 //   checkClaims simplejwt's claim checks, exp required and bounded, iat not in the future, sizes.
 import { randomUUID } from 'node:crypto';
 import jwt, { type VerifyOptions } from 'jsonwebtoken';
-import type { JwtSettings } from '../config';
+import type { ClientSettings, JwtSettings } from '../config';
 import type { Key } from './keys';
+import type { UserClaimValues } from './user-claims';
 
 export type TokenType = 'access' | 'refresh';
 export type Clock = () => number; // milliseconds since the epoch
@@ -64,7 +69,29 @@ export interface AccessExtras {
   jti?: string;
   /** Its exp is never later than this (the session's end). */
   notAfter?: Date;
+  /** Claims from the user record (ACCESS_TOKEN_CLAIMS). */
+  claims?: UserClaimValues;
 }
+
+/** A machine client's access token's claims (RFC 9068 §2.2). */
+export interface ClientClaims {
+  iss: string;
+  /** The client id (no resource owner in the client credentials grant). */
+  sub: string;
+  aud?: string | string[];
+  client_id: string;
+  /** Space-separated; absent when the client was granted none. */
+  scope?: string;
+  iat: number;
+  exp: number;
+  jti: string;
+  [claim: string]: unknown;
+}
+
+/** RFC 9068 §2.1: the header's typ of a JWT access token ("application/at+jwt" is the same media type). */
+export const CLIENT_TOKEN_TYP = 'at+jwt';
+export const isClientTokenHeader = (header: Readonly<Record<string, unknown>>): boolean =>
+  typeof header.typ === 'string' && ['at+jwt', 'application/at+jwt'].includes(header.typ.toLowerCase());
 
 // Bounds that keep a validly signed but odd token away from the database and from arithmetic
 // surprises: our tokens are a few hundred bytes, their ids short, their times whole seconds.
@@ -73,6 +100,9 @@ const MAX_JTI_LENGTH = 64;
 const MAX_USER_ID = 2_147_483_647; // Postgres integer
 const MAX_SID_LENGTH = 64;
 const MAX_USERNAME_LENGTH = 150;
+export const MAX_CLIENT_ID_LENGTH = 64;
+const MAX_SCOPE_LENGTH = 8192;
+const MAX_GROUP_NAME_LENGTH = 150;
 
 export const newJti = (): string => randomUUID().replaceAll('-', '');
 
@@ -98,11 +128,25 @@ export interface TokenService {
   readonly verifyOptions: VerifyOptions;
   /** simplejwt's checks on a payload jsonwebtoken has verified. */
   checkClaims(payload: unknown, type: TokenType | undefined): Claims;
+  /** A machine client's access token (RFC 9068); only with machine clients on. */
+  signClient(client: { clientId: string; scopes: readonly string[] }, now: number): IssuedToken;
+  /** The whole check of a machine client's token (preflight, key, jsonwebtoken, its claims). */
+  verifyClient(token: string): ClientClaims;
+  /** RFC 9068's checks on a payload jsonwebtoken has verified; a TokenError when machine clients are off. */
+  checkClientClaims(payload: unknown): ClientClaims;
+  /** Whether a token's header says it is a machine client's (typ at+jwt), without verifying it. */
+  isClientToken(token: string): boolean;
 }
 
 const isSeconds = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
-export function createTokenService(settings: JwtSettings, clock: Clock): TokenService {
+/** The header of a token, decoded without verification, or undefined. */
+function headerOf(token: string): Record<string, unknown> | undefined {
+  const decoded = jwt.decode(token, { complete: true, json: true });
+  return decoded && typeof decoded.header === 'object' ? (decoded.header as unknown as Record<string, unknown>) : undefined;
+}
+
+export function createTokenService(settings: JwtSettings, clock: Clock, clients?: ClientSettings): TokenService {
   const { keys, leeway } = settings;
   // No token we sign lives longer than this; a signed exp further out is not ours.
   const longestLifetime = Math.max(settings.accessTokenLifetime, settings.refreshTokenLifetime);
@@ -129,6 +173,7 @@ export function createTokenService(settings: JwtSettings, clock: Clock): TokenSe
     const payload: Record<string, unknown> = { token_type: type, exp, iat, jti, [settings.userIdClaim]: userId };
     if (extra.sid !== undefined) payload.sid = extra.sid;
     if (extra.username !== undefined) payload.username = extra.username;
+    if (extra.claims !== undefined) Object.assign(payload, extra.claims);
     if (settings.audience !== undefined) payload.aud = settings.audience;
     if (settings.issuer !== undefined) payload.iss = settings.issuer;
     const key = keys.active;
@@ -169,7 +214,78 @@ export function createTokenService(settings: JwtSettings, clock: Clock): TokenSe
     }
     if (p.sid !== undefined && !(typeof p.sid === 'string' && p.sid.length <= MAX_SID_LENGTH)) throw invalid();
     if (p.username !== undefined && !(typeof p.username === 'string' && p.username.length <= MAX_USERNAME_LENGTH)) throw invalid();
+    for (const flag of ['is_staff', 'is_superuser', 'groups_overage']) {
+      if (p[flag] !== undefined && typeof p[flag] !== 'boolean') throw invalid();
+    }
+    if (p.groups !== undefined) {
+      const ok = Array.isArray(p.groups) && p.groups.every((g) => typeof g === 'string' && g.length <= MAX_GROUP_NAME_LENGTH);
+      if (!ok) throw invalid();
+    }
     return p as Claims;
+  }
+
+  function signClient(client: { clientId: string; scopes: readonly string[] }, now: number): IssuedToken {
+    if (!clients) throw new Error('machine clients are off (ISSUER is not an issuer identifier)');
+    const iat = Math.floor(now / 1000);
+    const exp = iat + settings.accessTokenLifetime;
+    const jti = newJti();
+    // RFC 9068 §2.2's claims, in its order; aud only when AUDIENCE is set (see README).
+    const payload: Record<string, unknown> = { iss: clients.issuer, sub: client.clientId };
+    if (settings.audience !== undefined) payload.aud = settings.audience;
+    payload.client_id = client.clientId;
+    if (client.scopes.length > 0) payload.scope = client.scopes.join(' ');
+    Object.assign(payload, { iat, exp, jti });
+    const key = keys.active;
+    const token = jwt.sign(payload, key.signing, {
+      algorithm: key.alg,
+      header: { alg: key.alg, typ: CLIENT_TOKEN_TYP, ...(key.kid !== undefined ? { kid: key.kid } : {}) },
+    });
+    return { token, jti, expiresAt: new Date(exp * 1000) };
+  }
+
+  function checkClientClaims(payload: unknown): ClientClaims {
+    if (!clients) throw invalid();
+    if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) throw invalid();
+    const p = payload as Record<string, unknown>;
+    const now = nowSeconds();
+    // jsonwebtoken has checked exp, nbf, aud and iss (ISSUER is set whenever machine clients are on);
+    // RFC 9068 requires these, and no claim of a user's token may appear.
+    if (p.iss !== clients.issuer) throw invalid();
+    if (!isSeconds(p.exp) || p.exp > now + settings.accessTokenLifetime + leeway) throw invalid();
+    if (!(isSeconds(p.iat) && p.iat <= now + leeway)) throw invalid();
+    if (p.nbf !== undefined && !isSeconds(p.nbf)) throw invalid();
+    if (typeof p.jti !== 'string' || p.jti.length === 0 || p.jti.length > MAX_JTI_LENGTH) throw invalid();
+    if (typeof p.client_id !== 'string' || p.client_id.length === 0 || p.client_id.length > MAX_CLIENT_ID_LENGTH) throw invalid();
+    if (p.sub !== p.client_id) throw invalid();
+    if (p.scope !== undefined && !(typeof p.scope === 'string' && p.scope.length <= MAX_SCOPE_LENGTH)) throw invalid();
+    if (p.token_type !== undefined || p[settings.userIdClaim] !== undefined) throw invalid();
+    return p as ClientClaims;
+  }
+
+  function verifyClient(token: string): ClientClaims {
+    preflight(token);
+    const header = headerOf(token);
+    if (!header || !isClientTokenHeader(header)) throw invalid();
+    const key = keyFor(header);
+    let payload: unknown;
+    try {
+      payload = jwt.verify(token, key.verifying, verifyOptions);
+    } catch {
+      throw invalid();
+    }
+    return checkClientClaims(payload);
+  }
+
+  // On every guarded request: the header segment alone is decoded (the payload is koa-jwt's).
+  function isClientToken(token: string): boolean {
+    const dot = token.indexOf('.');
+    if (dot <= 0 || dot > 1024) return false;
+    try {
+      const header: unknown = JSON.parse(Buffer.from(token.slice(0, dot), 'base64url').toString('utf8'));
+      return typeof header === 'object' && header !== null && isClientTokenHeader(header as Record<string, unknown>);
+    } catch {
+      return false;
+    }
   }
 
   function userIdOf(claims: Claims): number {
@@ -180,9 +296,11 @@ export function createTokenService(settings: JwtSettings, clock: Clock): TokenSe
 
   function verify(token: string, type: TokenType | undefined): Claims {
     preflight(token);
-    const decoded = jwt.decode(token, { complete: true, json: true });
-    if (!decoded || typeof decoded.header !== 'object') throw invalid();
-    const key = keyFor(decoded.header as unknown as Record<string, unknown>);
+    const header = headerOf(token);
+    if (!header) throw invalid();
+    // A machine client's token is no user's token, whatever its claims.
+    if (isClientTokenHeader(header)) throw new TokenError(TOKEN_MESSAGES.wrongType);
+    const key = keyFor(header);
     let payload: unknown;
     try {
       payload = jwt.verify(token, key.verifying, verifyOptions);
@@ -193,5 +311,5 @@ export function createTokenService(settings: JwtSettings, clock: Clock): TokenSe
     return checkClaims(payload, type);
   }
 
-  return { settings, sign, verify, userIdOf, preflight, keyFor, verifyOptions, checkClaims };
+  return { settings, sign, verify, userIdOf, preflight, keyFor, verifyOptions, checkClaims, signClient, verifyClient, checkClientClaims, isClientToken };
 }

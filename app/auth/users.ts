@@ -3,7 +3,7 @@ import { UniqueConstraintError, type Transaction } from 'sequelize';
 import type { Database } from '../db/database';
 import type { UserRow } from '../db/models';
 import { recordEvent } from '../events/outbox';
-import type { PasswordHasher } from './passwords';
+import { summarize, type PasswordHasher } from './passwords';
 
 /** Usernames are compared after NFKC normalisation (as Django stores them), so "ａｌｉｃｅ" is alice. */
 export const normalizeUsername = (raw: string): string => raw.normalize('NFKC');
@@ -38,9 +38,11 @@ export interface Authenticated {
 }
 
 /**
- * The account for these credentials, or null. Every path spends one password hash, so a response's
- * timing does not tell whether the username exists or is active. (A login is bound by that hash: the
- * models' lookup costs it nothing measurable, see docs/PERFORMANCE.md.)
+ * The account for these credentials, or null. Every failing path spends at least one password hash at
+ * our parameters and is held to the hasher's failure floor (FAILED_LOGIN_MIN_TIME), so a response's
+ * timing does not tell whether the username exists, is active, or still has a hash imported from
+ * Django. (A login is bound by that hash: the models' lookup costs it nothing measurable, see
+ * docs/PERFORMANCE.md.)
  */
 export async function authenticate(
   db: Database,
@@ -58,8 +60,9 @@ export async function authenticate(
     await hasher.burn(password, options.signal);
     return null;
   }
-  const result = await hasher.verify(password, user.passwordHash, options.signal);
-  if (!result.ok || !user.isActive) return null;
+  // An inactive account fails like a wrong password, even with the right one: same work, same time.
+  const result = await hasher.verify(password, user.passwordHash, { signal: options.signal, refuse: !user.isActive });
+  if (!result.ok) return null;
   if (result.needsRehash) {
     // Compare-and-set: a password change that lands meanwhile wins over the upgrade.
     await User.update({ passwordHash: await hasher.hash(password) }, { where: { id: user.id, passwordHash: user.passwordHash } });
@@ -158,30 +161,83 @@ export interface DjangoUser {
   username: string;
   password: string;
   is_active: boolean;
+  is_staff?: boolean;
+  is_superuser?: boolean;
+  /** Group names (a dump's group ids resolved through its auth.group rows, or natural keys). */
+  groups?: string[];
 }
 
 export interface ImportResult {
   created: number;
   skipped: string[];
+  /** Imported users by Django hasher (argon2, pbkdf2_sha256, …, unusable, unsupported (crypt)). */
+  byKind: Record<string, number>;
+  /** Imported users whose hash is one fast digest (md5, sha1, unsalted_*): stored wrapped in argon2id
+   *  and upgraded at their next login, but the digest was weak wherever it was kept before. */
+  weak: string[];
+  /** Imported users no password can log in as (Django's unusable password, a format we do not verify). */
+  unusable: string[];
+  /** Groups that did not exist before. */
+  groupsCreated: number;
+}
+
+const GROUP_NAME_MAX_LENGTH = 150; // Django's auth_group.name
+
+export function validateGroupName(raw: string): string {
+  const name = raw.trim();
+  if (name.length === 0 || name.length > GROUP_NAME_MAX_LENGTH || /\p{Cc}/u.test(name)) {
+    throw new UserError(`a group name is 1 to ${GROUP_NAME_MAX_LENGTH} characters, no control characters`);
+  }
+  return name;
+}
+
+/** The ids of the named groups, creating those that do not exist; and how many were created. */
+async function ensureGroups(db: Database, names: readonly string[], transaction: Transaction): Promise<{ ids: Map<string, number>; created: number }> {
+  const { Group } = db.models;
+  const wanted = [...new Set(names)];
+  if (wanted.length === 0) return { ids: new Map(), created: 0 };
+  const before = await Group.count({ where: { name: wanted }, transaction });
+  await Group.bulkCreate(wanted.map((name) => ({ name })), { ignoreDuplicates: true, transaction });
+  const rows = await Group.findAll({ where: { name: wanted }, attributes: ['id', 'name'], transaction });
+  return { ids: new Map(rows.map((g) => [g.name, g.id])), created: wanted.length - before };
 }
 
 /**
- * Imports Django auth_user rows with their ids and password hashes unchanged. Existing usernames or ids
- * are skipped, not overwritten. One transaction: a failure imports nothing.
+ * Imports Django auth_user rows with their ids and password hashes, which keep working (and become
+ * argon2id at each user's next login); weak digests are stored wrapped in argon2id (hasher.forStorage),
+ * hashed before the transaction begins. Existing usernames or ids are skipped, not overwritten. One
+ * transaction: a failure imports nothing.
  */
-export async function importUsers(db: Database, users: readonly DjangoUser[]): Promise<ImportResult> {
-  const { User } = db.models;
+export async function importUsers(
+  db: Database,
+  hasher: PasswordHasher,
+  users: readonly DjangoUser[],
+  options: { groups?: readonly string[] } = {},
+): Promise<ImportResult> {
+  const { User, UserGroup } = db.models;
+  const stored = await Promise.all(users.map((u) => hasher.forStorage(u.password)));
   return db.sequelize.transaction(async (transaction) => {
-    const skipped: string[] = [];
-    let created = 0;
-    for (const u of users) {
+    const result: ImportResult = { created: 0, skipped: [], byKind: {}, weak: [], unusable: [], groupsCreated: 0 };
+    // Every group the file names (its auth.group rows too), so a dump's empty groups come along.
+    const groups = await ensureGroups(db, [...(options.groups ?? []), ...users.flatMap((u) => u.groups ?? [])].map(validateGroupName), transaction);
+    result.groupsCreated = groups.created;
+    for (const [i, u] of users.entries()) {
       try {
         // A savepoint per row: a row that collides is skipped and the import goes on.
         await db.sequelize.transaction({ transaction }, async (savepoint) => {
           const user = await User.create(
-            { id: u.id, username: normalizeUsername(u.username), passwordHash: u.password, isActive: u.is_active },
+            {
+              id: u.id,
+              username: normalizeUsername(u.username),
+              passwordHash: stored[i]!,
+              isActive: u.is_active,
+              isStaff: u.is_staff ?? false,
+              isSuperuser: u.is_superuser ?? false,
+            },
             { transaction: savepoint },
           );
+          const memberships = [...new Set(u.groups ?? [])].map((name) => ({ userId: u.id, groupId: groups.ids.get(validateGroupName(name))! }));
+          if (memberships.length > 0) await UserGroup.bulkCreate(memberships, { transaction: savepoint });
           await recordEvent(db, savepoint, {
             type: 'user.created',
             at: user.dateJoined,
@@ -189,11 +245,16 @@ export async function importUsers(db: Database, users: readonly DjangoUser[]): P
             details: { is_active: user.isActive, imported: true },
           });
         });
-        created += 1;
       } catch (err) {
         if (!(err instanceof UniqueConstraintError)) throw err;
-        skipped.push(u.username);
+        result.skipped.push(u.username);
+        continue;
       }
+      result.created += 1;
+      const summary = summarize(u.password);
+      result.byKind[summary.kind] = (result.byKind[summary.kind] ?? 0) + 1;
+      if (summary.weak) result.weak.push(u.username);
+      if (!summary.usable) result.unusable.push(u.username);
     }
     // Explicit ids bypass the identity sequence; move it past them so createuser does not collide.
     // (Sequence upkeep has no model form.)
@@ -202,6 +263,51 @@ export async function importUsers(db: Database, users: readonly DjangoUser[]): P
               (SELECT COUNT(*) > 0 FROM users))`,
       { transaction },
     );
-    return { created, skipped };
+    return result;
+  });
+}
+
+/** The user by username, locked for a change to its record. */
+async function userForChange(db: Database, username: string, transaction: Transaction): Promise<UserRow> {
+  const user = await db.models.User.findOne({ where: { username: normalizeUsername(username.trim()) }, lock: transaction.LOCK.UPDATE, transaction });
+  if (!user) throw new UserError(`no user "${username}"`);
+  return user;
+}
+
+/**
+ * Puts a user in a group (created if need be). The user's access tokens carry the change from their
+ * next login or refresh (ACCESS_TOKEN_CLAIMS=groups); requireGroup without the claim sees it at once.
+ */
+export async function addToGroup(db: Database, username: string, group: string): Promise<{ groupCreated: boolean; added: boolean }> {
+  const name = validateGroupName(group);
+  return db.sequelize.transaction(async (transaction) => {
+    const user = await userForChange(db, username, transaction);
+    const { ids, created } = await ensureGroups(db, [name], transaction);
+    const [, added] = await db.models.UserGroup.findOrCreate({ where: { userId: user.id, groupId: ids.get(name)! }, transaction });
+    return { groupCreated: created > 0, added };
+  });
+}
+
+/** Takes a user out of a group; false when the user was not in it. */
+export async function removeFromGroup(db: Database, username: string, group: string): Promise<boolean> {
+  const name = validateGroupName(group);
+  return db.sequelize.transaction(async (transaction) => {
+    const user = await userForChange(db, username, transaction);
+    const found = await db.models.Group.findOne({ where: { name }, transaction });
+    if (!found) throw new UserError(`no group "${name}"`);
+    return (await db.models.UserGroup.destroy({ where: { userId: user.id, groupId: found.id }, transaction })) > 0;
+  });
+}
+
+/** Sets Django's is_staff and is_superuser flags (either or both). */
+export async function setStaff(
+  db: Database,
+  username: string,
+  flags: { isStaff?: boolean; isSuperuser?: boolean },
+): Promise<{ isStaff: boolean; isSuperuser: boolean }> {
+  return db.sequelize.transaction(async (transaction) => {
+    const user = await userForChange(db, username, transaction);
+    await user.update(flags, { transaction });
+    return { isStaff: user.isStaff, isSuperuser: user.isSuperuser };
   });
 }

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { Sequelize } from 'sequelize';
 import { NO_OUTBOX, type OutboxSettings } from '../events/outbox';
+import { isDatabaseUnavailable, isUnavailableSqlState } from './availability';
 import { defineModels } from './models';
 
 export interface DatabaseOptions {
@@ -12,6 +13,27 @@ export interface DatabaseOptions {
   applicationName?: string;
   /** Which security events the changes made through this database record, for which receivers (app/events/). */
   outbox?: OutboxSettings;
+  /**
+   * How long a statement may go unanswered before its connection counts as lost (pg's query_timeout):
+   * a server that vanished without closing its sockets (a failover that took the machine) would
+   * otherwise hold every request on it until TCP gives up, minutes later. None by default; the
+   * workers set it (DB_QUERY_TIMEOUT), the CLI's long statements do not.
+   */
+  queryTimeoutMs?: number;
+}
+
+// Sequelize's own mark for a connection its pool must not lend again: its postgres dialect sets it
+// on a socket error, and validate() reads it each time the pool hands a connection out.
+type PoolConnection = pg.Client & { _invalid?: boolean };
+
+/** Thrown when the pool reached a server still in recovery (a standby): it cannot take our writes. */
+export class StandbyError extends Error {
+  override name = 'StandbyError';
+  // read_only_sql_transaction, as the standby itself answers a write: "unavailable" (availability.ts).
+  readonly code = '25006';
+  constructor() {
+    super('the database is a standby in recovery');
+  }
 }
 
 export type Database = ReturnType<typeof createDatabase>;
@@ -27,9 +49,21 @@ export function createDatabase(options: DatabaseOptions) {
       // instead of hanging on a dead connection attempt.
       connectionTimeoutMillis: 3_000,
       keepAlive: true,
+      ...(options.queryTimeoutMs ? { query_timeout: options.queryTimeoutMs } : {}),
     },
   });
   const models = defineModels(sequelize);
+
+  // A connection that answered "unavailable" (57P01 admin shutdown, 25006 a standby, …; see
+  // availability.ts) is never lent again, whichever path sent the statement (the ORM or rows()).
+  // pg reports every error message of the server on its connection's 'errorMessage' (Sequelize
+  // listens there too); errors of the socket itself end the client, and Sequelize drops it.
+  sequelize.addHook('afterConnect', (connection) => {
+    const client = connection as PoolConnection;
+    client.connection.on('errorMessage', (msg: { code?: unknown }) => {
+      if (isUnavailableSqlState(msg.code)) client._invalid = true;
+    });
+  });
 
   // How many statements this process has sent (through the models and hand-written), for tests that
   // prove a path sends none.
@@ -51,12 +85,37 @@ export function createDatabase(options: DatabaseOptions) {
   /** A parameterised statement ($1, $2, …) returning its rows. */
   async function rows<T extends object>(sql: string, values: unknown[]): Promise<T[]> {
     statements += 1;
-    const client = (await sequelize.connectionManager.getConnection({ type: 'write' })) as pg.Client;
+    return withConnection(async (client) => (await client.query<T>({ name: nameOf(sql), text: sql, values })).rows);
+  }
+
+  // A connection of the pool, given back after `use`, or destroyed when `use` failed because the
+  // database is unavailable: such a connection is dead, or on a server we must not use.
+  async function withConnection<T>(use: (client: PoolConnection) => Promise<T>): Promise<T> {
+    const client = (await sequelize.connectionManager.getConnection({ type: 'write' })) as PoolConnection;
+    let result: T;
     try {
-      return (await client.query<T>({ name: nameOf(sql), text: sql, values })).rows;
-    } finally {
-      await sequelize.connectionManager.releaseConnection(client);
+      result = await use(client);
+    } catch (err) {
+      // Not awaited: ending a black-holed connection can take as long as TCP does.
+      if (isDatabaseUnavailable(err) || client._invalid) void sequelize.connectionManager.destroyConnection(client).catch(() => {});
+      else sequelize.connectionManager.releaseConnection(client);
+      throw err;
     }
+    sequelize.connectionManager.releaseConnection(client);
+    return result;
+  }
+
+  /**
+   * Resolves when the pool reaches a primary; rejects when the database cannot be reached, or with
+   * StandbyError when the server is still in recovery (the name points at a standby not yet promoted),
+   * and that connection is dropped. Readiness asks this.
+   */
+  async function checkPrimary(): Promise<void> {
+    statements += 1;
+    await withConnection(async (client) => {
+      const { rows: [row] } = await client.query<{ recovery: boolean }>('SELECT pg_is_in_recovery() AS recovery');
+      if (row?.recovery) throw new StandbyError();
+    });
   }
 
   return {
@@ -65,6 +124,7 @@ export function createDatabase(options: DatabaseOptions) {
     /** Read by recordEvent (app/events/outbox.ts), inside the domain functions' transactions. */
     outbox: options.outbox ?? NO_OUTBOX,
     rows,
+    checkPrimary,
     statementCount: () => statements,
     close: () => sequelize.close(),
   };

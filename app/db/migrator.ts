@@ -7,11 +7,12 @@ import { revocations } from './migrations/0002_revocations';
 import { throttle } from './migrations/0003_throttle';
 import { sessions } from './migrations/0004_sessions';
 import { hardening } from './migrations/0005_hardening';
+import { clientsAndClaims } from './migrations/0006_clients_and_claims';
 import { webhookOutbox } from './migrations/0007_webhook_outbox';
 
 export type Migration = RunnableMigration<Sequelize>;
 
-export const MIGRATIONS: readonly Migration[] = [initial, revocations, throttle, sessions, hardening, webhookOutbox];
+export const MIGRATIONS: readonly Migration[] = [initial, revocations, throttle, sessions, hardening, clientsAndClaims, webhookOutbox];
 
 // Any fixed number: every process that migrates takes the same Postgres advisory lock, so two
 // migrators started at once (two deploys, a CLI beside a start) run one after the other.

@@ -1,5 +1,6 @@
-// The data model: users, their refresh-token families (one per login) and the families' refresh
-// tokens, the per-user revocation cutoffs and the throttle records; with the associations and the
+// The data model: users (with their groups), their refresh-token families (one per login) and the
+// families' refresh tokens, the per-user revocation cutoffs, the throttle records, and the machine
+// clients with their per-client cutoffs; with the associations and the
 // scopes the domain code asks for. The tables themselves come from the SQL migrations.
 //
 // Models are defined per Sequelize instance (not as module-level classes), because one process may
@@ -7,6 +8,8 @@
 import {
   DataTypes,
   Op,
+  type BelongsToManyAddAssociationMixin,
+  type BelongsToManyRemoveAssociationMixin,
   type HasManyCountAssociationsMixin,
   type Model,
   type Optional,
@@ -23,12 +26,56 @@ export interface UserAttributes {
   dateJoined: Date;
   /** Moves with every password change, deactivation and logout-all (migration 0005). */
   tokenGeneration: number;
+  /** Django's flags (migration 0006): access tokens carry them with ACCESS_TOKEN_CLAIMS. */
+  isStaff: boolean;
+  isSuperuser: boolean;
 }
-type UserCreation = Optional<UserAttributes, 'id' | 'isActive' | 'lastLogin' | 'passwordChangedAt' | 'dateJoined' | 'tokenGeneration'>;
+type UserCreation = Optional<
+  UserAttributes,
+  'id' | 'isActive' | 'lastLogin' | 'passwordChangedAt' | 'dateJoined' | 'tokenGeneration' | 'isStaff' | 'isSuperuser'
+>;
 export interface UserRow extends Model<UserAttributes, UserCreation>, UserAttributes {
   families?: TokenFamilyRow[];
+  groups?: GroupRow[];
   countFamilies: HasManyCountAssociationsMixin;
+  addGroup: BelongsToManyAddAssociationMixin<GroupRow, number>;
+  removeGroup: BelongsToManyRemoveAssociationMixin<GroupRow, number>;
 }
+
+/** Django's auth_group: a named set of users (migration 0006). */
+export interface GroupAttributes {
+  id: number;
+  name: string;
+}
+export interface GroupRow extends Model<GroupAttributes, Optional<GroupAttributes, 'id'>>, GroupAttributes {}
+export interface UserGroupAttributes {
+  userId: number;
+  groupId: number;
+}
+export interface UserGroupRow extends Model<UserGroupAttributes>, UserGroupAttributes {}
+
+/** A machine client (OAuth 2.0 client credentials): its secret only as a hash. */
+export interface OAuthClientAttributes {
+  clientId: string;
+  /** What ops call it (the CLI's NAME); unique. */
+  name: string;
+  secretHash: string;
+  /** The scopes it may be granted. */
+  scopes: string[];
+  createdAt: Date;
+  secretChangedAt: Date;
+}
+export interface OAuthClientRow extends Model<OAuthClientAttributes>, OAuthClientAttributes {}
+
+export interface ClientRevocationAttributes {
+  id: number;
+  clientId: string;
+  notBefore: Date;
+  reason: string;
+}
+export interface ClientRevocationRow
+  extends Model<ClientRevocationAttributes, Optional<ClientRevocationAttributes, 'id'>>,
+    ClientRevocationAttributes {}
 
 export interface TokenFamilyAttributes {
   id: string;
@@ -109,6 +156,8 @@ export interface WebhookOutboxAttributes {
   endpoint: string;
   type: string;
   userId: number | null;
+  /** Whose events go out in order ('user:1', 'client:…'); null: not ordered. */
+  subject: string | null;
   body: string;
   createdAt: Date;
   status: WebhookStatus;
@@ -143,6 +192,8 @@ export function defineModels(sequelize: Sequelize) {
       passwordChangedAt: { type: DataTypes.DATE, allowNull: false, defaultValue: DataTypes.NOW },
       dateJoined: { type: DataTypes.DATE, allowNull: false, defaultValue: DataTypes.NOW },
       tokenGeneration: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 0 },
+      isStaff: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: false },
+      isSuperuser: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: false },
     },
     { ...common, tableName: 'users', scopes: { active: { where: { isActive: true } } } },
   );
@@ -221,6 +272,7 @@ export function defineModels(sequelize: Sequelize) {
       endpoint: { type: DataTypes.CHAR(16), allowNull: false },
       type: { type: DataTypes.STRING(64), allowNull: false },
       userId: { type: DataTypes.INTEGER, allowNull: true },
+      subject: { type: DataTypes.STRING(80), allowNull: true },
       body: { type: DataTypes.TEXT, allowNull: false },
       createdAt: { type: DataTypes.DATE, allowNull: false },
       status: { type: DataTypes.STRING(16), allowNull: false, defaultValue: 'pending' },
@@ -234,12 +286,58 @@ export function defineModels(sequelize: Sequelize) {
     { ...common, tableName: 'webhook_outbox', scopes: { pending: { where: { status: 'pending' } } } },
   );
 
+  const Group = sequelize.define<GroupRow>(
+    'Group',
+    {
+      id: { type: DataTypes.INTEGER, primaryKey: true, autoIncrement: true },
+      name: { type: DataTypes.STRING(150), allowNull: false, unique: true },
+    },
+    { ...common, tableName: 'groups' },
+  );
+
+  const UserGroup = sequelize.define<UserGroupRow>(
+    'UserGroup',
+    {
+      userId: { type: DataTypes.INTEGER, primaryKey: true },
+      groupId: { type: DataTypes.INTEGER, primaryKey: true },
+    },
+    { ...common, tableName: 'user_groups' },
+  );
+
+  const OAuthClient = sequelize.define<OAuthClientRow>(
+    'OAuthClient',
+    {
+      clientId: { type: DataTypes.STRING(64), primaryKey: true },
+      name: { type: DataTypes.STRING(150), allowNull: false, unique: true },
+      secretHash: { type: DataTypes.STRING(128), allowNull: false },
+      scopes: { type: DataTypes.ARRAY(DataTypes.STRING(128)), allowNull: false, defaultValue: [] },
+      createdAt: { type: DataTypes.DATE, allowNull: false },
+      secretChangedAt: { type: DataTypes.DATE, allowNull: false },
+    },
+    { ...common, tableName: 'oauth_clients' },
+  );
+
+  // No association: a deleted client's cutoffs must outlive it (migration 0006).
+  const ClientRevocation = sequelize.define<ClientRevocationRow>(
+    'ClientRevocation',
+    {
+      id: { type: DataTypes.BIGINT, primaryKey: true, autoIncrement: true },
+      clientId: { type: DataTypes.STRING(64), allowNull: false },
+      notBefore: { type: DataTypes.DATE, allowNull: false },
+      reason: { type: DataTypes.STRING(32), allowNull: false },
+    },
+    { ...common, tableName: 'client_revocations' },
+  );
+
   // A user has families (one per login); a family has refresh tokens. The foreign keys and their
   // ON DELETE CASCADE are the migrations'.
   User.hasMany(TokenFamily, { as: 'families', foreignKey: 'userId' });
   TokenFamily.belongsTo(User, { as: 'user', foreignKey: 'userId' });
   TokenFamily.hasMany(RefreshToken, { as: 'refreshTokens', foreignKey: 'familyId' });
   RefreshToken.belongsTo(TokenFamily, { as: 'family', foreignKey: 'familyId' });
+  // Users and groups, many to many through user_groups (Django's User.groups).
+  User.belongsToMany(Group, { through: UserGroup, as: 'groups', foreignKey: 'userId', otherKey: 'groupId' });
+  Group.belongsToMany(User, { through: UserGroup, as: 'users', foreignKey: 'groupId', otherKey: 'userId' });
 
   // Not rotated and not revoked: the newest token of its chain.
   RefreshToken.addScope('current', { where: { rotatedAt: null, revokedAt: null } });
@@ -261,5 +359,5 @@ export function defineModels(sequelize: Sequelize) {
   // Past its expiry at `now`: refused whatever its state, and due for flushexpiredtokens.
   RefreshToken.addScope('expired', (now: Date) => ({ where: { expiresAt: { [Op.lte]: now } } }));
 
-  return { User, TokenFamily, RefreshToken, UserRevocation, Throttle, KnownAddress, WebhookOutbox };
+  return { User, TokenFamily, RefreshToken, UserRevocation, Throttle, KnownAddress, Group, UserGroup, OAuthClient, ClientRevocation, WebhookOutbox };
 }

@@ -6,10 +6,11 @@
 //   one row at once, and a process that dies mid-batch (its connection closes, the transaction rolls
 //   back) leaves its rows to be taken again. At least once: a receiver may see an event twice, always
 //   under the same webhook-id.
-// - Order per user, per receiver: a row is taken only when no earlier row of its user to that receiver
-//   is still pending, so a user's events arrive in the order they were written. That is the order of
-//   the changes where it matters: a session's end is written after its login committed, and the
-//   changes to one account (login, logout-all, password change, deactivation) lock the user's row.
+// - Order per user (or machine client), per receiver: a row is taken only when no earlier row of its
+//   subject to that receiver is still pending, so a user's events arrive in the order they were
+//   written. That is the order of the changes where it matters: a session's end is written after its
+//   login committed, the changes to one account (login, logout-all, password change, deactivation)
+//   lock the user's row, and a client's deletion waits for its grants in flight.
 // - Failures retry with exponential backoff and jitter (a receiver's Retry-After is honoured), for
 //   WEBHOOK_MAX_AGE; then the row is marked failed (`webhooks retry --failed` sends it again).
 import { Op, literal } from 'sequelize';
@@ -60,10 +61,11 @@ export function nextAttemptAt(
   return Math.min(now + Math.round(wait), deadline);
 }
 
-// Held back while an earlier row of its user to its receiver is pending (delivered or failed ones do
-// not hold anything back; rows with no user are not ordered).
+// Held back while an earlier row of its subject to its receiver is pending (delivered or failed ones
+// do not hold anything back; rows with no subject, as a failed login for a name nobody has, are not
+// ordered).
 const NO_EARLIER_PENDING = literal(`NOT EXISTS (
-  SELECT 1 FROM webhook_outbox e WHERE e.endpoint = "WebhookOutbox".endpoint AND e.user_id = "WebhookOutbox".user_id
+  SELECT 1 FROM webhook_outbox e WHERE e.endpoint = "WebhookOutbox".endpoint AND e.subject = "WebhookOutbox".subject
     AND e.status = 'pending' AND e.id < "WebhookOutbox".id)`);
 
 const HOUSEKEEPING_MS = 60_000;

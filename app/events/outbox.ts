@@ -43,6 +43,8 @@ export interface NewEvent {
    */
   user?: { id: number; username?: string } | { username: string };
   sessionId?: string | null | undefined;
+  /** Whose events this one goes out in order with, when it has no user ('client:<id>'). */
+  subject?: string;
   origin?: EventOrigin | undefined;
   /** The type's own fields (a reason, a scope, a count). */
   details?: Record<string, unknown>;
@@ -92,6 +94,7 @@ export async function recordEvent(db: Database, transaction: Transaction | undef
       endpoint,
       type: event.type,
       userId,
+      subject: userId !== null ? `user:${userId}` : (event.subject ?? null),
       body,
       createdAt: recorded,
       nextAttemptAt: recorded,

@@ -95,6 +95,11 @@ function lastValues(form: Fields): Fields {
 export interface BodyReader {
   /** The body as a dictionary of fields, or DRF's 400 for any other JSON value. No body: {}. */
   fields(ctx: Context): Promise<Fields>;
+  /**
+   * A form-encoded body's parameters exactly as sent, repeats included (OAuth's token endpoint must
+   * refuse a repeated parameter, RFC 6749 §3.2). Any other media type is a 415; no body, none.
+   */
+  form(ctx: Context): Promise<URLSearchParams>;
 }
 
 export function createBodyReader(limit: number): BodyReader {
@@ -138,5 +143,13 @@ export function createBodyReader(limit: number): BodyReader {
     return data as Fields;
   }
 
-  return { fields };
+  async function form(ctx: Context): Promise<URLSearchParams> {
+    if (!hasBody(ctx)) return new URLSearchParams();
+    const contentType = ctx.get('content-type');
+    if (contentType.split(';')[0]!.trim().toLowerCase() !== FORM_TYPE) throw unsupported(contentType);
+    // The bodyparser reads it (limits, encodings, charset); the parameters come from the raw text.
+    return new URLSearchParams((await jsonOrForm(ctx)).raw);
+  }
+
+  return { fields, form };
 }

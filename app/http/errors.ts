@@ -1,8 +1,11 @@
 // Error responses. Every error is JSON; contract errors keep DRF's exact shapes, our own add a `code`.
 import type { Context, Middleware } from 'koa';
 import type { Logger } from 'pino';
-import { ConnectionError, DatabaseError } from 'sequelize';
+import { isDatabaseUnavailable } from '../db/availability';
 import { sendJson } from './respond';
+
+// Which database errors are a 503 (app/db/availability.ts), for callers that know this module.
+export { isDatabaseUnavailable };
 
 /** An error with the response it should produce. */
 export class ApiError extends Error {
@@ -42,27 +45,11 @@ function isHttpError(err: unknown): err is { status: number; expose: boolean; me
     (err as { expose?: unknown }).expose === true;
 }
 
-// Postgres going away mid-query: admin shutdown, crash, cannot connect now (SQLSTATE classes 08, 57P).
-const UNAVAILABLE_SQLSTATE = /^(08|57P0[1-3])/;
-
-const LOST_CONNECTION = /Connection terminated|ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN|timeout exceeded when trying to connect/;
-
-/**
- * The database cannot be reached: a 503 the client may retry, not a 500. Errors come from Sequelize
- * (pool, ORM queries) or from pg itself (the hand-written statements).
- */
-export function isDatabaseUnavailable(err: unknown): boolean {
-  if (err instanceof ConnectionError) return true;
-  const e = (err instanceof DatabaseError ? err.original : err) as { code?: unknown; message?: unknown } | undefined;
-  if (!e || typeof e !== 'object') return false;
-  if (typeof e.code === 'string' && (UNAVAILABLE_SQLSTATE.test(e.code) || LOST_CONNECTION.test(e.code))) return true;
-  return typeof e.message === 'string' && LOST_CONNECTION.test(e.message);
-}
-
 export function errorHandler({ logger, authScheme }: ErrorOptions): Middleware {
   const render = (ctx: Context, status: number, body: Record<string, unknown>, headers: Record<string, string>) => {
     ctx.set(headers);
-    if (status === 401) ctx.set('WWW-Authenticate', `${authScheme} realm="api"`);
+    // An error that names its own challenge keeps it (OAuth's token endpoint answers Basic).
+    if (status === 401 && headers['WWW-Authenticate'] === undefined) ctx.set('WWW-Authenticate', `${authScheme} realm="api"`);
     sendJson(ctx, status, body);
   };
   return async function errors(ctx, next) {

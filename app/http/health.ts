@@ -19,7 +19,7 @@ export interface Readiness {
 }
 
 export interface ReadinessDeps {
-  db: Database;
+  db: Pick<Database, 'checkPrimary'>;
   feed: Pick<RevocationFeed, 'connected'>;
   clock: Clock;
 }
@@ -35,7 +35,9 @@ export function createReadinessCheck({ db, feed, clock }: ReadinessDeps): () => 
       timer = setTimeout(() => reject(new Error('timed out')), READY_TIMEOUT_MS);
     });
     try {
-      await Promise.race([db.sequelize.authenticate({ logging: false }), timeout]);
+      // A primary: a server still in recovery (the name moved to a standby not yet promoted) answers
+      // reads but cannot take a login, a refresh or a logout.
+      await Promise.race([db.checkPrimary(), timeout]);
       return 'ok';
     } catch {
       return 'unavailable';

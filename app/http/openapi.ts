@@ -4,8 +4,11 @@
 // in it, and nothing else.
 import type Router from '@koa/router';
 import { z } from 'zod';
+import { CLIENT_TOKEN_PATH } from '../auth/client-routes';
 import { REFRESH_COOKIE, REFRESH_COOKIE_PATH, TRANSPORT_HEADER } from '../auth/cookie';
+import { GROUPS_CLAIM_MAX_BYTES } from '../auth/user-claims';
 import * as s from '../auth/schemas';
+import type { UserClaim } from '../config';
 import { endpoint } from './endpoint';
 import { sendJson } from './respond';
 
@@ -29,6 +32,58 @@ export const Health = z.object({ status: z.string(), database: z.string().option
 export const Jwks = z
   .object({ keys: z.array(z.looseObject({ kty: z.string(), kid: z.string().optional(), alg: z.string().optional() })) })
   .meta({ id: 'JWKS' });
+
+// Machine clients (RFC 6749 §4.4, §5.1, §5.2; RFC 8414): answered in OAuth's shapes, not DRF's.
+export const OAuthTokenRequest = z
+  .object({
+    grant_type: z.literal('client_credentials'),
+    scope: z.string().optional().meta({ description: 'Space-separated scopes; none: every scope of the client.' }),
+    client_id: z.string().optional().meta({ description: 'client_secret_post (or alongside Basic, the same id).' }),
+    client_secret: z.string().optional().meta({ description: 'client_secret_post only; with HTTP Basic (client_secret_basic) leave it out.' }),
+  })
+  .meta({ id: 'OAuthTokenRequest', description: 'application/x-www-form-urlencoded, as RFC 6749 requires. A repeated parameter is invalid_request.' });
+export const OAuthTokenResponse = z
+  .object({
+    access_token: z.string().meta({ description: 'An RFC 9068 JWT (header typ at+jwt): iss, sub and client_id (the client id), aud (AUDIENCE), scope, iat, exp, jti.' }),
+    token_type: z.literal('Bearer'),
+    expires_in: z.number().int().meta({ description: 'Seconds (ACCESS_TOKEN_LIFETIME). There is no refresh token: ask again.' }),
+    scope: z.string().optional().meta({ description: 'The scopes granted; absent when none.' }),
+  })
+  .meta({ id: 'OAuthTokenResponse' });
+export const OAuthErrorBody = z
+  .object({
+    error: z.enum(['invalid_request', 'invalid_client', 'invalid_scope', 'unsupported_grant_type', 'slow_down']),
+    error_description: z.string(),
+  })
+  .meta({ id: 'OAuthError', description: 'RFC 6749 §5.2. slow_down (429, Retry-After): too many attempts for this client.' });
+export const AuthorizationServerMetadata = z
+  .object({
+    issuer: z.string(),
+    token_endpoint: z.string(),
+    jwks_uri: z.string(),
+    scopes_supported: z.array(z.string()),
+    response_types_supported: z.array(z.string()),
+    grant_types_supported: z.array(z.string()),
+    token_endpoint_auth_methods_supported: z.array(z.string()),
+    service_documentation: z.string(),
+  })
+  .meta({ id: 'AuthorizationServerMetadata', description: 'RFC 8414.' });
+/** What a user's access token carries (not a request or an answer: the JWT's payload). */
+export const AccessTokenClaims = z
+  .object({
+    token_type: z.literal('access'),
+    exp: z.number().int(),
+    iat: z.number().int(),
+    jti: z.string(),
+    user_id: z.number().int().meta({ description: 'Named by USER_ID_CLAIM.' }),
+    sid: z.string().meta({ description: 'The session (refresh-token family).' }),
+    username: z.string(),
+    is_staff: z.boolean().optional().meta({ description: 'With ACCESS_TOKEN_CLAIMS=is_staff.' }),
+    is_superuser: z.boolean().optional().meta({ description: 'With ACCESS_TOKEN_CLAIMS=is_superuser.' }),
+    groups: z.array(z.string()).optional().meta({ description: `With ACCESS_TOKEN_CLAIMS=groups: the user's group names, sorted, while their JSON is at most ${GROUPS_CLAIM_MAX_BYTES} bytes.` }),
+    groups_overage: z.literal(true).optional().meta({ description: 'Instead of groups, for a user in more groups than that: ask the database.' }),
+  })
+  .meta({ id: 'AccessTokenClaims', description: "The payload of a user's access token. The claims from the user record are read at login and at every refresh." });
 
 const ref = (schema: z.ZodType) => {
   const id = z.globalRegistry.get(schema)?.id;
@@ -77,6 +132,43 @@ const cookieOrBody = [{}, { refreshCookie: [] }];
 const refreshBody = body({ anyOf: [ref(s.RefreshRequest), ref(s.CookieRefreshRequest)] }, false);
 const publicRoute = { security: [] };
 
+const oauthError = (description: string, headers?: Record<string, unknown>) => answer(description, OAuthErrorBody, headers);
+const noStoreHeaders = { 'Cache-Control': { description: 'no-store', schema: { type: 'string' } } };
+
+function clientPaths() {
+  return {
+    [`${CLIENT_TOKEN_PATH}/`]: {
+      post: {
+        tags: ['machine clients'],
+        summary: 'OAuth 2.0 client credentials grant: an access token for a machine client',
+        operationId: 'oauthToken',
+        security: [{ clientBasic: [] }, {}],
+        requestBody: { required: true, content: { 'application/x-www-form-urlencoded': { schema: ref(OAuthTokenRequest) } } },
+        responses: {
+          200: answer('The access token (RFC 6749 §5.1)', OAuthTokenResponse, noStoreHeaders),
+          400: oauthError('invalid_request, invalid_scope, unsupported_grant_type', noStoreHeaders),
+          401: oauthError('invalid_client (WWW-Authenticate: Basic)', {
+            ...noStoreHeaders,
+            'WWW-Authenticate': { description: 'Basic realm="oauth"', schema: { type: 'string' } },
+          }),
+          405: error('Any other method'),
+          413: oauthError('invalid_request: the body is over MAX_BODY_BYTES'),
+          429: answer('slow_down: too many attempts for this client', OAuthErrorBody, retryAfter),
+        },
+      },
+    },
+    '/.well-known/oauth-authorization-server': {
+      get: {
+        tags: ['machine clients'],
+        summary: 'Authorization server metadata (RFC 8414): issuer, token endpoint, keys, scopes',
+        operationId: 'oauthMetadata',
+        ...publicRoute,
+        responses: { 200: answer('The metadata', AuthorizationServerMetadata) },
+      },
+    },
+  };
+}
+
 function paths() {
   return {
     '/api/token/': {
@@ -105,7 +197,11 @@ function paths() {
         parameters: [transport],
         requestBody: refreshBody,
         responses: {
-          200: answer('The new tokens', { anyOf: [ref(s.RotatedPair), ref(s.AccessOnly)] }, setCookie),
+          200: answer(
+            'The new tokens. Within REFRESH_REUSE_INTERVAL of a rotation, the rotated token presented again answers the same new refresh token as the rotation did (a fresh access token)',
+            { anyOf: [ref(s.RotatedPair), ref(s.AccessOnly)] },
+            setCookie,
+          ),
           ...bodyErrors,
           401: answer('token_not_valid (invalid, expired, blacklisted, replayed: the session is then revoked); not_authenticated (no cookie)', ErrorBody, setCookie),
           429: throttled,
@@ -119,6 +215,7 @@ function paths() {
         operationId: 'tokenVerify',
         ...publicRoute,
         requestBody: body(s.VerifyRequest),
+        description: "A user's token of either type, or a machine client's access token (refused once its client is deleted or its secret rotated).",
         responses: { 200: answer('Valid', s.Empty), ...bodyErrors, 401: error('token_not_valid') },
       },
     },
@@ -239,21 +336,47 @@ function components(): Record<string, unknown> {
   );
 }
 
-export function openApiDocument(options: { authScheme: string }): Record<string, unknown> {
+export interface DocumentOptions {
+  authScheme: string;
+  /** Machine clients on: their endpoints and the oauth2 security scheme are in the document. */
+  clients?: boolean;
+  /** ACCESS_TOKEN_CLAIMS, named in the description. */
+  claims?: readonly UserClaim[];
+}
+
+export function openApiDocument(options: DocumentOptions): Record<string, unknown> {
+  const claims = options.claims?.length
+    ? ` Access tokens carry ${options.claims.join(', ')} from the user record (schema AccessTokenClaims).`
+    : '';
+  const clients = options.clients
+    ? ' Machine clients get RFC 9068 access tokens from the OAuth 2.0 client credentials grant; routes for users refuse them (403 user_token_required).'
+    : '';
   return {
     openapi: '3.1.0',
     info: {
       title: 'koa-auth-stack',
       version: '1.0.0',
       description:
-        'JWT authentication, wire-compatible with djangorestframework-simplejwt, plus sessions per device and a cookie transport for browsers.',
+        'JWT authentication, wire-compatible with djangorestframework-simplejwt, plus sessions per device and a cookie transport for browsers.' +
+        claims +
+        clients,
     },
-    paths: paths(),
+    paths: { ...paths(), ...(options.clients ? clientPaths() : {}) },
     components: {
       schemas: components(),
       securitySchemes: {
         bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: `Authorization: ${options.authScheme} <access token>` },
         refreshCookie: { type: 'apiKey', in: 'cookie', name: REFRESH_COOKIE, description: `Read only with the ${TRANSPORT_HEADER}: cookie header.` },
+        ...(options.clients
+          ? {
+              clientBasic: { type: 'http', scheme: 'basic', description: 'client_secret_basic: the client id and secret, each form-encoded (RFC 6749 §2.3.1).' },
+              oauth2: {
+                type: 'oauth2',
+                description: 'Machine clients: a token from the client credentials grant, sent as a bearer token; routes declare the scopes they need.',
+                flows: { clientCredentials: { tokenUrl: `${CLIENT_TOKEN_PATH}/`, scopes: {} } },
+              },
+            }
+          : {}),
       },
     },
   };

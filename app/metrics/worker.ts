@@ -27,7 +27,11 @@ export interface WorkerIdentity {
 }
 
 export type LoginOutcome = 'success' | 'failure' | 'throttled';
-export type RefreshOutcome = 'rotated' | 'refreshed' | 'reused' | 'revoked' | 'invalid' | 'throttled';
+/** A client credentials grant (POST /api/oauth/token/): issued, or the OAuth error it was answered with. */
+export type ClientGrantOutcome = 'success' | 'invalid_client' | 'invalid_scope' | 'invalid_request' | 'unsupported_grant_type' | 'throttled';
+export const CLIENT_GRANT_OUTCOMES: readonly ClientGrantOutcome[] = ['success', 'invalid_client', 'invalid_scope', 'invalid_request', 'unsupported_grant_type', 'throttled'];
+// reissued: a parent presented again within REFRESH_REUSE_INTERVAL got its child again (two tabs, a retry).
+export type RefreshOutcome = 'rotated' | 'reissued' | 'refreshed' | 'reused' | 'revoked' | 'invalid' | 'throttled';
 export type RevocationReason = 'logout' | 'logout_all' | 'logout_others' | 'session_ended' | 'reuse';
 
 // Seconds; from a cached-token GET (~1 ms) to a login under load (hashing, ~0.1–1 s).
@@ -65,7 +69,13 @@ export function createWorkerMetrics(identity: WorkerIdentity, sources: { pool: (
   });
   const refreshes = new Counter({
     name: 'auth_refreshes_total',
-    help: 'Refreshes (POST /api/token/refresh/) by outcome; "reused" is a replayed rotated token.',
+    help: 'Refreshes (POST /api/token/refresh/) by outcome; "reused" is a replayed rotated token, "reissued" one presented again within REFRESH_REUSE_INTERVAL.',
+    labelNames: ['outcome'] as const,
+    registers: [shared],
+  });
+  const clientGrants = new Counter({
+    name: 'auth_client_grants_total',
+    help: 'Machine clients\' token requests (POST /api/oauth/token/, client credentials) by outcome: success or the OAuth error.',
     labelNames: ['outcome'] as const,
     registers: [shared],
   });
@@ -77,7 +87,8 @@ export function createWorkerMetrics(identity: WorkerIdentity, sources: { pool: (
   });
   // Every outcome from the start, so rate() has a zero to start from instead of a missing series.
   for (const o of ['success', 'failure', 'throttled'] satisfies LoginOutcome[]) logins.inc({ outcome: o }, 0);
-  for (const o of ['rotated', 'reused', 'revoked', 'invalid', 'throttled'] satisfies RefreshOutcome[]) refreshes.inc({ outcome: o }, 0);
+  for (const o of CLIENT_GRANT_OUTCOMES) clientGrants.inc({ outcome: o }, 0);
+  for (const o of ['rotated', 'reissued', 'reused', 'revoked', 'invalid', 'throttled'] satisfies RefreshOutcome[]) refreshes.inc({ outcome: o }, 0);
   for (const r of ['logout', 'logout_all', 'logout_others', 'session_ended', 'reuse'] satisfies RevocationReason[]) revocations.inc({ reason: r }, 0);
 
   const pool = (name: string, help: string, read: (p: PoolStats) => number) =>
@@ -135,6 +146,7 @@ export function createWorkerMetrics(identity: WorkerIdentity, sources: { pool: (
     login: (outcome: LoginOutcome) => logins.inc({ outcome }),
     refresh: (outcome: RefreshOutcome) => refreshes.inc({ outcome }),
     revocation: (reason: RevocationReason) => revocations.inc({ reason }),
+    clientGrant: (outcome: ClientGrantOutcome) => clientGrants.inc({ outcome }),
   };
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds local stand-ins for the official base images the stack names (node, postgres, nginx,
-# prometheus) from Debian packages and npm, for machines that can reach no image registry, then
-# writes deploy/airgap/images.env (NODE_IMAGE=..., POSTGRES_IMAGE=..., NGINX_IMAGE=...,
-# PROMETHEUS_IMAGE=...).
+# prometheus, and for the swarm's database high availability etcd and haproxy) from Debian packages
+# and npm, for machines that can reach no image registry, then writes deploy/airgap/images.env
+# (NODE_IMAGE=..., POSTGRES_IMAGE=..., NGINX_IMAGE=..., PROMETHEUS_IMAGE=..., ETCD_IMAGE=...,
+# HAPROXY_IMAGE=...).
 #
 #   bash deploy/airgap/build.sh [--force]
 #
@@ -21,6 +22,8 @@ NODE_IMAGE=$PREFIX/node:24
 POSTGRES_IMAGE=$PREFIX/postgres:15
 NGINX_IMAGE=$PREFIX/nginx:1.22
 PROMETHEUS_IMAGE=$PREFIX/prometheus:2.42
+ETCD_IMAGE=$PREFIX/etcd:3.4
+HAPROXY_IMAGE=$PREFIX/haproxy:2.6
 LABEL=org.koa-auth-stack.airgap.recipe
 ENV_FILE=$here/images.env
 # The classic builder: BuildKit needs the buildx plugin, which Debian's docker.io lacks.
@@ -195,6 +198,8 @@ build_node
 build_from_debian postgres "$POSTGRES_IMAGE" 'Debian postgresql-15'
 build_from_debian nginx "$NGINX_IMAGE" 'Debian nginx'
 build_from_debian prometheus "$PROMETHEUS_IMAGE" 'Debian prometheus'
+build_from_debian etcd "$ETCD_IMAGE" 'Debian etcd-server'
+build_from_debian haproxy "$HAPROXY_IMAGE" 'Debian haproxy'
 remove_replaced
 
 # Only now that every image is there: the file compose (--env-file), tests and CI read.
@@ -203,6 +208,8 @@ NODE_IMAGE=$NODE_IMAGE
 POSTGRES_IMAGE=$POSTGRES_IMAGE
 NGINX_IMAGE=$NGINX_IMAGE
 PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE
+ETCD_IMAGE=$ETCD_IMAGE
+HAPROXY_IMAGE=$HAPROXY_IMAGE
 EOF
 mv "$ENV_FILE.tmp" "$ENV_FILE"
 say "wrote ${ENV_FILE#"$repo/"}"

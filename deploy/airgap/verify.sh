@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks that the airgap stand-in images behave like the official ones where the stack relies
 # on it. build.sh runs it for every image it (re)builds; run it by hand with
-#   bash deploy/airgap/verify.sh [node|postgres|nginx|prometheus|all]
+#   bash deploy/airgap/verify.sh [node|postgres|nginx|prometheus|etcd|haproxy|all]
 # Containers are reached only through ports published on 127.0.0.1, and everything it creates
 # (containers, volumes, temp dirs) is removed on exit.
 set -euo pipefail
@@ -11,6 +11,8 @@ NODE_IMAGE=$PREFIX/node:24
 POSTGRES_IMAGE=$PREFIX/postgres:15
 NGINX_IMAGE=$PREFIX/nginx:1.22
 PROMETHEUS_IMAGE=$PREFIX/prometheus:2.42
+ETCD_IMAGE=$PREFIX/etcd:3.4
+HAPROXY_IMAGE=$PREFIX/haproxy:2.6
 TAG=koa-airgap-verify-$$
 
 say() { echo "verify: $*"; }
@@ -206,13 +208,52 @@ verify_prometheus() {
   timed_stop "$c"
 }
 
+verify_etcd() {
+  say "$ETCD_IMAGE"
+  local ok=''
+  # Configured by ETCD_* variables alone, as the stack does; etcdctl answers against it.
+  start etcd -e ETCD_NAME=verify -e ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:2379 \
+    -e ETCD_ADVERTISE_CLIENT_URLS=http://127.0.0.1:2379 "$ETCD_IMAGE"
+  for _ in $(seq 1 40); do
+    docker exec "$c" etcdctl put verify ok >/dev/null 2>&1 && ok=$(docker exec "$c" etcdctl get --print-value-only verify) && break
+    running "$c" || { docker logs "$c" 2>&1 | tail -n 30 >&2; fail "etcd exited"; }
+    sleep 0.5
+  done
+  [ "$ok" = ok ] || fail "etcdctl cannot write and read a key"
+  [[ $(docker exec "$c" etcd --version) == 'etcd Version: 3.'* ]] || fail "not etcd 3"
+  say "  etcd 3 from ETCD_* variables; etcdctl (v3 API) writes and reads"
+  timed_stop "$c"
+}
+
+verify_haproxy() {
+  say "$HAPROXY_IMAGE"
+  local dir port
+  dir=$(mktemp -d); tmpdirs+=("$dir")
+  printf 'defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\nfrontend f\n  bind :8080\n  http-request return status 200 content-type text/plain string ok\n' >"$dir/haproxy.cfg"
+  chmod 0644 "$dir/haproxy.cfg"
+  # The official layout: the configuration at /usr/local/etc/haproxy/haproxy.cfg, the default command.
+  start haproxy -p 127.0.0.1::8080 -v "$dir/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" "$HAPROXY_IMAGE"
+  port=$(host_port "$c" 8080/tcp)
+  for _ in $(seq 1 20); do
+    [ "$(http_get "http://127.0.0.1:$port/" 2>/dev/null)" = ok ] && break
+    running "$c" || { docker logs "$c" 2>&1 | tail -n 30 >&2; fail "haproxy exited"; }
+    sleep 0.5
+  done
+  [ "$(http_get "http://127.0.0.1:$port/")" = ok ] || fail "haproxy does not serve its mounted configuration"
+  [ "$(docker exec "$c" id -un)" = haproxy ] || fail "not running as haproxy"
+  say "  serves /usr/local/etc/haproxy/haproxy.cfg as user haproxy"
+  timed_stop "$c"
+}
+
 what=${1:-all}
 case "$what" in
   node) verify_node ;;
   postgres) verify_postgres ;;
   nginx) verify_nginx ;;
   prometheus) verify_prometheus ;;
-  all) verify_node; verify_postgres; verify_nginx; verify_prometheus ;;
-  *) echo "usage: verify.sh [node|postgres|nginx|prometheus|all]" >&2; exit 2 ;;
+  etcd) verify_etcd ;;
+  haproxy) verify_haproxy ;;
+  all) verify_node; verify_postgres; verify_nginx; verify_prometheus; verify_etcd; verify_haproxy ;;
+  *) echo "usage: verify.sh [node|postgres|nginx|prometheus|etcd|haproxy|all]" >&2; exit 2 ;;
 esac
 say "$what: OK"

@@ -16,7 +16,10 @@
 // Paths: rotate (POST /api/token/refresh/, rotating: claim the token, insert its child), use (the same
 // without rotation: a usability check), refreshThrottle (the per-account refresh count, also on every
 // refresh), lookup (the login's user lookup by username), startFamily (the login's family and first
-// token) and login (lookup + argon2id verify + startFamily: what a login costs the database and CPU).
+// token), login (lookup + argon2id verify + startFamily: what a login costs the database and CPU),
+// userClaims (ACCESS_TOKEN_CLAIMS=is_staff,is_superuser,groups: the user record and its three groups)
+// and rotateClaims (the refresh with those claims: rotate, then userClaims; compare with rotate's
+// hand column for what the claims add to a refresh).
 import { createHash, randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { PostgreSqlContainer, type StartedPostgreSqlContainer } from '@testcontainers/postgresql';
@@ -26,6 +29,7 @@ import { createMigrator } from '../../app/db/migrator';
 import * as families from '../../app/auth/families';
 import { createPasswordHasher } from '../../app/auth/passwords';
 import { refreshWaitSeconds } from '../../app/auth/throttle';
+import { loadUserClaims, loadUserClaimsByModels } from '../../app/auth/user-claims';
 import { authenticate } from '../../app/auth/users';
 import { images } from '../../test/support/images';
 
@@ -119,16 +123,24 @@ const lookupHand = async (db: Database, username: string) => {
 };
 
 const CLIENT = { userAgent: 'bench', ip: '127.0.0.1' };
+const CLAIMS = ['is_staff', 'is_superuser', 'groups'] as const;
+
+/** The claims as the app reads them: one hand-written statement (user-claims.ts). */
+async function userClaimsHand(db: Database, userId: number): Promise<void> {
+  must(await loadUserClaims(db, userId, CLAIMS), 'userClaims');
+}
+
+async function rotateHand(db: Database, loop: Loop): Promise<void> {
+  const now = new Date();
+  const next = { jti: randomUUID(), expiresAt: hourFrom(now) };
+  must((await families.rotate(db, { jti: loop.head, userId: loop.userId }, next, { blacklistOld: true, now, client: CLIENT })).ok || null, 'rotate');
+  loop.head = next.jti;
+}
 
 const PATHS: Path[] = [
   {
     name: 'rotate',
-    async hand(db, loop) {
-      const now = new Date();
-      const next = { jti: randomUUID(), expiresAt: hourFrom(now) };
-      must((await families.rotate(db, { jti: loop.head, userId: loop.userId }, next, { blacklistOld: true, now, client: CLIENT })).ok || null, 'rotate');
-      loop.head = next.jti;
-    },
+    hand: rotateHand,
     async orm(db, loop) {
       const next = randomUUID();
       must(await rotateOrm(db, loop, new Date(), next), 'rotate');
@@ -193,6 +205,22 @@ const PATHS: Path[] = [
       await families.startFamily(db, { familyId: randomUUID(), userId: user.id, generation: user.generation, token: { jti: randomUUID(), expiresAt: hourFrom(now) }, now, sessionEnds: hourFrom(now), client: CLIENT });
     },
   },
+  {
+    name: 'userClaims',
+    hand: (db, loop) => userClaimsHand(db, loop.userId),
+    orm: async (db, loop) => void must(await loadUserClaimsByModels(db, loop.userId, CLAIMS), 'userClaims'),
+  },
+  {
+    name: 'rotateClaims',
+    async hand(db, loop) {
+      await rotateHand(db, loop);
+      await userClaimsHand(db, loop.userId);
+    },
+    async orm(db, loop) {
+      await rotateHand(db, loop);
+      must(await loadUserClaimsByModels(db, loop.userId, CLAIMS), 'userClaims');
+    },
+  },
 ];
 
 // --- the harness -------------------------------------------------------------------------------
@@ -230,9 +258,12 @@ async function main(): Promise<void> {
     const tag = Date.now().toString(36);
     const passwordHash = await hasher.hash(PASSWORD);
     const loops: Loop[] = [];
+    // Three groups for every user, for the claims' paths.
+    const groups = await Promise.all(['editors', 'writers', 'staff'].map((name) => db.models.Group.create({ name: `${name}-${tag}` })));
     for (let i = 0; i < CONCURRENCY; i++) {
       const username = `bench-orm-${tag}-${i}`;
-      const user = await db.models.User.create({ username, passwordHash });
+      const user = await db.models.User.create({ username, passwordHash, isStaff: i % 2 === 0 });
+      await db.models.UserGroup.bulkCreate(groups.map((g) => ({ userId: user.id, groupId: g.id })));
       const head = randomUUID();
       await startFamilyHand(db, user.id, head, new Date());
       // The models' form's throttle record, in a window that lasts the whole run (the app's keeps its own).

@@ -12,9 +12,13 @@
 // results go in the README ("Beyond one machine").
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { request } from '../../test/support/http';
+import { tlsRequester } from '../../test/support/http';
+import { ROOT } from '../../test/support/images';
 import { buildSwarmImages, startSwarm, type Swarm, type Task } from '../../test/support/swarm';
 
 const { values: opts } = parseArgs({
@@ -81,19 +85,34 @@ async function main(): Promise<void> {
     }
   }
 
-  await buildSwarmImages();
+  // stack.yml alone (one Postgres): the images it names, and the edge's certificate (wrk does not
+  // check it; the login below does).
+  const names = (await buildSwarmImages()).filter((i) => !/patroni|etcd|haproxy/.test(i));
+  const certDir = mkdtempSync(path.join(tmpdir(), 'bench-tls-'));
+  execFileSync('bash', [path.join(ROOT, 'scripts/make-dev-cert.sh'), certDir, 'kas.test'], { stdio: 'ignore' });
+  const [cert, key] = ['tls.crt', 'tls.key'].map((f) => readFileSync(path.join(certDir, f), 'utf8')) as [string, string];
+  rmSync(certDir, { recursive: true, force: true });
+  const tls = tlsRequester({ ca: cert, servername: 'kas.test' });
   const swarm = await startSwarm({
     engines: 3,
     stack: 'kaswbench',
-    secrets: { kas_signing_key: randomBytes(48).toString('base64'), kas_postgres_password: randomBytes(24).toString('base64url') },
+    labels: { 1: { 'kas.db': 'true' } },
+    images: names,
+    secrets: {
+      kas_signing_key: randomBytes(48).toString('base64'),
+      kas_postgres_password: randomBytes(24).toString('base64url'),
+      kas_tls_crt: cert,
+      kas_tls_key: key,
+    },
     env: { APP_REPLICAS: '1', APP_CPUS: opts.cpus },
     log: (m) => console.error(`bench:swarm: ${m}`),
   });
   try {
     const [first] = await swarm.waitForTasks('app', 1, 180_000);
     await swarm.exec(first!, ['npm', 'run', '-s', 'cli', '--', 'createuser', 'bench', '--password-stdin'], PASSWORD);
-    const target = `http://${swarm.engines[0]!.address}`;
-    const pair = await request(target, 'POST', '/api/token/', { json: { username: 'bench', password: PASSWORD } });
+    const target = `https://${swarm.engines[0]!.address}`;
+    const pair = await tls.request(target, 'POST', '/api/token/', { json: { username: 'bench', password: PASSWORD } });
+    tls.close();
     if (pair.status !== 200) throw new Error(`login: ${pair.status} ${pair.text}`);
     const lg = await swarm.addNamespace('lg', 20);
 

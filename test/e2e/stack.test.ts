@@ -20,6 +20,8 @@ beforeAll(async () => {
       TOKEN_RATE: '1000r/s',
       TOKEN_BURST: '1000',
       REFRESH_THROTTLE_PER_MINUTE: '0',
+      // An issuer identifier: machine clients on.
+      ISSUER: 'https://auth.e2e.example',
     },
   });
 }, 600_000);
@@ -326,6 +328,43 @@ describe('persistence', () => {
   });
 });
 
+describe('machine clients through nginx', () => {
+  it('createclient in the container; the grant, the metadata and verify through nginx; users\' routes refuse the token; deleteclient stops it', async () => {
+    const created = await stack.exec('app', ['npm', 'run', '-s', 'cli', '--', 'createclient', 'e2e-service', '--scopes', 'things:read']);
+    expect(created.code, created.stderr).toBe(0);
+    const [, clientId, secret] = /client_id: (\S+)\nclient_secret: (\S+)/.exec(created.stdout)!;
+    const metadata = await get('/.well-known/oauth-authorization-server');
+    expect(metadata.json).toMatchObject({ issuer: 'https://auth.e2e.example', token_endpoint: 'https://auth.e2e.example/api/oauth/token/' });
+    const r = await request(stack.url, 'POST', '/api/oauth/token/', {
+      body: 'grant_type=client_credentials',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded', Authorization: `Basic ${Buffer.from(`${clientId}:${secret}`).toString('base64')}` },
+    });
+    expect(r.status, r.text).toBe(200);
+    expect(r.headers.get('cache-control')).toBe('no-store');
+    expect(r.json).toMatchObject({ token_type: 'Bearer', expires_in: 300, scope: 'things:read' });
+    const token = r.json.access_token as string;
+    expect(decodeJwt(token).header.typ).toBe('at+jwt');
+    expect(decodeJwt(token).payload).toMatchObject({ iss: 'https://auth.e2e.example', sub: clientId, client_id: clientId });
+    const me = await get('/api/me/', bearer(token));
+    expect(me.status).toBe(403);
+    expect(me.json.code).toBe('user_token_required');
+    expect((await post('/api/token/verify/', { token })).status).toBe(200);
+    const wrong = await request(stack.url, 'POST', '/api/oauth/token/', {
+      body: `grant_type=client_credentials&client_id=${clientId}&client_secret=wrong`,
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+    });
+    expect(wrong.status).toBe(401);
+    expect(wrong.headers.get('www-authenticate')).toMatch(/^Basic realm="oauth"/); // nginx passes the app's challenge
+    expect(wrong.json.error).toBe('invalid_client');
+
+    expect((await stack.exec('app', ['npm', 'run', '-s', 'cli', '--', 'deleteclient', 'e2e-service'])).code).toBe(0);
+    // The cutoff reaches every worker by NOTIFY: each of several verifies (spread over the workers) refuses it.
+    for (let i = 0; i < 6; i++) {
+      await expect.poll(async () => (await post('/api/token/verify/', { token })).status, { timeout: 10_000 }).toBe(400);
+    }
+  });
+});
+
 describe('nginx limits', () => {
   it('a login burst gets 429 from nginx, as JSON with Retry-After', async () => {
     // Users that do not exist, one each: the app's own per-account throttle stays out of this.
@@ -371,6 +410,29 @@ describe('nginx limits', () => {
       expect(contractError(reply), `${name}: ${reply.status} ${reply.body.slice(0, 120)}`).toEqual([]);
       for (const [header, pattern] of Object.entries(SECURITY_HEADERS)) expect(reply.headers[header], `${name}: ${header}`).toMatch(pattern);
     }
+  });
+
+  it("machine clients' grant is under the login's limit, in every spelling nginx normalises to it", async () => {
+    await sleep(2_500); // the zone (the login's) refills after the bursts above
+    const spellings = ['/api/oauth/token/', '/api/oauth/token', '//api/oauth/token/', '/api//oauth/token/', '/api/./oauth/token/', '/api/%6Fauth/token/', '/api/oauth/token/?x=1'];
+    const perSpelling = 15;
+    // Unknown clients, one each: the app's own throttle per client id stays out of this.
+    const grant = (path: string, i: number) =>
+      request(stack.url, 'POST', path, {
+        body: `grant_type=client_credentials&client_id=nobody-${i}&client_secret=wrong`,
+        headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      });
+    const replies = await Promise.all(spellings.flatMap((path, s) => Array.from({ length: perSpelling }, async (_, i) => ({ path, r: await grant(path, s * 100 + i) }))));
+    for (const path of spellings) {
+      const mine = replies.filter((x) => x.path === path).map((x) => x.r);
+      const reached = mine.filter((r) => r.status === 401 && r.json?.error === 'invalid_client').length;
+      expect(reached, `${path}: ${[...new Set(mine.map((r) => r.status))].join(',')}`).toBeLessThan(perSpelling);
+      for (const r of mine) expect([401, 404, 429], `${path}: ${r.status} ${r.text}`).toContain(r.status);
+    }
+    const byNginx = replies.map((x) => x.r).filter((r) => r.status === 429);
+    expect(byNginx.length).toBeGreaterThanOrEqual(spellings.length * perSpelling - 11); // burst 10, plus the one the rate allows
+    for (const r of byNginx) expect(r.headers.get('retry-after')).toBe('1');
+    await sleep(2_500);
   });
 
   it('a body over client_max_body_size gets 413, a huge header 431, both JSON', async () => {

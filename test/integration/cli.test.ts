@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MIGRATIONS } from '../../app/db/migrator';
 import { decodeJwt } from '../support/http';
 import { ROOT } from '../support/images';
-import { freshDatabase, startTestApp, type TestApp } from '../support/test-app';
+import { eventually, freshDatabase, startTestApp, type TestApp } from '../support/test-app';
 
 let databaseUrl: string;
 let t: TestApp;
@@ -35,7 +35,8 @@ beforeAll(async () => {
   databaseUrl = await freshDatabase();
   const migrated = await cli(['migrate']);
   expect(migrated.stdout, migrated.stderr).toContain(`applied ${MIGRATIONS.length} migration(s)`);
-  t = await startTestApp({}, { databaseUrl });
+  // Machine clients on, so the clients the CLI makes can be used.
+  t = await startTestApp({ ISSUER: 'https://auth.example.test' }, { databaseUrl });
 });
 afterAll(() => t?.stop());
 
@@ -96,7 +97,10 @@ describe('usage', () => {
   it('prints help, and exits 2 on unknown commands and options', async () => {
     const help = await cli(['--help']);
     expect(help.code).toBe(0);
-    for (const c of ['migrate', 'createuser', 'changepassword', 'deactivate', 'importusers', 'flushexpiredtokens']) {
+    for (const c of [
+      'migrate', 'createuser', 'changepassword', 'deactivate', 'importusers', 'flushexpiredtokens',
+      'addgroup', 'removegroup', 'setstaff', 'createclient', 'rotateclientsecret', 'deleteclient', 'listclients',
+    ]) {
       expect(help.stdout).toContain(c);
     }
     expect((await cli([])).code).toBe(2);
@@ -181,6 +185,134 @@ describe('importusers', () => {
     expect(r.stderr).toMatch(/is not a list of Django users/);
     expect(await t.db.models.User.findByPk(600)).toBeNull();
     expect((await cli(['importusers', path.join(dir, 'missing.json')])).stderr).toMatch(/cannot read/);
+  });
+});
+
+describe('importusers: is_staff, is_superuser and groups', () => {
+  const DJANGO_HASH = 'pbkdf2_sha256$870000$seasalt$wJSpLMQRQz0Dhj/pFpbyjMj71B2gUYp6HJS5AU+32Ac=';
+  const groupsOf = async (id: number) =>
+    ((await t.db.models.User.findByPk(id, { include: [{ association: 'groups' }] }))!.groups ?? []).map((g) => g.name).sort();
+
+  it('reads `dumpdata auth.group auth.user` (group ids), natural keys, and a plain list with group names', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'import-'));
+    const dump = path.join(dir, 'dump.json');
+    await writeFile(dump, JSON.stringify([
+      { model: 'auth.group', pk: 3, fields: { name: 'editors', permissions: [] } },
+      { model: 'auth.group', pk: 4, fields: { name: 'auditors', permissions: [12] } },
+      { model: 'auth.group', pk: 5, fields: { name: 'nobody-yet', permissions: [] } },
+      { model: 'auth.user', pk: 701, fields: { username: 'staffer', password: DJANGO_HASH, is_active: true, is_staff: true, is_superuser: false, groups: [3, 4], user_permissions: [] } },
+      { model: 'auth.user', pk: 702, fields: { username: 'root', password: DJANGO_HASH, is_active: true, is_staff: true, is_superuser: true, groups: [] } },
+    ]));
+    const r = await cli(['importusers', dump]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/imported 2 user\(s\)\ncreated 3 group\(s\)/);
+    expect(await groupsOf(701)).toEqual(['auditors', 'editors']);
+    expect(await t.db.models.User.findByPk(702)).toMatchObject({ isStaff: true, isSuperuser: true });
+    expect(await t.db.models.Group.count({ where: { name: 'nobody-yet' } })).toBe(1);
+
+    const natural = path.join(dir, 'natural.json');
+    await writeFile(natural, JSON.stringify([
+      { model: 'auth.user', pk: 703, fields: { username: 'natural', password: DJANGO_HASH, is_active: true, is_staff: false, is_superuser: false, groups: [['editors'], ['readers']] } },
+    ]));
+    expect((await cli(['importusers', natural])).stdout).toMatch(/imported 1 user\(s\)\ncreated 1 group\(s\)/);
+    expect(await groupsOf(703)).toEqual(['editors', 'readers']);
+
+    const list = path.join(dir, 'list.json');
+    await writeFile(list, JSON.stringify([{ id: 704, username: 'listed', password: DJANGO_HASH, is_active: true, is_staff: true, groups: ['readers'] }]));
+    expect((await cli(['importusers', list])).code).toBe(0);
+    expect(await groupsOf(704)).toEqual(['readers']);
+    expect(await t.db.models.User.findByPk(704)).toMatchObject({ isStaff: true, isSuperuser: false });
+  });
+
+  it('refuses a dump whose users name groups it does not have, importing nothing', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'import-'));
+    const file = path.join(dir, 'partial.json');
+    await writeFile(file, JSON.stringify([
+      { model: 'auth.user', pk: 710, fields: { username: 'orphan', password: DJANGO_HASH, is_active: true, groups: [99] } },
+    ]));
+    const r = await cli(['importusers', file]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/user orphan is in group 99, which the file does not have: dump the groups alongside/);
+    expect(await t.db.models.User.findByPk(710)).toBeNull();
+  });
+});
+
+describe('addgroup, removegroup, setstaff', () => {
+  beforeAll(async () => {
+    await t.user('gus', 'gus-password-1');
+  });
+
+  it('addgroup and removegroup change the groups the access tokens read', async () => {
+    const added = await cli(['addgroup', 'gus', 'ops team']);
+    expect(added.code, added.stderr).toBe(0);
+    expect(added.stdout).toMatch(/added gus in group ops team \(new group\)/);
+    expect((await cli(['addgroup', 'gus', 'ops team'])).stdout).toMatch(/already: gus in group ops team/);
+    const user = async () => t.db.models.User.findOne({ where: { username: 'gus' }, include: [{ association: 'groups' }] });
+    expect((await user())!.groups!.map((g) => g.name)).toEqual(['ops team']);
+    expect((await cli(['removegroup', 'gus', 'ops team'])).stdout).toMatch(/removed gus from group ops team/);
+    expect((await user())!.groups).toEqual([]);
+    expect((await cli(['removegroup', 'gus', 'no-such'])).stderr).toMatch(/no group "no-such"/);
+    expect((await cli(['addgroup', 'gus'])).code).toBe(2);
+  });
+
+  it('setstaff sets and clears is_staff and is_superuser', async () => {
+    expect((await cli(['setstaff', 'gus'])).stdout).toMatch(/gus: is_staff true, is_superuser false/);
+    expect((await cli(['setstaff', 'gus', '--superuser'])).stdout).toMatch(/gus: is_staff true, is_superuser true/);
+    expect((await cli(['setstaff', 'gus', '--superuser', '--off'])).stdout).toMatch(/gus: is_staff true, is_superuser false/);
+    expect((await cli(['setstaff', 'gus', '--off'])).stdout).toMatch(/gus: is_staff false, is_superuser false/);
+    expect((await cli(['setstaff', 'nobody'])).stderr).toMatch(/no user "nobody"/);
+  });
+});
+
+describe('machine clients', () => {
+  const grant = (id: string, secret: string, scope?: string) =>
+    t.request('POST', '/api/oauth/token/', {
+      body: new URLSearchParams({ grant_type: 'client_credentials', client_id: id, client_secret: secret, ...(scope ? { scope } : {}) }).toString(),
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+    });
+  const credentials = (stdout: string) => {
+    const m = /^client_id: (\S+)\nclient_secret: (\S+)\n$/.exec(stdout);
+    expect(m, stdout).not.toBeNull();
+    return { id: m![1]!, secret: m![2]! };
+  };
+
+  it('createclient prints the id and the secret once; listclients shows the client, never the secret', async () => {
+    const r = await cli(['createclient', 'billing', '--scopes', 'things:read,things:write']);
+    expect(r.code, r.stderr).toBe(0);
+    const { id, secret } = credentials(r.stdout);
+    expect(r.stderr).toMatch(/created client billing \(scopes: things:read things:write\); the secret is shown only now/);
+    const token = await grant(id, secret, 'things:read');
+    expect(token.status, token.text).toBe(200);
+    expect(token.json.scope).toBe('things:read');
+    const list = await cli(['listclients']);
+    expect(list.stdout).toMatch(new RegExp(`^billing\t${id}\tthings:read things:write\tcreated `, 'm'));
+    expect(list.stdout).not.toContain(secret);
+    const stored = await t.db.models.OAuthClient.findByPk(id);
+    expect(stored!.secretHash).not.toContain(secret);
+    expect((await cli(['createclient', 'billing'])).stderr).toMatch(/a client named "billing" exists/);
+    expect((await cli(['createclient', 'bad', '--scopes', 'a"b'])).stderr).toMatch(/"a"b" is not a scope/);
+    expect((await cli(['createclient', 'has space'])).code).toBe(1);
+  });
+
+  it('rotateclientsecret and deleteclient stop the old secret and the tokens at once', async () => {
+    const { id, secret } = credentials((await cli(['createclient', 'reports', '--scopes', 'r'])).stdout);
+    const before = (await grant(id, secret)).json.access_token as string;
+    expect((await t.post('/api/token/verify/', { token: before })).status).toBe(200);
+    const rotated = await cli(['rotateclientsecret', 'reports']);
+    expect(rotated.code, rotated.stderr).toBe(0);
+    const next = credentials(rotated.stdout);
+    expect(next.id).toBe(id);
+    expect((await grant(id, secret)).status).toBe(401);
+    await eventually(async () => (await t.post('/api/token/verify/', { token: before })).status === 400);
+    const after = (await grant(id, next.secret)).json.access_token as string;
+    expect((await t.post('/api/token/verify/', { token: after })).status).toBe(200);
+
+    const deleted = await cli(['deleteclient', 'reports']);
+    expect(deleted.stdout).toMatch(new RegExp(`deleted client reports \\(${id}\\); its tokens stopped`));
+    expect((await grant(id, next.secret)).status).toBe(401);
+    await eventually(async () => (await t.post('/api/token/verify/', { token: after })).status === 400);
+    expect((await cli(['deleteclient', 'reports'])).stderr).toMatch(/no client "reports"/);
+    expect((await cli(['listclients'])).stdout).not.toContain('reports');
   });
 });
 

@@ -9,14 +9,16 @@ import { startTestApp, type TestApp } from '../support/test-app';
 // The routes anyone may call: the token endpoints take credentials or tokens in the body, the rest
 // are public by nature. Every other route is protected.
 // The schema and the docs page describe the API; they hold no data.
+// Machine clients' token endpoint takes client credentials; their metadata is public (RFC 8414).
 const PUBLIC = new Set([
   '/healthz', '/readyz', '/.well-known/jwks.json', '/api/token', '/api/token/refresh', '/api/token/verify', '/api/token/blacklist',
-  '/api/schema', '/api/docs', '/api/docs/:asset',
+  '/api/schema', '/api/docs', '/api/docs/:asset', '/api/oauth/token', '/.well-known/oauth-authorization-server',
 ]);
 
 let t: TestApp;
 beforeAll(async () => {
-  t = await startTestApp();
+  // With machine clients on, so their routes are among those checked.
+  t = await startTestApp({ ISSUER: 'https://auth.example.test' });
 });
 afterAll(async () => {
   await t.stop();
@@ -32,7 +34,9 @@ function routes(): Layer[] {
 describe('the guard', () => {
   it('stands in front of every route that is not public, before any handler', () => {
     const layers = routes();
-    expect(layers.map((l) => l.path)).toEqual(expect.arrayContaining(['/api/me', '/api/token/logout-all', '/api/sessions', '/api/sessions/:id']));
+    expect(layers.map((l) => l.path)).toEqual(
+      expect.arrayContaining(['/api/me', '/api/token/logout-all', '/api/sessions', '/api/sessions/:id', '/api/oauth/token', '/.well-known/oauth-authorization-server']),
+    );
     for (const layer of layers) {
       const path = String(layer.path);
       const guardAt = layer.stack.findIndex(isGuard);

@@ -7,13 +7,15 @@ import { z } from 'zod';
 import * as schemas from '../../app/auth/schemas';
 import { DOCS_CSP } from '../../app/http/docs';
 import { endpointMethods } from '../../app/http/endpoint';
-import { ErrorBody, FieldErrors, Me } from '../../app/http/openapi';
+import { createClient } from '../../app/auth/clients';
+import { AuthorizationServerMetadata, ErrorBody, FieldErrors, Me, OAuthErrorBody, OAuthTokenResponse } from '../../app/http/openapi';
 import { startTestApp, type TestApp } from '../support/test-app';
 
 let t: TestApp;
 let doc: { openapi: string; paths: Record<string, Record<string, unknown>> };
 beforeAll(async () => {
-  t = await startTestApp();
+  // Machine clients on: their routes are documented (and checked) too.
+  t = await startTestApp({ ISSUER: 'https://auth.example.test' });
   await t.user('erin', 'erin-password-1');
   const r = await t.request('GET', '/api/schema/');
   expect(r.status).toBe(200);
@@ -98,6 +100,33 @@ describe('answers match the documented schemas', () => {
     ]) {
       expect(r.status).toBeGreaterThanOrEqual(400);
       conforms(ErrorBody, r.json);
+    }
+  });
+});
+
+describe('machine clients', () => {
+  const strict = (schema: z.ZodType) => (schema instanceof z.ZodObject ? schema.strict() : schema);
+  const conforms = (schema: z.ZodType, body: unknown) => expect(strict(schema).safeParse(body).error?.issues ?? []).toEqual([]);
+
+  it('their answers match the documented OAuth schemas', async () => {
+    const c = await createClient(t.db, { name: 'documented', scopes: ['a'], now: new Date() });
+    const form = (body: string, headers: Record<string, string> = {}) =>
+      t.request('POST', '/api/oauth/token/', { body, headers: { 'Content-Type': 'application/x-www-form-urlencoded', ...headers } });
+    conforms(OAuthTokenResponse, (await form(`grant_type=client_credentials&client_id=${c.client.clientId}&client_secret=${c.secret}`)).json);
+    for (const r of [await form('grant_type=client_credentials'), await form('grant_type=password'), await form('')]) conforms(OAuthErrorBody, r.json);
+    conforms(AuthorizationServerMetadata, (await t.request('GET', '/.well-known/oauth-authorization-server')).json);
+    const components = (doc as unknown as { components: { securitySchemes: Record<string, unknown> } }).components.securitySchemes;
+    expect(components.oauth2).toMatchObject({ type: 'oauth2', flows: { clientCredentials: { tokenUrl: '/api/oauth/token/' } } });
+  });
+
+  it('are left out of the document when they are off', async () => {
+    const off = await startTestApp({}, { databaseUrl: t.config.databaseUrl });
+    try {
+      const paths = Object.keys((await off.request('GET', '/api/schema/')).json.paths);
+      expect(paths).not.toContain('/api/oauth/token/');
+      expect((await off.request('POST', '/api/oauth/token/')).status).toBe(404);
+    } finally {
+      await off.stop();
     }
   });
 });

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OWASP_ARGON2ID } from '../../app/auth/passwords';
+import { DJANGO_NEVER, DJANGO_VECTORS } from '../support/django-hashes';
 import { ROOT } from '../support/images';
 import { eventually, startTestApp, type TestApp } from '../support/test-app';
 
@@ -105,6 +106,74 @@ describe('the hashing line', () => {
       await roomy.stop();
     }
   });
+});
+
+async function importusers(rows: unknown[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const file = path.join(await mkdtemp(path.join(tmpdir(), 'import-')), 'users.json');
+  await writeFile(file, JSON.stringify(rows));
+  return new Promise((resolve) =>
+    execFile(process.execPath, [path.join(ROOT, 'scripts/run.js'), 'cli', 'importusers', file], { cwd: ROOT, env: { ...process.env, DATABASE_URL: t.config.databaseUrl, NODE_ENV: 'test' } }, (err, stdout, stderr) =>
+      resolve({ code: err ? Number(err.code) : 0, stdout, stderr }),
+    ),
+  );
+}
+
+const storedHash = async (username: string) => (await t.db.models.User.findOne({ where: { username } }))!.passwordHash;
+
+describe('every hasher Django ships, through importusers and the API', () => {
+  it('imports users of every kind, reports the weak and the unusable ones, logs each in and upgrades it to argon2id', async () => {
+    const users = DJANGO_VECTORS.map((v, i) => ({ ...v, username: `django${i}` }));
+    const never = DJANGO_NEVER.map((v, i) => ({ ...v, username: `never${i}` }));
+    const run = await importusers([
+      ...users.map((u, i) => ({ id: 3000 + i, username: u.username, password: u.encoded, is_active: true })),
+      ...never.map((u, i) => ({ id: 3500 + i, username: u.username, password: u.encoded, is_active: true })),
+    ]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain(`imported ${users.length + never.length} user(s)`);
+    const counts = new Map<string, number>();
+    for (const u of users) counts.set(u.kind, (counts.get(u.kind) ?? 0) + 1);
+    for (const [kind, n] of counts) expect(run.stdout).toContain(`${kind} ${n}`);
+    const weak = users.filter((u) => u.weak);
+    expect(run.stdout).toContain(`weak: ${weak.length} user(s) with an md5/sha1 digest`);
+    expect(run.stdout).toContain(weak.map((u) => u.username).join(', '));
+    expect(run.stdout).toContain(`cannot log in: ${never.length} user(s)`);
+    expect(run.stdout).toContain(never.map((u) => u.username).join(', '));
+
+    for (const u of weak) expect(await storedHash(u.username), u.name).toMatch(new RegExp(`^wrapped_${u.kind}\\$.*\\$argon2id\\$`));
+    for (const u of users) {
+      expect((await t.post('/api/token/', { username: u.username, password: 'not-the-password' })).status, u.name).toBe(401);
+      const first = await t.post('/api/token/', { username: u.username, password: u.password });
+      expect(first.status, `${u.name}: ${first.text}`).toBe(200);
+      // Upgraded at this login: our own argon2id from now on, and it keeps working.
+      expect(await storedHash(u.username), u.name).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
+      expect((await t.post('/api/token/', { username: u.username, password: u.password })).status, u.name).toBe(200);
+    }
+    for (const u of never) expect((await t.post('/api/token/', { username: u.username, password: u.password || 'anything' })).status, u.name).toBe(401);
+  }, 180_000);
+});
+
+describe('the failure floor through the app (FAILED_LOGIN_MIN_TIME)', () => {
+  it('answers no failed login, whatever the account, before the floor has passed', async () => {
+    const floored = await startTestApp({ FAILED_LOGIN_MIN_TIME: '400ms', LOGIN_THROTTLE_FREE_ATTEMPTS: '1000', LOGIN_THROTTLE_ACCOUNT_BUDGET: '0' }, { databaseUrl: t.config.databaseUrl });
+    try {
+      const kinds = ['pbkdf2_sha256', 'bcrypt', 'md5', 'unsalted_sha1', 'scrypt'];
+      for (const kind of kinds) {
+        const v = DJANGO_VECTORS.find((x) => x.kind === kind)!;
+        await storedUser(`floor-${kind}`, await floored.hasher.forStorage(v.encoded));
+      }
+      const usernames = ['alice', 'nobody-at-all', 'ivan', ...kinds.map((k) => `floor-${k}`)];
+      for (const username of usernames) {
+        const started = performance.now();
+        const r = await floored.post('/api/token/', { username, password: 'not-the-password' });
+        // A lower bound only: the floor is a minimum, so this cannot fail by load or luck.
+        expect(performance.now() - started, username).toBeGreaterThanOrEqual(400);
+        expect(r.status, `${username}: ${r.text}`).toBe(401);
+        expect(r.json).toEqual({ detail: 'No active account found with the given credentials' });
+      }
+    } finally {
+      await floored.stop();
+    }
+  }, 120_000);
 });
 
 describe('importusers', () => {

@@ -7,13 +7,15 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { createClient, deleteClient } from '../../app/auth/clients';
 import { announceEndedSessions } from '../../app/auth/sessions';
 import { changePassword, deactivateUser, importUsers } from '../../app/auth/users';
 import { retryEvents } from '../../app/events/admin';
+import { clientEventRecorder } from '../../app/events/client-events';
 import { recordEvent } from '../../app/events/outbox';
 import { decodeJwt } from '../support/http';
 import { ROOT } from '../support/images';
-import { startTestApp, type TestApp } from '../support/test-app';
+import { freePort, startTestApp, type TestApp } from '../support/test-app';
 import { startReceiver, type Receiver } from '../support/webhook-receiver';
 import { drain, newSecret, outboxRows, testDelivery, type TestDelivery } from '../support/webhooks';
 
@@ -78,7 +80,7 @@ describe('every event type', () => {
     await changePassword(t.db, t.hasher, 'alice', 'alice-password-2', new Date(t.clock()));
     await deactivateUser(t.db, 'bob', new Date(t.clock()));
     await deactivateUser(t.db, 'bob', new Date(t.clock())); // no change: no event
-    await importUsers(t.db, [{ id: 500, username: 'django', password: 'pbkdf2_sha256$870000$c2FsdA$aGFzaA==', is_active: true }]);
+    await importUsers(t.db, t.hasher, [{ id: 500, username: 'django', password: 'pbkdf2_sha256$870000$c2FsdA$aGFzaA==', is_active: true }]);
 
     // Carol's session reaches its end: its refresh token (60 s) expires unused.
     const idle = await login(t, 'carol', 'carol-password-1', ua);
@@ -185,6 +187,46 @@ describe('every event type', () => {
     expect(first.received.map((r) => r.payload?.type)).toEqual(['user.created']);
     expect(other.received.map((r) => [r.id, r.acknowledged])).toEqual([[first.received[0]!.id, false]]);
     expect((await outboxRows(t.db)).map((r) => r.status).sort()).toEqual(['delivered', 'pending']);
+  });
+});
+
+describe("machine clients' events", () => {
+  it('client.token_issued (with the request) and client.deleted (from the CLI), in order per client', async () => {
+    const receiver = await startReceiver({ secret: SECRET });
+    cleanups.push(() => receiver.stop());
+    const port = await freePort();
+    const t = await startTestApp({ ISSUER: `http://127.0.0.1:${port}`, WEBHOOK_URL: receiver.url, WEBHOOK_SECRET: SECRET }, { port });
+    cleanups.push(() => t.stop());
+    const { client, secret } = await createClient(t.db, { name: 'billing', scopes: ['invoices:read', 'invoices:write'], now: new Date(t.clock()) });
+    const basic = Buffer.from(`${encodeURIComponent(client.clientId)}:${encodeURIComponent(secret)}`).toString('base64');
+    const grant = await t.request('POST', '/api/oauth/token/', {
+      body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'invoices:read' }),
+      headers: { Authorization: `Basic ${basic}`, 'X-Request-Id': 'req-grant-1', 'User-Agent': 'billing-service/2' },
+    });
+    expect(grant.status, grant.text).toBe(200);
+    await deleteClient(t.db, 'billing', t.clock, clientEventRecorder(t.db, t.clock));
+    const rows = await outboxRows(t.db);
+    await drain(deliveryFor(t));
+    expect(receiver.received.map((r) => r.id)).toEqual(rows.map((r) => r.message_id)); // one client's: in order
+    expect(receiver.received.map((r) => r.payload)).toEqual([
+      {
+        type: 'client.token_issued',
+        timestamp: expect.any(String),
+        data: {
+          user_id: null, username: null, session_id: null, ip: expect.stringMatching(/127\.0\.0\.1$/), user_agent: 'billing-service/2', request_id: 'req-grant-1',
+          client_id: client.clientId, client_name: 'billing', scopes: ['invoices:read'], jti: decodeJwt(grant.json.access_token).payload.jti,
+          expires_at: new Date(decodeJwt(grant.json.access_token).payload.exp * 1000).toISOString(),
+        },
+      },
+      {
+        type: 'client.deleted',
+        timestamp: expect.any(String),
+        data: { user_id: null, username: null, session_id: null, ip: null, user_agent: null, request_id: null, client_id: client.clientId, client_name: 'billing', scopes: ['invoices:read', 'invoices:write'] },
+      },
+    ]);
+    expect(receiver.received.map((r) => r.body).join()).not.toContain(grant.json.access_token);
+    expect(receiver.received.map((r) => r.body).join()).not.toContain(secret);
+    if (process.env.WEBHOOK_SAMPLES) for (const r of receiver.received) process.stdout.write(`${r.body}\n`);
   });
 });
 

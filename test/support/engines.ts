@@ -36,8 +36,12 @@ export interface Engine {
 export interface Machines {
   slot: number;
   engines: Engine[];
+  /** This process's address on the bridge: where the test's own requests come from. */
+  hostAddress: string;
   /** Takes an engine off the network (its veth down), as a pulled cable or a dead switch port would. */
   cut(engine: Engine): Promise<void>;
+  /** Puts a cut engine back on the network. */
+  restore(engine: Engine): Promise<void>;
   /** A namespace of its own on the bridge (a load generator, say), at the given host number. */
   addNamespace(name: string, hostNumber: number): Promise<{ namespace: string; address: string }>;
   /** Runs a program inside one of this slot's namespaces. */
@@ -358,11 +362,15 @@ export async function startEngines(count: number, images: string[] = []): Promis
 
   const machines: Machines = {
     slot,
+    hostAddress,
     get engines() {
       return engines;
     },
     async cut(engine) {
       await must('ip', ['link', 'set', n.hostVeth(engine.index), 'down']);
+    },
+    async restore(engine) {
+      await must('ip', ['link', 'set', n.hostVeth(engine.index), 'up']);
     },
     addNamespace: (name, hostNumber) => addNamespace(name, hostNumber),
     inNamespace: (namespace, command, args) => run('nsenter', [`--net=/run/netns/${namespace}`, '--', command, ...args]),

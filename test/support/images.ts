@@ -11,6 +11,9 @@ export interface Images {
   POSTGRES_IMAGE: string;
   NGINX_IMAGE: string;
   PROMETHEUS_IMAGE: string;
+  /** The swarm's database high availability (deploy/swarm/ha.yml). */
+  ETCD_IMAGE: string;
+  HAPROXY_IMAGE: string;
 }
 
 const OFFICIAL: Images = {
@@ -18,6 +21,8 @@ const OFFICIAL: Images = {
   POSTGRES_IMAGE: 'postgres:15-bookworm',
   NGINX_IMAGE: 'nginx:stable-bookworm',
   PROMETHEUS_IMAGE: 'prom/prometheus:v2.53.4',
+  ETCD_IMAGE: 'gcr.io/etcd-development/etcd:v3.5.17',
+  HAPROXY_IMAGE: 'haproxy:2.8-bookworm',
 };
 
 function readEnvFile(file: string): Record<string, string> {
@@ -42,5 +47,7 @@ export function images(): Images {
     POSTGRES_IMAGE: pick('POSTGRES_IMAGE'),
     NGINX_IMAGE: pick('NGINX_IMAGE'),
     PROMETHEUS_IMAGE: pick('PROMETHEUS_IMAGE'),
+    ETCD_IMAGE: pick('ETCD_IMAGE'),
+    HAPROXY_IMAGE: pick('HAPROXY_IMAGE'),
   };
 }

@@ -2,6 +2,7 @@
 import { PostgreSqlContainer, type StartedPostgreSqlContainer } from '@testcontainers/postgresql';
 import type { TestProject } from 'vitest/node';
 import { images } from './images';
+import { postgresHealthCheck } from './postgres-health';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -10,7 +11,9 @@ declare module 'vitest' {
 }
 
 export default async function setup(project: TestProject) {
+  // PostgreSqlContainer's defaults: user, password and database "test".
   const container: StartedPostgreSqlContainer = await new PostgreSqlContainer(images().POSTGRES_IMAGE)
+    .withHealthCheck(postgresHealthCheck('test', 'test'))
     .withCommand(['postgres', '-c', 'max_connections=300', '-c', 'fsync=off'])
     .start();
   project.provide('postgresAdminUrl', container.getConnectionUri());

@@ -68,7 +68,7 @@ export interface Stack {
 
 // The image build runs `npm ci`; behind an intercepting proxy it must trust the same extra CA as
 // the host (see deploy/extra-ca/README.md).
-function shareHostCa(): void {
+export function shareHostCa(): void {
   const bundle = process.env.NODE_EXTRA_CA_CERTS;
   if (bundle && existsSync(bundle)) copyFileSync(bundle, path.join(ROOT, 'deploy/extra-ca/host-ca.pem'));
 }

@@ -1,10 +1,11 @@
-// deploy/swarm/stack.yml on engines from engines.ts, as an operator would run it: a swarm of
-// managers, the database node labelled, the secrets created, the images loaded, the stack deployed.
+// deploy/swarm/stack.yml (and the files deployed on top of it, such as ha.yml) on engines from
+// engines.ts, as an operator would run it: the images built by deploy/swarm/build-images.sh, a
+// swarm of managers, the nodes labelled, the secrets created, the images loaded, the stack deployed.
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startEngines, type Engine, type Machines } from './engines';
 import { images, ROOT } from './images';
-import { buildImages, run } from './stack';
+import { run, shareHostCa } from './stack';
 
 export interface Task {
   id: string;
@@ -23,7 +24,10 @@ export interface Swarm extends Machines {
   stack: string;
   /** Each engine's swarm node id, by engine index. */
   nodeIds: Map<number, string>;
+  /** The engine the swarm is driven through (docker service …, docker stack …). */
   manager: Engine;
+  /** Drives the swarm through another manager (when the first is cut off). */
+  useManager(engine: Engine): void;
   /** The stack's services' tasks that should be running (docker service ps + inspect). */
   tasks(service: string): Promise<Task[]>;
   /** Waits until `service` has `replicas` tasks running (and none starting or stopping). */
@@ -39,6 +43,12 @@ export interface Swarm extends Machines {
 export interface SwarmOptions {
   engines: number;
   stack: string;
+  /** deploy/swarm/ files, in the order `docker stack deploy -c` takes them (default: stack.yml). */
+  files?: string[];
+  /** Node labels by engine index (the README's `docker node update --label-add`). */
+  labels: Record<number, Record<string, string>>;
+  /** The images to load into the engines (what build-images.sh printed). */
+  images: string[];
   secrets: Record<string, string>;
   /** The environment docker stack deploy interpolates stack.yml with. */
   env: Record<string, string>;
@@ -55,13 +65,16 @@ interface TaskJson {
   NetworksAttachments?: { Network: { Spec: { Name: string } }; Addresses: string[] }[];
 }
 
-const STACK_FILE = path.join(ROOT, 'deploy/swarm/stack.yml');
+const SWARM_DIR = path.join(ROOT, 'deploy/swarm');
 
 const tag = () => process.env.APP_TAG || 'latest';
 
-/** Builds the stack's images as compose names them (koa-auth-stack-app:$APP_TAG, …). */
-export async function buildSwarmImages(): Promise<void> {
-  await buildImages(['app', 'nginx'], { APP_TAG: tag() });
+/** Every image the swarm stacks name, built as an operator builds them: their names, one a line. */
+export async function buildSwarmImages(): Promise<string[]> {
+  shareHostCa();
+  const r = await run('bash', [path.join(SWARM_DIR, 'build-images.sh')], { env: { ...process.env, ...images(), APP_TAG: tag() } });
+  if (r.code !== 0) throw new Error(`deploy/swarm/build-images.sh failed:\n${r.stderr.split('\n').slice(-30).join('\n')}`);
+  return r.stdout.split('\n').filter(Boolean);
 }
 
 /** Engines with the images, a swarm of them, the stack deployed (not yet running: see waitForTasks). */
@@ -74,10 +87,11 @@ export async function startSwarm(options: SwarmOptions): Promise<Swarm> {
     started = Date.now();
   };
 
-  const machines = await startEngines(options.engines, [`koa-auth-stack-app:${tag()}`, `koa-auth-stack-nginx:${tag()}`, postgresImage]);
+  const machines = await startEngines(options.engines, options.images);
   try {
     step(`engines up, with the images, in namespaces ${machines.engines.map((e) => `${e.namespace}=${e.address}`).join(' ')}`);
-    const [manager, ...others] = machines.engines as [Engine, ...Engine[]];
+    const [first, ...others] = machines.engines as [Engine, ...Engine[]];
+    let manager = first;
     const nodeIds = new Map<number, string>();
 
     // Every node a manager: losing one keeps the quorum (2 of 3).
@@ -89,14 +103,19 @@ export async function startSwarm(options: SwarmOptions): Promise<Swarm> {
     for (const e of machines.engines) nodeIds.set(e.index, (await e.docker(['info', '--format', '{{.Swarm.NodeID}}'])).trim());
     step('swarm formed');
 
-    // As the README tells operators: the database node labelled, the secrets created (the images
-    // are on the nodes already).
-    await manager.docker(['node', 'update', '--label-add', 'kas.db=true', nodeIds.get(1)!]);
+    // As the README tells operators: the nodes labelled, the secrets created (the images are on
+    // the nodes already).
+    for (const [index, labels] of Object.entries(options.labels)) {
+      const adds = Object.entries(labels).flatMap(([k, v]) => ['--label-add', `${k}=${v}`]);
+      await manager.docker(['node', 'update', ...adds, nodeIds.get(Number(index))!]);
+    }
     for (const [name, value] of Object.entries(options.secrets)) await manager.docker(['secret', 'create', name, '-'], value);
 
     // No registry to ask for image digests: the images are on the nodes already.
-    const deploy = await run('docker', ['-H', manager.host, 'stack', 'deploy', '--resolve-image', 'never', '-c', STACK_FILE, options.stack], {
-      env: { ...process.env, APP_TAG: tag(), POSTGRES_IMAGE: postgresImage, ...options.env },
+    const files = (options.files ?? ['stack.yml']).flatMap((f) => ['-c', path.join(SWARM_DIR, f)]);
+    const { ETCD_IMAGE, HAPROXY_IMAGE } = images();
+    const deploy = await run('docker', ['-H', manager.host, 'stack', 'deploy', '--resolve-image', 'never', ...files, options.stack], {
+      env: { ...process.env, APP_TAG: tag(), POSTGRES_IMAGE: postgresImage, ETCD_IMAGE, HAPROXY_IMAGE, ...options.env },
     });
     if (deploy.code !== 0) throw new Error(`docker stack deploy failed: ${deploy.stderr || deploy.stdout}`);
 
@@ -107,7 +126,12 @@ export async function startSwarm(options: SwarmOptions): Promise<Swarm> {
       ...machines,
       stack: options.stack,
       nodeIds,
-      manager,
+      get manager() {
+        return manager;
+      },
+      useManager(engine: Engine) {
+        manager = engine;
+      },
       async tasks(service: string): Promise<Task[]> {
         const ids = (await manager.docker(['service', 'ps', '-q', '--no-trunc', '--filter', 'desired-state=running', serviceName(service)]))
           .split('\n')
@@ -121,7 +145,10 @@ export async function startSwarm(options: SwarmOptions): Promise<Swarm> {
           engine: engineOf(t.NodeID),
           state: t.Status.State,
           desiredState: t.DesiredState,
-          address: t.NetworksAttachments?.find((a) => a.Network.Spec.Name === `${options.stack}_default`)?.Addresses[0]?.split('/')[0],
+          // On the app's network, or (the database tier's tasks) on the first they have.
+          address: (t.NetworksAttachments?.find((a) => a.Network.Spec.Name === `${options.stack}_default`) ?? t.NetworksAttachments?.[0])?.Addresses[0]?.split(
+            '/',
+          )[0],
           containerId: t.Status.ContainerStatus?.ContainerID,
         }));
       },

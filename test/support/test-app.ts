@@ -1,6 +1,6 @@
 // The real Koa app over real HTTP, on its own fresh database in the shared Postgres container, with
 // a clock the test can move.
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import type Koa from 'koa';
 import pg from 'pg';
@@ -99,6 +99,17 @@ export interface TestAppOptions {
   reconnectDelayMs?: number;
   /** Password hashing parameters other than OWASP's (a slow hash, to hold work in line). */
   argon2?: Argon2Params;
+  /** Listen on this port (say, one the app's ISSUER names) instead of any free one. */
+  port?: number;
+}
+
+/** A port free now, for an app whose configuration must name its own address before it listens. */
+export async function freePort(): Promise<number> {
+  const probe = net.createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  return port;
 }
 
 export async function startTestApp(env: Record<string, string> = {}, options: TestAppOptions = {}): Promise<TestApp> {
@@ -111,6 +122,9 @@ export async function startTestApp(env: Record<string, string> = {}, options: Te
     LOG_LEVEL: 'info',
     // Tests refresh one account far more often than a person does; throttle.test.ts tests the limit.
     REFRESH_THROTTLE_PER_MINUTE: '0',
+    // Tests fail logins by the hundred and count their work, not their time; passwords.test.ts sets
+    // the floor and checks it.
+    FAILED_LOGIN_MIN_TIME: '0',
     ...env,
   });
   const logs: string[] = [];
@@ -130,7 +144,7 @@ export async function startTestApp(env: Record<string, string> = {}, options: Te
   await services.feed.ready;
   const app = createApp({ config, logger, clock, ...services });
   const server = createHttpServer(app.callback(), { keepAliveTimeoutMs: config.keepAliveTimeoutMs });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
   const t: TestApp = {

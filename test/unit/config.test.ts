@@ -139,6 +139,19 @@ describe('loadConfig', () => {
     expect(fail({ ...base, SESSION_MAX_LIFETIME: '0' })).toMatch(/SESSION_MAX_LIFETIME/);
   });
 
+  it('reads the refresh reuse interval (default 0: strict) and the failed-login floor (default 1 s; ms allowed, 0 off)', () => {
+    expect(loadConfig(base).config.jwt.refreshReuseInterval).toBe(0);
+    expect(loadConfig(base).config.failedLoginMinTimeMs).toBe(1000);
+    const { config } = loadConfig({ ...base, REFRESH_REUSE_INTERVAL: '10s', FAILED_LOGIN_MIN_TIME: '750ms' });
+    expect(config.jwt.refreshReuseInterval).toBe(10);
+    expect(config.failedLoginMinTimeMs).toBe(750);
+    expect(loadConfig({ ...base, REFRESH_REUSE_INTERVAL: '0', FAILED_LOGIN_MIN_TIME: '0' }).config).toMatchObject({ failedLoginMinTimeMs: 0, jwt: { refreshReuseInterval: 0 } });
+    expect(loadConfig({ ...base, FAILED_LOGIN_MIN_TIME: '2' }).config.failedLoginMinTimeMs).toBe(2000);
+    expect(fail({ ...base, REFRESH_REUSE_INTERVAL: 'soon' })).toMatch(/REFRESH_REUSE_INTERVAL: expected a duration like 0, 10, 10s or 1m/);
+    // "1000" is read as seconds, as every duration here: more than the bound, so refused rather than a 17-minute login.
+    expect(fail({ ...base, FAILED_LOGIN_MIN_TIME: '1000' })).toMatch(/FAILED_LOGIN_MIN_TIME: expected a duration like 0, 750ms, 1s or 2s, at most 10s/);
+  });
+
   it('rejects a zero lifetime and odd header types', () => {
     expect(fail({ ...base, ACCESS_TOKEN_LIFETIME: '0' })).toMatch(/ACCESS_TOKEN_LIFETIME/);
     expect(fail({ ...base, AUTH_HEADER_TYPES: 'Bea rer"' })).toMatch(/AUTH_HEADER_TYPES/);

@@ -11,16 +11,14 @@ function setup() {
   let connected = true;
   let release: () => void = () => {};
   // Each check waits until the test releases it, so concurrent callers meet one check in flight.
-  const db = {
-    sequelize: {
-      authenticate: () => {
-        calls += 1;
-        return new Promise<void>((resolve, reject) => {
-          release = () => (failing ? reject(new Error('down')) : resolve());
-        });
-      },
+  const db: Pick<Database, 'checkPrimary'> = {
+    checkPrimary: () => {
+      calls += 1;
+      return new Promise<void>((resolve, reject) => {
+        release = () => (failing ? reject(new Error('down')) : resolve());
+      });
     },
-  } as unknown as Database;
+  };
   const readiness = createReadinessCheck({ db, feed: { connected: () => connected }, clock: () => now });
   return {
     readiness,

@@ -5,10 +5,11 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import Router from '@koa/router';
+import Ajv from 'ajv';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { CONFIG_VARIABLES } from '../../app/config';
+import { CONFIG_VARIABLES, loadCollectorConfig } from '../../app/config';
 import type { Database } from '../../app/db/database';
 import { healthRoutes } from '../../app/http/health';
 import { ROOT } from '../support/images';
@@ -45,6 +46,43 @@ const byName = (kind: string, n: string) => ofKind(kind).find((o) => o.metadata.
 const podTemplates = [...ofKind('Deployment'), ...ofKind('Job')].map((w) => ({ workload: w.metadata.name as string, template: w.spec.template }));
 const containersOf = (workload: string) => podTemplates.find((p) => p.workload === workload)!.template.spec.containers as Manifest[];
 
+/**
+ * CloudNativePG's Cluster, which kubernetes-models does not know: its CRD's published schema (the
+ * v1 openAPIV3Schema of config/crd/bases/postgresql.cnpg.io_clusters.yaml, release 1.30.0, without
+ * descriptions, in test/fixtures/cnpg-cluster.schema.json), checked as the API server checks a
+ * custom resource with strict field validation: types, enums, required fields, bounds, patterns,
+ * and no field the schema does not declare (unless it preserves unknown fields). Its CEL rules
+ * (x-kubernetes-validations) are not evaluated here. To take a newer release's schema, read that
+ * file at the release's tag and rewrite the fixture the same way.
+ */
+const CRD_SCHEMAS: Record<string, string> = { 'postgresql.cnpg.io/v1/Cluster': 'cnpg-cluster.schema.json' };
+
+/** A CRD schema with every object closed to undeclared fields, as strict field validation treats it. */
+function strictSchema(node: unknown): unknown {
+  if (Array.isArray(node)) return node.map(strictSchema);
+  if (!node || typeof node !== 'object') return node;
+  const out: Manifest = Object.fromEntries(Object.entries(node).map(([k, v]) => [k, k === 'enum' || k === 'required' ? v : strictSchema(v)]));
+  if (out['x-kubernetes-int-or-string']) {
+    delete out.type;
+    out.anyOf = [{ type: 'integer' }, { type: 'string' }];
+  }
+  if (out.properties && out.additionalProperties === undefined && !out['x-kubernetes-preserve-unknown-fields']) out.additionalProperties = false;
+  return out;
+}
+
+const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
+const compiled = new Map<string, ReturnType<typeof ajv.compile>>(); // compiling takes seconds: once
+function crdValidator(apiVersion: string, kind: string) {
+  const file = CRD_SCHEMAS[`${apiVersion}/${kind}`];
+  if (!file) return undefined;
+  if (!compiled.has(file)) {
+    const { $comment, ...schema } = JSON.parse(readFileSync(path.join(ROOT, 'test/fixtures', file), 'utf8')) as Manifest;
+    expect($comment).toMatch(/CloudNativePG v1\.30\.0/);
+    compiled.set(file, ajv.compile(strictSchema(schema) as object));
+  }
+  return compiled.get(file)!;
+}
+
 /** The models package's module and class for an apiVersion and kind (core group: "v1"). */
 function modelPath(apiVersion: string, kind: string): string {
   return `kubernetes-models/${apiVersion}/${kind}`;
@@ -64,9 +102,43 @@ function containerPorts(workload: string): Manifest[] {
   return containersOf(workload).flatMap((c) => c.ports ?? []);
 }
 
+interface Peer {
+  namespace: string;
+  labels: Record<string, string>;
+}
+
+/**
+ * Whether the network policies let `peer` connect to a workload's pods (namespace kas) on one of
+ * their named container ports, as the API defines it: a pod no Ingress policy selects takes
+ * anything; otherwise some rule of a policy that selects it must match both the peer (pod and
+ * namespace selectors: the pod's own namespace when only a pod selector is given, both when both
+ * are) and the port.
+ */
+function admits(peer: Peer, workload: string, portName: string, policies = ofKind('NetworkPolicy')): boolean {
+  const podLabels = podTemplates.find((p) => p.workload === workload)!.template.metadata.labels;
+  const port = containerPorts(workload).find((p) => p.name === portName)!;
+  const namespaceLabels = { 'kubernetes.io/metadata.name': peer.namespace };
+  const selecting = policies.filter(
+    (np) => (np.spec.policyTypes ?? ['Ingress']).includes('Ingress') && matches(np.spec.podSelector.matchLabels ?? {}, podLabels),
+  );
+  if (selecting.length === 0) return true;
+  const peerMatches = (from: Manifest) => {
+    if (from.ipBlock) return false; // pod traffic is not described by address blocks here
+    const pods = from.podSelector ? matches(from.podSelector.matchLabels ?? {}, peer.labels) : true;
+    const namespaces = from.namespaceSelector ? matches(from.namespaceSelector.matchLabels ?? {}, namespaceLabels) : peer.namespace === 'kas';
+    return pods && namespaces;
+  };
+  const portMatches = (p: Manifest) => p.port === undefined || p.port === port.name || p.port === port.containerPort;
+  return selecting.some((np) =>
+    (np.spec.ingress ?? []).some(
+      (rule: Manifest) => (rule.from === undefined || rule.from.some(peerMatches)) && (rule.ports === undefined || rule.ports.some(portMatches)),
+    ),
+  );
+}
+
 describe('deploy/k8s against the Kubernetes API schemas', () => {
-  it('lists every manifest in kustomization.yaml, but the example Secret', () => {
-    const files = [...new Set(docs.map((d) => d.file))].filter((f) => f !== 'secret.example.yaml');
+  it('lists every manifest in kustomization.yaml, but the examples and the CloudNativePG cluster (applied on its own)', () => {
+    const files = [...new Set(docs.map((d) => d.file))].filter((f) => !f.endsWith('.example.yaml') && f !== 'cnpg-cluster.yaml');
     expect([...kustomization.resources].sort()).toEqual(files.sort());
     expect(kustomization.namespace).toBe(byName('Namespace', 'kas')?.metadata.name);
   });
@@ -74,12 +146,32 @@ describe('deploy/k8s against the Kubernetes API schemas', () => {
   it('validates every object against its schema', async () => {
     expect(docs.length).toBeGreaterThan(10);
     for (const d of docs) {
+      const crd = crdValidator(d.object.apiVersion, d.object.kind);
+      if (crd) {
+        expect(crd(d.object) ? [] : crd.errors, name(d)).toEqual([]);
+        continue;
+      }
       const module = (await import(modelPath(d.object.apiVersion, d.object.kind))) as Record<string, new (data: Manifest) => { validate(): void }>;
       const Model = module[d.object.kind];
       expect(Model, `${name(d)}: no schema for ${d.object.apiVersion} ${d.object.kind}`).toBeDefined();
       expect(() => new Model!(d.object).validate(), name(d)).not.toThrow();
     }
-  });
+  }, 60_000);
+
+  it('checks the CloudNativePG Cluster against its CRD’s schema, and finds a wrong type, a bad enum, a missing field and a misspelt one', () => {
+    const cluster = byName('Cluster', 'kas-db')!;
+    const validate = crdValidator(cluster.apiVersion, cluster.kind)!;
+    expect(validate(cluster), JSON.stringify(validate.errors)).toBe(true);
+    const broken = (change: (c: Manifest) => void) => {
+      const c = structuredClone(cluster);
+      change(c);
+      return validate(c) ? [] : validate.errors!.map((e) => `${e.instancePath} ${e.message} ${JSON.stringify(e.params)}`);
+    };
+    expect(broken((c) => (c.spec.instances = 'three')).join()).toMatch(/\/spec\/instances must be integer/);
+    expect(broken((c) => (c.spec.postgresql.synchronous.method = 'some')).join()).toMatch(/synchronous\/method must be equal to one of the allowed values/);
+    expect(broken((c) => delete c.spec.postgresql.synchronous.number).join()).toMatch(/must have required property 'number'/);
+    expect(broken((c) => (c.spec.postgresql.synchronus = c.spec.postgresql.synchronous)).join()).toMatch(/additionalProperty":"synchronus"/);
+  }, 60_000);
 
   it('finds a wrong type and a missing required field (the check can fail)', async () => {
     const { Deployment } = await import('kubernetes-models/apps/v1/Deployment');
@@ -132,7 +224,7 @@ describe('deploy/k8s against the Kubernetes API schemas', () => {
     const misspelt = structuredClone(byName('Deployment', 'kas-app')!);
     misspelt.metadata.name = 'misspelt';
     misspelt.spec.template.spec.containers[0].readinesProbe = misspelt.spec.template.spec.containers[0].readinessProbe;
-    const found = unknownFields([...docs.map((d) => d.object), misspelt]);
+    const found = unknownFields([...docs.map((d) => d.object).filter((o) => !crdValidator(o.apiVersion, o.kind)), misspelt]);
     expect(found).toHaveLength(1);
     expect(found[0]).toMatch(/^Deployment\/misspelt: .*readinesProbe/);
   }, 60_000);
@@ -291,7 +383,71 @@ describe('deploy/k8s, what ties it together', () => {
     expect(service.spec.clusterIP).toBe('None');
     expect(service.spec.ports.map((p: Manifest) => String(p.port))).toContain(port);
     expect(Number(nginxEnv.APP_UPSTREAM_FOLLOW)).toBeGreaterThan(0);
-    expect(byName('Service', 'kas-nginx')!.spec.externalTrafficPolicy).toBe('Local'); // client addresses for the limits
+  });
+
+  it('serves HTTPS at the edge, from a TLS Secret, behind a ClusterIP Service (the LoadBalancer or Ingress is a choice)', () => {
+    const service = byName('Service', 'kas-nginx')!;
+    expect(service.spec.type ?? 'ClusterIP').toBe('ClusterIP');
+    // Only a NodePort or LoadBalancer Service may set it (the API refuses it here).
+    expect(service.spec.externalTrafficPolicy).toBeUndefined();
+    expect(Object.fromEntries(service.spec.ports.map((p: Manifest) => [p.port, p.targetPort]))).toEqual({ 80: 'http', 443: 'https' });
+    const [nginx] = containersOf('kas-nginx');
+    expect(Object.fromEntries(nginx!.ports.map((p: Manifest) => [p.name, p.containerPort]))).toEqual({ http: 80, https: 443 });
+    // The certificate and key where the image looks for them (nginx/Dockerfile: TLS_CERT_FILE,
+    // TLS_KEY_FILE), from a kubernetes.io/tls Secret, readable by nginx's user.
+    const dockerfile = readFileSync(path.join(ROOT, 'nginx/Dockerfile'), 'utf8');
+    const file = (name: string) => new RegExp(`${name}=(\\S+)`).exec(dockerfile)![1]!;
+    const pod = byName('Deployment', 'kas-nginx')!.spec.template.spec;
+    for (const f of [file('TLS_CERT_FILE'), file('TLS_KEY_FILE')]) {
+      const mount = nginx!.volumeMounts.find((m: Manifest) => m.mountPath === path.dirname(f));
+      expect(mount, f).toBeDefined();
+      const volume = pod.volumes.find((v: Manifest) => v.name === mount.name);
+      const secret = byName('Secret', volume.secret.secretName)!;
+      expect(secret.type).toBe('kubernetes.io/tls');
+      expect(Object.keys(secret.stringData)).toContain(path.basename(f));
+      expect(pod.securityContext.fsGroup).toBe(pod.securityContext.runAsGroup);
+      expect(volume.secret.defaultMode & 0o040).toBe(0o040);
+    }
+    // Probes stay on port 80 (answered there, not redirected).
+    for (const probe of [nginx!.readinessProbe, nginx!.livenessProbe]) expect(probe.httpGet.port).toBe('http');
+    // The trusted-proxy setting is there, empty: nobody's X-Forwarded-For is believed until set.
+    expect(byName('ConfigMap', 'kas-nginx')!.data.REAL_IP_FROM).toBe('');
+  });
+
+  it('lets Prometheus in the monitoring namespace scrape the app’s metrics port, and nothing else in', () => {
+    // The port the metrics collector listens on when nothing sets it (app/config.ts).
+    const collectorPort = loadCollectorConfig({ METRICS_SOCKET_DIR: '/run/metrics' }).port;
+    const [app] = containersOf('kas-app');
+    expect(app!.ports.find((p: Manifest) => p.name === 'metrics')?.containerPort).toBe(collectorPort);
+    expect(byName('ConfigMap', 'kas-settings')!.data.METRICS_PORT).toBeUndefined(); // the default is the one declared
+    const prometheus = { namespace: 'monitoring', labels: { 'app.kubernetes.io/name': 'prometheus' } };
+    const nginxPod = { namespace: 'kas', labels: podTemplates.find((p) => p.workload === 'kas-nginx')!.template.metadata.labels };
+    expect(admits(prometheus, 'kas-app', 'metrics')).toBe(true);
+    expect(admits(prometheus, 'kas-app', 'http')).toBe(false);
+    expect(admits(prometheus, 'kas-nginx', 'http')).toBe(true); // the edge is open to everyone
+    expect(admits({ namespace: 'monitoring', labels: { 'app.kubernetes.io/name': 'grafana' } }, 'kas-app', 'metrics')).toBe(false);
+    expect(admits({ namespace: 'default', labels: prometheus.labels }, 'kas-app', 'metrics')).toBe(false);
+    expect(admits(nginxPod, 'kas-app', 'http')).toBe(true);
+    expect(admits(nginxPod, 'kas-app', 'metrics')).toBe(false);
+    // Without the policy, the default deny leaves Prometheus out (the check can fail).
+    expect(admits(prometheus, 'kas-app', 'metrics', ofKind('NetworkPolicy').filter((np) => np.metadata.name !== 'kas-prometheus'))).toBe(false);
+  });
+
+  it('gives the app a CloudNativePG cluster that survives a lost instance: synchronous standby, one instance per node, disruption budgets; its Secret and policy match', () => {
+    const cluster = byName('Cluster', 'kas-db')!;
+    expect(cluster.spec.instances).toBeGreaterThanOrEqual(3);
+    expect(cluster.spec.postgresql.synchronous).toMatchObject({ number: 1, dataDurability: 'required' });
+    expect(cluster.spec.postgresql.synchronous.number).toBeLessThan(cluster.spec.instances);
+    expect(cluster.spec.enablePDB).toBe(true);
+    expect(cluster.spec.affinity).toMatchObject({ enablePodAntiAffinity: true, podAntiAffinityType: 'required', topologyKey: 'kubernetes.io/hostname' });
+    // The operator names the app's Secret <cluster>-app (key uri), the one the app reads.
+    for (const workload of ['kas-app', 'kas-migrate']) {
+      const env = containersOf(workload)[0]!.env.find((e: Manifest) => e.name === 'DATABASE_URL');
+      expect(env.valueFrom.secretKeyRef).toEqual({ name: `${cluster.metadata.name}-app`, key: 'uri' });
+    }
+    expect(cluster.spec.bootstrap.initdb.owner).toBe(cluster.spec.bootstrap.initdb.database);
+    expect(cluster.metadata.namespace).toBe(kustomization.namespace);
+    expect(byName('NetworkPolicy', 'kas-db')!.spec.podSelector.matchLabels).toEqual({ 'cnpg.io/cluster': cluster.metadata.name });
   });
 
   it('keeps real secrets out of the example', () => {

@@ -1,5 +1,7 @@
-import { describe, expect, it } from 'vitest';
-import { createPasswordHasher, formatArgon2id, HASH_CAPS, HashAborted, HashQueueFull, limiter, OWASP_ARGON2ID, storedHashProblem } from '../../app/auth/passwords';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createPasswordHasher, formatArgon2id, HASH_CAPS, HashAborted, HashQueueFull, limiter, OWASP_ARGON2ID, storedHashProblem, summarize, type FloorTimer } from '../../app/auth/passwords';
+import { createJsHashWorkers } from '../../app/auth/js-hash-workers';
+import { DJANGO_NEVER, DJANGO_VECTORS } from '../support/django-hashes';
 
 // Small parameters keep unit tests quick; the format and logic are the same.
 const fast = createPasswordHasher({ memory: 64, passes: 1, parallelism: 1, tagLength: 32, saltLength: 16 });
@@ -71,6 +73,171 @@ describe('Django hashes', () => {
   });
 });
 
+describe("every hasher Django ships, against Django's vectors (test/support/django-hashes.ts)", () => {
+  // Two slots: bcrypt and argon2 1.0 run on worker threads, two at once.
+  const h = createPasswordHasher({ memory: 64, passes: 1, parallelism: 1, tagLength: 32, saltLength: 16 }, { concurrency: 2 });
+  afterAll(() => h.close());
+
+  it.each(DJANGO_VECTORS.map((v) => [v.name, v] as const))('%s', async (_name, v) => {
+    expect(await h.verify(v.password, v.encoded)).toEqual({ ok: true, needsRehash: true });
+    for (const wrong of v.wrong) expect(await h.verify(wrong, v.encoded), wrong).toEqual({ ok: false, needsRehash: false });
+    expect(summarize(v.encoded)).toEqual({ kind: v.kind, weak: v.weak === true, usable: true });
+  }, 60_000); // Django's argon2 (100 MiB, t=2, p=8) and bcrypt at 12 rounds take a while on a busy machine
+
+  it.each(DJANGO_NEVER.map((v) => [v.name, v] as const))('never verifies %s', async (_name, v) => {
+    expect(await h.verify(v.password, v.encoded)).toEqual({ ok: false, needsRehash: false });
+    expect(summarize(v.encoded).usable).toBe(false);
+  });
+
+  it('checks bcrypt off the event loop: it keeps turning through a 12-round check', async () => {
+    const v = DJANGO_VECTORS.find((x) => x.encoded.startsWith('bcrypt$$2b$12$'))!;
+    let turns = 0;
+    let spinning = true;
+    const spin = () => {
+      turns += 1;
+      if (spinning) setImmediate(spin);
+    };
+    spin();
+    const r = await h.verify(v.password, v.encoded);
+    spinning = false;
+    expect(r.ok).toBe(true);
+    // bcryptjs on this thread would run 2^12 rounds without yielding (or yield every 100 ms).
+    expect(turns).toBeGreaterThan(50);
+  }, 60_000);
+});
+
+describe('the hashing threads', () => {
+  it('run bcrypt and argon2 1.0 on at most `size` threads, start on demand and stop on close', async () => {
+    const threads = createJsHashWorkers(2);
+    expect(threads.threads()).toBe(0);
+    const bcrypts = DJANGO_VECTORS.filter((v) => /^bcrypt\$\$2[ab]\$0[45]\$/.test(v.encoded));
+    let peak = 0;
+    const results = await Promise.all(
+      [...bcrypts, ...bcrypts, ...bcrypts].map(async (v) => {
+        const out = threads.bcrypt(v.password, v.encoded.slice('bcrypt$'.length, 'bcrypt$'.length + 29));
+        peak = Math.max(peak, threads.threads());
+        return (await out) === v.encoded.slice('bcrypt$'.length);
+      }),
+    );
+    expect(results.every(Boolean)).toBe(true);
+    expect(peak).toBe(2);
+    const old = DJANGO_VECTORS.find((v) => v.name.includes('Argon2 1.0'))!;
+    const [, , params, saltB64, hashB64] = old.encoded.split('$');
+    expect(params).toBe('m=8,t=1,p=1');
+    const expected = Buffer.from(hashB64!, 'base64');
+    const tag = await threads.argon2v10('argon2i', Buffer.from('secret'), Buffer.from(saltB64!, 'base64'), { memory: 8, passes: 1, parallelism: 1, tagLength: expected.length });
+    expect(tag.equals(expected)).toBe(true);
+    await expect(threads.bcrypt('x', '$2b$99$' + 'a'.repeat(22))).rejects.toThrow(/password hash thread/);
+    await threads.close();
+    expect(threads.threads()).toBe(0);
+  });
+});
+
+describe('weak digests at rest', () => {
+  const h = createPasswordHasher({ memory: 64, passes: 1, parallelism: 1, tagLength: 32, saltLength: 16 });
+
+  it('wraps md5/sha1 digests in argon2id for storage; they verify as before and ask for an upgrade', async () => {
+    for (const v of DJANGO_VECTORS.filter((x) => x.weak)) {
+      const stored = await h.forStorage(v.encoded);
+      expect(stored, v.name).toMatch(new RegExp(`^wrapped_${v.kind}\\$[^$]*\\$\\$argon2id\\$v=19\\$m=64,t=1,p=1\\$`));
+      // The digest itself is gone: a stolen database yields argon2id, not md5.
+      expect(stored).not.toContain(v.encoded.split('$').pop());
+      expect(storedHashProblem(stored)).toBeUndefined();
+      expect(summarize(stored)).toEqual({ kind: v.kind, weak: true, usable: true });
+      expect(await h.verify(v.password, stored), v.name).toEqual({ ok: true, needsRehash: true });
+      for (const wrong of v.wrong) expect((await h.verify(wrong, stored)).ok, wrong).toBe(false);
+    }
+  });
+
+  it('stores every other hash as it is', async () => {
+    for (const v of DJANGO_VECTORS.filter((x) => !x.weak)) expect(await h.forStorage(v.encoded)).toBe(v.encoded);
+    expect(await h.forStorage('!unusable')).toBe('!unusable');
+  });
+});
+
+describe('the failure floor (FAILED_LOGIN_MIN_TIME)', () => {
+  // A timer the test drives: now() reads a clock the test sets, sleep() records its deadline and waits
+  // until the test lets it go. Hashes run for real; time is the test's.
+  function driven() {
+    let t = 0;
+    const sleeps: { deadline: number; release: () => void }[] = [];
+    const timer: FloorTimer = {
+      now: () => t,
+      sleep: (ms, signal) =>
+        new Promise<void>((resolve, reject) => {
+          sleeps.push({ deadline: t + ms, release: resolve });
+          signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
+        }),
+    };
+    return { timer, sleeps, set: (now: number) => void (t = now) };
+  }
+  const params = { memory: 64, passes: 1, parallelism: 1, tagLength: 32, saltLength: 16 };
+  const until = async (check: () => boolean) => {
+    while (!check()) await new Promise((resolve) => setTimeout(resolve, 1));
+  };
+
+  it('holds every failure, whatever the stored hash, until the floor after its check began; never a success', async () => {
+    const { timer, sleeps, set } = driven();
+    const h = createPasswordHasher(params, { failureFloorMs: 1000, timer });
+    const own = await h.hash('pw');
+    const kinds = [own, ...DJANGO_VECTORS.filter((v) => !v.encoded.includes('m=102400')).map((v) => v.encoded), '!unusable', 'crypt$$ab1Hv2Lg7ltQo'];
+    for (const [i, encoded] of kinds.entries()) {
+      set(10_000 * i); // the check begins now
+      const failing = h.verify('not-the-password', encoded);
+      await until(() => sleeps.length === i + 1);
+      expect(sleeps[i]!.deadline, encoded).toBe(10_000 * i + 1000);
+      sleeps[i]!.release();
+      expect(await failing).toEqual({ ok: false, needsRehash: false });
+    }
+    set(0);
+    const unknown = h.burn('anything');
+    await until(() => sleeps.length === kinds.length + 1);
+    expect(sleeps.at(-1)!.deadline).toBe(1000);
+    sleeps.at(-1)!.release();
+    await unknown;
+    // Successes go at once; so does a failure whose check ran past the floor.
+    expect(await h.verify('pw', own)).toEqual({ ok: true, needsRehash: false });
+    const count = sleeps.length;
+    const late = createPasswordHasher(params, { failureFloorMs: 1000, timer: { now: (() => { let n = 0; return () => (n++ % 2 === 0 ? 0 : 1500); })(), sleep: timer.sleep } });
+    expect(await late.verify('wrong', own)).toEqual({ ok: false, needsRehash: false });
+    expect(sleeps.length).toBe(count);
+  }, 60_000);
+
+  it('holds an inactive account\'s right password like a wrong one', async () => {
+    const { timer, sleeps } = driven();
+    const h = createPasswordHasher(params, { failureFloorMs: 500, timer });
+    const own = await h.hash('pw');
+    const refused = h.verify('pw', own, { refuse: true });
+    await until(() => sleeps.length === 1);
+    sleeps[0]!.release();
+    expect(await refused).toEqual({ ok: false, needsRehash: false });
+  });
+
+  it('waits outside the hashing slot: a held failure does not hold the next check back', async () => {
+    const { timer, sleeps } = driven();
+    const h = createPasswordHasher(params, { concurrency: 1, failureFloorMs: 1000, timer });
+    const own = await h.hash('pw');
+    const first = h.verify('wrong', own);
+    await until(() => sleeps.length === 1);
+    // The first is held; with one slot, the second can only be checked if the hold left it free.
+    expect(await h.verify('pw', own)).toEqual({ ok: true, needsRehash: false });
+    const second = h.verify('wrong', own);
+    await until(() => sleeps.length === 2);
+    for (const s of sleeps) s.release();
+    await Promise.all([first, second]);
+  });
+
+  it('lets go of a held failure whose client has gone', async () => {
+    const { timer, sleeps } = driven();
+    const h = createPasswordHasher(params, { failureFloorMs: 1000, timer });
+    const gone = new AbortController();
+    const held = h.verify('wrong', await h.hash('pw'), { signal: gone.signal });
+    await until(() => sleeps.length === 1);
+    gone.abort();
+    expect(await held).toEqual({ ok: false, needsRehash: false });
+  });
+});
+
 describe('the hashing limiter', () => {
   it('runs at most `limit` tasks at once, in arrival order, and survives failures', async () => {
     const run = limiter(2);
@@ -106,14 +273,30 @@ describe('bounded work', () => {
   const argon = (m: number, t: number, p: number) => `$argon2id$v=19$m=${m},t=${t},p=${p}$${salt}$${tag}`;
   const pbkdf2 = (n: number) => `pbkdf2_sha256$${n}$salt$${Buffer.alloc(32, 3).toString('base64')}`;
 
+  const bcrypt = (rounds: number) => `bcrypt$$2b$${String(rounds).padStart(2, '0')}$${'a'.repeat(53)}`;
+  const scrypt = (n: number, r: number, p: number) => `scrypt$${n}$seasalt$${r}$${p}$${Buffer.alloc(64, 4).toString('base64')}`;
+  const argonV10 = (m: number, t: number) => `argon2$argon2i$m=${m},t=${t},p=1$${salt}$${tag}`;
+
   it('refuses to store hashes above the caps, and keeps Django\'s own defaults', () => {
-    for (const over of [argon(1 << 20, 2, 1), argon(262144, 8, 1), argon(65536, 64, 1), argon(131072, 3, 1), argon(19456, 2, 32), pbkdf2(10_000_000), pbkdf2(HASH_CAPS.pbkdf2Iterations + 1)]) {
-      expect(storedHashProblem(over), over).toMatch(/exceed the cap/);
+    const overs = [
+      argon(1 << 20, 2, 1), argon(262144, 8, 1), argon(65536, 64, 1), argon(131072, 3, 1), argon(19456, 2, 32),
+      pbkdf2(10_000_000), pbkdf2(HASH_CAPS.pbkdf2Iterations + 1),
+      bcrypt(HASH_CAPS.bcryptRounds + 1), bcrypt(31), `bcrypt_sha256$${bcrypt(14).slice('bcrypt$'.length)}`,
+      scrypt(2 ** 20, 8, 1), scrypt(2 ** 18, 8, 1), scrypt(2 ** 14, 8, 32), scrypt(2 ** 17, 8, 3),
+      argonV10(32768, 1), argonV10(4096, 8), `wrapped_md5$seasalt$${argon(1 << 20, 2, 1)}`,
+    ];
+    for (const over of overs) expect(storedHashProblem(over), over).toMatch(/exceeds? the cap/);
+    for (const bad of ['$argon2id$v=19$m=x', 'bcrypt$whatever', 'scrypt$16384$salt$8', 'md5$seasalt$nothex', 'sha1$salt$abc', 'pbkdf2_sha1$x', bcrypt(3)]) {
+      expect(storedHashProblem(bad), bad).toMatch(/malformed|exceeds the cap/);
     }
-    expect(storedHashProblem('$argon2id$v=19$m=x')).toMatch(/malformed/);
-    for (const fine of [argon(102400, 2, 8), `argon2${argon(102400, 2, 8)}`, argon(19456, 2, 1), pbkdf2(1_000_000), pbkdf2(870_000), '!unusable', 'bcrypt$whatever']) {
-      expect(storedHashProblem(fine), fine).toBeUndefined();
-    }
+    expect(storedHashProblem(scrypt(1000, 8, 1))).toMatch(/not valid/);
+    const fine = [
+      argon(102400, 2, 8), `argon2${argon(102400, 2, 8)}`, argon(19456, 2, 1), pbkdf2(1_000_000), pbkdf2(870_000),
+      bcrypt(12), bcrypt(HASH_CAPS.bcryptRounds), scrypt(2 ** 14, 8, 5), argonV10(512, 2),
+      '!unusable', 'crypt$$ab1Hv2Lg7ltQo', 'lolcat$salt$hash', '',
+    ];
+    for (const ok of fine) expect(storedHashProblem(ok), ok).toBeUndefined();
+    for (const v of DJANGO_VECTORS) expect(storedHashProblem(v.encoded), v.name).toBeUndefined();
   });
 
   it('spends at least one hash at the configured cost on every failure, and never runs an over-cap hash', async () => {
@@ -128,7 +311,9 @@ describe('bounded work', () => {
     expect(await spent(current, 'wrong')).toEqual({ ok: false, hashes: 1 }); // the check itself is full cost
     expect(await spent(argon(1 << 20, 2, 1))).toEqual({ ok: false, hashes: 1 }); // never run: the burn only
     expect(await spent(pbkdf2(10_000_000))).toEqual({ ok: false, hashes: 1 });
-    for (const malformed of ['$argon2id$v=19$m=x', 'pbkdf2_sha256$x', '!unusable', 'bcrypt$2b$12$abc', '']) {
+    expect(await spent(bcrypt(HASH_CAPS.bcryptRounds + 2))).toEqual({ ok: false, hashes: 1 });
+    expect(await spent(scrypt(2 ** 20, 8, 1))).toEqual({ ok: false, hashes: 1 });
+    for (const malformed of ['$argon2id$v=19$m=x', 'pbkdf2_sha256$x', '!unusable', 'bcrypt$2b$12$abc', '', 'crypt$$ab1Hv2Lg7ltQo']) {
       expect(await spent(malformed), malformed).toEqual({ ok: false, hashes: 1 });
     }
     // A cheaper hash than the configured one (a legacy import) fails slower than itself: + a burn.

@@ -19,6 +19,8 @@ export const webhookOutbox: Migration = {
         type varchar(64) NOT NULL,
         -- No foreign key: the event outlives the user.
         user_id integer,
+        -- Whose events go out in order: 'user:<id>', 'client:<client_id>'; none, not ordered.
+        subject varchar(80),
         -- The body exactly as signed and sent, on every attempt.
         body text NOT NULL,
         created_at timestamptz NOT NULL,
@@ -33,9 +35,9 @@ export const webhookOutbox: Migration = {
         CONSTRAINT webhook_outbox_status CHECK (status IN ('pending', 'delivered', 'failed')),
         CONSTRAINT webhook_outbox_once_per_endpoint UNIQUE (message_id, endpoint)
       );
-      -- What is due; and a user's earlier pending event, which holds back the later ones.
+      -- What is due; and a subject's earlier pending event, which holds back the later ones.
       CREATE INDEX webhook_outbox_due_idx ON webhook_outbox (next_attempt_at) WHERE status = 'pending';
-      CREATE INDEX webhook_outbox_pending_user_idx ON webhook_outbox (endpoint, user_id, id) WHERE status = 'pending';
+      CREATE INDEX webhook_outbox_pending_subject_idx ON webhook_outbox (endpoint, subject, id) WHERE status = 'pending';
       CREATE INDEX webhook_outbox_settled_idx ON webhook_outbox (status, created_at) WHERE status <> 'pending';
 
       -- A session that reached its end (SESSION_MAX_LIFETIME, or its last refresh token expired unused)
