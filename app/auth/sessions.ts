@@ -45,8 +45,8 @@ export async function endSession(db: Database, userId: number, sessionId: string
 
 // Ended at `now` without being revoked: past the session's absolute end (SESSION_MAX_LIFETIME), or
 // holding no refresh token that can still be used (the last one expired unused). The candidates come
-// by index (migration 0007): families past their end, and families of chains whose newest token
-// expired.
+// by index: families past their end (migration 0007's partial index of unannounced live families),
+// and families of chains whose newest token expired (refresh_tokens_expires_at_idx, `since` to `now`).
 // `since` bounds the second: tokens that expired before it were looked at by an earlier sweep.
 const reachedItsEnd = (db: Database, now: Date, since: Date | undefined) => {
   const at = db.sequelize.escape(now.toISOString());
