@@ -125,6 +125,9 @@ export async function startTestApp(env: Record<string, string> = {}, options: Te
     // Tests fail logins by the hundred and count their work, not their time; passwords.test.ts sets
     // the floor and checks it.
     FAILED_LOGIN_MIN_TIME: '0',
+    // Race tests hold row locks while they queue requests, for as long as a loaded runner takes to
+    // queue them; the query timeout's own behaviour is tested in database-unavailable.test.ts.
+    DB_QUERY_TIMEOUT: '120s',
     ...env,
   });
   const logs: string[] = [];
