@@ -33,7 +33,14 @@ export async function run(): Promise<void> {
   }
   const clock = Date.now;
   // One connection for the batch's transaction, one for the metrics' reads, one for housekeeping.
-  const db = createDatabase({ url: config.databaseUrl, poolMax: 3, applicationName: 'koa-auth-stack webhooks', outbox: outboxSettings(settings) });
+  const db = createDatabase({
+    url: config.databaseUrl,
+    poolMax: 3,
+    applicationName: 'koa-auth-stack webhooks',
+    // A database that vanished mid-statement (a failover) is given up on, not waited for.
+    queryTimeoutMs: config.dbQueryTimeoutMs,
+    outbox: outboxSettings(settings),
+  });
   const identity = { worker: 'webhooks', pid: process.pid };
   const metrics = createDeliveryMetrics(identity, { stats: () => pendingStats(db, new Date(clock())) });
   const report = config.metricsSocketDir ? await serveReport(config.metricsSocketDir, identity, metrics) : undefined;
