@@ -29,36 +29,20 @@ export function createDeliveryMetrics(identity: WorkerIdentity, sources: { stats
     if (!last || now - last.at > 1000) last = { at: now, stats: sources.stats().catch(() => undefined) };
     return last.stats;
   };
-  new Gauge({
-    name: 'webhook_outbox_pending',
-    help: 'Webhook rows (event × receiver) not yet delivered nor given up, in the whole outbox.',
-    aggregator: 'max',
-    registers: [shared],
-    async collect() {
-      const s = await read();
-      if (s) this.set(s.pending);
-    },
-  });
-  new Gauge({
-    name: 'webhook_outbox_oldest_pending_seconds',
-    help: 'Age of the oldest webhook row not yet delivered nor given up (0 when none).',
-    aggregator: 'max',
-    registers: [shared],
-    async collect() {
-      const s = await read();
-      if (s) this.set(s.oldestPendingSeconds);
-    },
-  });
-  new Gauge({
-    name: 'webhook_outbox_failed',
-    help: 'Webhook rows given up after WEBHOOK_MAX_AGE, kept for `webhooks retry --failed`.',
-    aggregator: 'max',
-    registers: [shared],
-    async collect() {
-      const s = await read();
-      if (s) this.set(s.failed);
-    },
-  });
+  const backlog = (name: string, help: string, pick: (s: PendingStats) => number) =>
+    new Gauge({
+      name,
+      help,
+      aggregator: 'max',
+      registers: [shared],
+      async collect() {
+        const s = await read();
+        if (s) this.set(pick(s));
+      },
+    });
+  backlog('webhook_outbox_pending', 'Webhook rows (event × receiver) not yet delivered nor given up, in the whole outbox.', (s) => s.pending);
+  backlog('webhook_outbox_oldest_pending_seconds', 'Age of the oldest webhook row not yet delivered nor given up (0 when none).', (s) => s.oldestPendingSeconds);
+  backlog('webhook_outbox_failed', 'Webhook rows given up after WEBHOOK_MAX_AGE, kept for `webhooks retry --failed`.', (s) => s.failed);
 
   return {
     shared,
