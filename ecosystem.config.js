@@ -4,7 +4,9 @@
 //   pm2 scale api 4                      resize the pool
 // Upgrades under docker compose put the new release's code in place first (scripts/release.js).
 // Beside the workers, `metrics` answers Prometheus on METRICS_PORT (default 9464; 0: off) with the
-// whole container in one scrape, read from every worker's private socket (app/metrics/).
+// whole container in one scrape, read from every worker's private socket (app/metrics/); and, when
+// WEBHOOK_URL is set, `webhooks` sends the security events the workers and the CLI write to the
+// outbox (app/events/): one per container, every container sharing the outbox.
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -53,6 +55,7 @@ const cpus = containerCpus();
 const home = codeHome();
 const metricsOn = process.env.METRICS_PORT !== '0';
 const metricsSocketDir = process.env.METRICS_SOCKET_DIR || path.join(os.tmpdir(), 'koa-auth-stack-metrics');
+const webhooksOn = Boolean(process.env.WEBHOOK_URL && process.env.WEBHOOK_URL.trim());
 const workers = instances();
 if (!process.env.SIGNING_KEY && !process.env.SIGNING_KEY_FILE && workers > 1) {
   // Without a key each worker would make up its own, and tokens from one would fail on the others.
@@ -88,6 +91,26 @@ module.exports = {
         METRICS_SOCKET_DIR: metricsOn ? metricsSocketDir : '',
       },
     },
+    ...(webhooksOn
+      ? [
+          {
+            name: 'webhooks',
+            script: 'dist/events/server.js',
+            exec_mode: 'fork',
+            instances: 1,
+            // Lets the batch in flight finish (its requests end by WEBHOOK_TIMEOUT, 15 s by default); a
+            // kill before that only sends those events again, under the same webhook-id.
+            kill_timeout: 20_000,
+            exp_backoff_restart_delay: 200,
+            max_restarts: 1000,
+            merge_logs: true,
+            env: {
+              NODE_ENV: process.env.NODE_ENV || 'production',
+              METRICS_SOCKET_DIR: metricsOn ? metricsSocketDir : '',
+            },
+          },
+        ]
+      : []),
     ...(metricsOn
       ? [
           {

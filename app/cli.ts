@@ -1,5 +1,6 @@
 // Ops commands, run as `npm run cli -- <command>` on the host or inside the app container.
 // Exit codes: 0 done, 1 the command failed (the message says why), 2 a usage error.
+import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -9,6 +10,7 @@ import { flushExpired } from './auth/families';
 import { revocationWindowMs } from './auth/revocations';
 import { ALGORITHMS, generateKey, isHmac, NO_EDDSA, type Algorithm } from './auth/keys';
 import { flushThrottle } from './auth/throttle';
+import { announceEndedSessions } from './auth/sessions';
 import { createPasswordHasher, storedHashProblem } from './auth/passwords';
 import {
   UserError,
@@ -21,9 +23,12 @@ import {
   setStaff,
   type DjangoUser,
 } from './auth/users';
-import { ConfigError, loadConfig } from './config';
+import { ConfigError, loadConfig, type WebhookEndpoint } from './config';
 import { createDatabase, type Database } from './db/database';
 import { createMigrator, describeMigrationFailure, withMigrationLock } from './db/migrator';
+import { expireOverdue, pendingStats, pruneOutbox, retryEvents, statusByEndpoint } from './events/admin';
+import { clientEventRecorder } from './events/client-events';
+import { outboxSettings } from './events/outbox';
 import { readPassword } from './prompt';
 
 const HELP = `Usage: npm run cli -- <command> [options]
@@ -57,7 +62,12 @@ Commands:
   deleteclient <name>              delete a client; its tokens stop at once
   listclients                      the clients, their ids and scopes
   flushexpiredtokens               delete expired refresh tokens and families left with none
-                                   (run it daily, as simplejwt's command of the same name)
+                                   (run it daily, as simplejwt's command of the same name); also
+                                   announces sessions that reached their end and prunes delivered
+                                   webhooks
+  webhooks status                  security-event webhooks: pending, failed, oldest pending age
+  webhooks retry [--failed]        send pending webhooks now (--failed: failed ones again too)
+  webhooks secret                  make a WEBHOOK_SECRET (whsec_…)
   genkey <HS256|HS384|HS512|RS256|RS384|RS512|PS256|PS384|PS512|ES256|ES384|ES512> [--out FILE]
                                    make a signing key (the PEM or secret goes to FILE, mode 0600,
                                    or to stdout) and print its kid and JWK; see README, "Keys"
@@ -219,6 +229,29 @@ async function migrateAction(migrator: ReturnType<typeof createMigrator>, action
   }
 }
 
+async function webhooks(db: Database, endpoints: WebhookEndpoint[], args: string[], failed: boolean, out: Out): Promise<void> {
+  const [action = 'status'] = args;
+  switch (action) {
+    case 'status': {
+      const s = await pendingStats(db, new Date());
+      out(`pending: ${s.pending}${s.pending ? ` (oldest ${Math.round(s.oldestPendingSeconds)} s)` : ''}`);
+      out(`failed: ${s.failed}`);
+      for (const e of await statusByEndpoint(db, endpoints)) {
+        out(`receiver ${e.receiver} [${e.endpoint}]: ${e.pending} pending, ${e.failed} failed, ${e.delivered} delivered (not yet pruned)`);
+      }
+      if (endpoints.length === 0) out('WEBHOOK_URL is not set: no events are recorded');
+      return;
+    }
+    case 'retry': {
+      const r = await retryEvents(db, new Date(), { failed });
+      out(`${r.pending} pending webhook(s) due now${failed ? `, ${r.failed} failed one(s) pending again` : ''}`);
+      return;
+    }
+    default:
+      throw new UsageError(`unknown webhooks action "${action}" (status, retry, secret)`);
+  }
+}
+
 export async function runCli(argv: string[], out: Out = (l) => process.stdout.write(`${l}\n`)): Promise<number> {
   const [command, ...rest] = argv;
   if (!command || command === '--help' || command === '-h' || command === 'help') {
@@ -234,6 +267,7 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
         'password-stdin': { type: 'boolean' },
         inactive: { type: 'boolean' },
         all: { type: 'boolean' },
+        failed: { type: 'boolean' },
         out: { type: 'string' },
         scopes: { type: 'string' },
         superuser: { type: 'boolean' },
@@ -257,9 +291,19 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
   };
 
   if (command === 'genkey') return genkey(one('algorithm'), flags.out, out);
+  if (command === 'webhooks' && positionals[0] === 'secret') {
+    // Standard Webhooks: whsec_ and the base64 of 24 to 64 random bytes.
+    out(`whsec_${randomBytes(32).toString('base64')}`);
+    return 0;
+  }
 
   const { config } = loadConfig(process.env);
-  const db = createDatabase({ url: config.databaseUrl, poolMax: 2, applicationName: `koa-auth-stack cli ${command}` });
+  const db = createDatabase({
+    url: config.databaseUrl,
+    poolMax: 2,
+    applicationName: `koa-auth-stack cli ${command}`,
+    outbox: outboxSettings(config.webhooks),
+  });
   // All the CPUs: an import wraps each weak digest in argon2id.
   const hasher = createPasswordHasher(undefined, { concurrency: availableParallelism() });
   const now = () => new Date();
@@ -339,7 +383,7 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
         break;
       }
       case 'deleteclient': {
-        const r = await deleteClient(db, one('client name'), Date.now);
+        const r = await deleteClient(db, one('client name'), Date.now, clientEventRecorder(db, Date.now));
         out(`deleted client ${r.name} (${r.clientId}); its tokens stopped`);
         break;
       }
@@ -351,14 +395,25 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
         break;
       }
       case 'flushexpiredtokens': {
+        // Sessions that reached their end are announced before their rows can go.
+        const ended = await announceEndedSessions(db, now());
+        if (ended) out(`announced ${ended} session(s) that reached their end`);
         const r = await flushExpired(db, now(), revocationWindowMs(config.jwt));
         const stale = await flushThrottle(db, now(), config.throttle);
         const clientCutoffs = await flushClientCutoffs(db, now(), revocationWindowMs(config.jwt));
         if (clientCutoffs) out(`deleted ${clientCutoffs} old client cutoff(s)`);
         out(`deleted ${r.tokens} expired refresh token(s), ${r.families} empty or long-revoked famil${r.families === 1 ? 'y' : 'ies'} and ${r.cutoffs} old cutoff(s)`);
         if (stale) out(`deleted ${stale} stale throttle record(s)`);
+        const overdue = await expireOverdue(db, now(), config.webhooks.maxAgeMs);
+        const pruned = await pruneOutbox(db, now());
+        if (pruned.delivered || pruned.failed || overdue) {
+          out(`deleted ${pruned.delivered} delivered and ${pruned.failed} old failed webhook(s)${overdue ? `; ${overdue} overdue marked failed` : ''}`);
+        }
         break;
       }
+      case 'webhooks':
+        await webhooks(db, config.webhooks.endpoints, positionals, flags.failed === true, out);
+        break;
       default:
         throw new UsageError(`unknown command "${command}"`);
     }

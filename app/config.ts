@@ -1,11 +1,12 @@
 // The environment, read and validated once at start into one typed Config.
 // Token settings keep djangorestframework-simplejwt's names so a Django team recognises them.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { ALGORITHMS, buildKeySet, generateKey, isHmac, KeyError, MIN_HMAC_KEY_BYTES, NO_EDDSA, type Algorithm, type KeySet } from './auth/keys';
 import type { ThrottleSettings } from './auth/throttle';
+import { EVENT_TYPES, type EventType } from './events/types';
 
 export type Environment = 'production' | 'development' | 'test';
 
@@ -46,6 +47,31 @@ export interface JwtSettings {
   refreshReuseInterval: number;
 }
 
+/** A webhook receiver (WEBHOOK_URL). */
+export interface WebhookEndpoint {
+  url: string;
+  /** What the outbox stores for it (a hash: a URL may hold credentials), so each row names its receiver. */
+  key: string;
+}
+
+/** Security events as signed webhooks (app/events/); no endpoints: none are recorded or sent. */
+export interface WebhookSettings {
+  endpoints: WebhookEndpoint[];
+  /** whsec_ secrets: each delivery carries a signature by every one (rotation). */
+  secrets: string[];
+  /** The event types recorded (WEBHOOK_EVENTS; default all). */
+  events: ReadonlySet<EventType>;
+  timeoutMs: number;
+  connectTimeoutMs: number;
+  /** Retries stop this long after the event (or a manual retry); the event is then marked failed. */
+  maxAgeMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** Rows one delivery process takes at once (sent in parallel, at most one per user and receiver). */
+  batchSize: number;
+  pollMs: number;
+}
+
 export interface Config {
   env: Environment;
   host: string;
@@ -78,6 +104,7 @@ export interface Config {
   metricsSocketDir: string | undefined;
   /** Requests slower than this are logged at info (every request is logged at debug). */
   slowRequestMs: number;
+  webhooks: WebhookSettings;
 }
 
 export class ConfigError extends Error {
@@ -267,6 +294,42 @@ const schema = z.object({
   METRICS_SOCKET_DIR: optionalText.optional(),
   SLOW_REQUEST_MS: int(0, 3_600_000).default(1000),
   USER_ID_CLAIM: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected a claim name such as user_id').default('user_id'),
+  WEBHOOK_URL: z
+    .string()
+    .transform((s, ctx) => {
+      const urls = [...new Set(s.split(/[\s,]+/).filter(Boolean))];
+      for (const url of urls) {
+        const problem = webhookUrlProblem(url);
+        if (problem) ctx.addIssue({ code: 'custom', message: `${problem} (got ${JSON.stringify(url)})` });
+      }
+      return urls;
+    })
+    .default([]),
+  WEBHOOK_SECRET: optionalText.optional(),
+  WEBHOOK_SECRET_FILE: optionalText.optional(),
+  WEBHOOK_EVENTS: z
+    .string()
+    .transform((s, ctx) => {
+      const wanted = new Set<EventType>();
+      for (const item of s.split(/[\s,]+/).filter(Boolean)) {
+        const matches = EVENT_TYPES.filter((t) => item === '*' || t === item || (item.endsWith('.*') && t.startsWith(item.slice(0, -1))));
+        if (matches.length === 0) ctx.addIssue({ code: 'custom', message: `unknown event type ${JSON.stringify(item)}: expected some of ${EVENT_TYPES.join(', ')} (or login.*, user.*, …)` });
+        for (const t of matches) wanted.add(t);
+      }
+      return wanted;
+    })
+    .default(new Set(EVENT_TYPES)),
+  // The Standard Webhooks spec recommends 15 to 30 s for the receiver to answer.
+  WEBHOOK_TIMEOUT: duration('a duration').default(15),
+  WEBHOOK_CONNECT_TIMEOUT: duration('a duration').default(5),
+  WEBHOOK_MAX_AGE: duration('a duration').default(86400),
+  WEBHOOK_RETRY_BASE_DELAY: duration('a duration').default(5),
+  WEBHOOK_RETRY_MAX_DELAY: duration('a duration').default(3600),
+  WEBHOOK_POLL_INTERVAL: duration('a duration').default(1),
+  WEBHOOK_BATCH_SIZE: int(1, 1000).default(20),
+  // Plain http:// receivers with NODE_ENV=production (a receiver on the same private network, in
+  // development or tests); otherwise production sends only over https://.
+  WEBHOOK_ALLOW_HTTP: bool.default(false),
   ACCESS_TOKEN_CLAIMS: z
     .string()
     .transform((s, ctx) => {
@@ -283,6 +346,29 @@ const schema = z.object({
 
 /** Every variable loadConfig reads (the deployment manifests are checked against it). */
 export const CONFIG_VARIABLES: readonly string[] = Object.keys(schema.shape);
+
+function webhookUrlProblem(s: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(s);
+  } catch {
+    return 'expected URLs like https://siem.example.com/hooks/auth, comma-separated';
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') return 'expected an https:// (or http://) URL';
+  if (url.hash) return 'a webhook URL has no #fragment';
+  return undefined;
+}
+
+// Standard Webhooks: a symmetric secret is whsec_ and the base64 of 24 to 64 random bytes.
+const WHSEC = /^whsec_([A-Za-z0-9+/]+={0,2})$/;
+function webhookSecretProblem(secret: string): string | undefined {
+  const m = WHSEC.exec(secret);
+  const bytes = m && m[1]!.length % 4 === 0 ? Buffer.from(m[1]!, 'base64').length : 0;
+  if (bytes < 24 || bytes > 64) return 'expected whsec_ and the base64 of 24 to 64 random bytes (generate one: npm run cli -- webhooks secret)';
+  return undefined;
+}
+
+export const webhookEndpointKey = (url: string): string => createHash('sha256').update(url).digest('hex').slice(0, 16);
 
 /** An origin as a browser sends it: scheme, host and port only, no path, no trailing slash. */
 function isOrigin(s: string): boolean {
@@ -448,6 +534,21 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
   if (clients && !e.AUTH_HEADER_TYPES.includes('Bearer')) {
     warnings.push('machine clients send their tokens as "Authorization: Bearer …" (RFC 6750), and AUTH_HEADER_TYPES has no Bearer: the guard will not read them');
   }
+  const webhookSecrets = (inlineOrFile('WEBHOOK_SECRET', e.WEBHOOK_SECRET, e.WEBHOOK_SECRET_FILE) ?? '').split(/[\s,]+/).filter(Boolean);
+  if (e.WEBHOOK_URL.length > 0) {
+    if (webhookSecrets.length === 0) throw invalid('WEBHOOK_SECRET', 'is required when WEBHOOK_URL is set (generate one: npm run cli -- webhooks secret)');
+    for (const secret of webhookSecrets) {
+      const problem = webhookSecretProblem(secret);
+      if (problem) throw invalid('WEBHOOK_SECRET', problem);
+    }
+    const plain = e.WEBHOOK_URL.filter((u) => u.startsWith('http:'));
+    if (plain.length > 0 && e.NODE_ENV === 'production') {
+      if (!e.WEBHOOK_ALLOW_HTTP) throw invalid('WEBHOOK_URL', `must be https:// when NODE_ENV=production (or set WEBHOOK_ALLOW_HTTP=true for a receiver on a private network): ${plain.join(', ')}`);
+      warnings.push(`WEBHOOK_ALLOW_HTTP: security events go to ${plain.join(', ')} unencrypted`);
+    }
+  }
+  if (e.WEBHOOK_CONNECT_TIMEOUT > e.WEBHOOK_TIMEOUT) throw invalid('WEBHOOK_CONNECT_TIMEOUT', 'must not exceed WEBHOOK_TIMEOUT');
+  if (e.WEBHOOK_RETRY_BASE_DELAY > e.WEBHOOK_RETRY_MAX_DELAY) throw invalid('WEBHOOK_RETRY_BASE_DELAY', 'must not exceed WEBHOOK_RETRY_MAX_DELAY');
 
   return {
     warnings,
@@ -499,6 +600,18 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
       corsAllowedOrigins: e.CORS_ALLOWED_ORIGINS,
       metricsSocketDir: e.METRICS_SOCKET_DIR,
       slowRequestMs: e.SLOW_REQUEST_MS,
+      webhooks: {
+        endpoints: e.WEBHOOK_URL.map((url) => ({ url, key: webhookEndpointKey(url) })),
+        secrets: webhookSecrets,
+        events: e.WEBHOOK_EVENTS,
+        timeoutMs: e.WEBHOOK_TIMEOUT * 1000,
+        connectTimeoutMs: e.WEBHOOK_CONNECT_TIMEOUT * 1000,
+        maxAgeMs: e.WEBHOOK_MAX_AGE * 1000,
+        retryBaseMs: e.WEBHOOK_RETRY_BASE_DELAY * 1000,
+        retryMaxMs: e.WEBHOOK_RETRY_MAX_DELAY * 1000,
+        batchSize: e.WEBHOOK_BATCH_SIZE,
+        pollMs: e.WEBHOOK_POLL_INTERVAL * 1000,
+      },
     },
   };
 }

@@ -7,6 +7,7 @@ import { RevocationStore, revocationWindowMs, startRevocationFeed, type Revocati
 import { createTokenService, type Clock, type TokenService } from './auth/tokens';
 import type { Config } from './config';
 import { createDatabase, type Database } from './db/database';
+import { outboxSettings } from './events/outbox';
 import { createWorkerMetrics, type PoolStats, type WorkerIdentity, type WorkerMetrics } from './metrics/worker';
 
 export interface Services {
@@ -36,6 +37,7 @@ export function createServices(
     poolMax: config.dbPoolMax,
     queryTimeoutMs: config.dbQueryTimeoutMs,
     applicationName: `koa-auth-stack worker ${identity.worker}`,
+    outbox: outboxSettings(config.webhooks),
   });
   const tokens = createTokenService(config.jwt, clock, config.clients);
   // An entry matters while an access token issued before it can still be valid.

@@ -1,15 +1,17 @@
 #!/usr/bin/env node
-// Runs an entry point of the app (`server` or `cli`): from the TypeScript sources through tsx when
-// tsx is installed (a development checkout), else from the compiled dist/ (the production image,
-// which has no dev dependencies). Usage: node scripts/run.js <server|cli> [args…]
+// Runs an entry point of the app (`server`, `cli`, or `webhooks`, the webhook delivery process): from
+// the TypeScript sources through tsx when tsx is installed (a development checkout), else from the
+// compiled dist/ (the production image, which has no dev dependencies).
+// Usage: node scripts/run.js <server|cli|webhooks> [args…]
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
-const name = process.argv[2];
-if (name !== 'server' && name !== 'cli') {
-  process.stderr.write('usage: node scripts/run.js <server|cli> [args…]\n');
+const ENTRIES = { server: 'server', cli: 'cli', webhooks: 'events/server' };
+const name = Object.hasOwn(ENTRIES, process.argv[2] ?? '') ? ENTRIES[process.argv[2]] : undefined;
+if (!name) {
+  process.stderr.write('usage: node scripts/run.js <server|cli|webhooks> [args…]\n');
   process.exit(2);
 }
 process.argv.splice(2, 1); // the entry point sees its own arguments only

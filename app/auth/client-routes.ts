@@ -13,8 +13,10 @@ import { endpoint } from '../http/endpoint';
 import { ApiError } from '../http/errors';
 import { sendJson } from '../http/respond';
 import type { ClientGrantOutcome } from '../metrics/worker';
+import { clientEventRecorder } from '../events/client-events';
 import { grantClientCredentials, isScopeToken, type RecordEvent } from './clients';
 import type { AuthEvents } from './events';
+import { clientOf } from './routes';
 import * as throttle from './throttle';
 import { MAX_CLIENT_ID_LENGTH, type Clock, type TokenService } from './tokens';
 
@@ -53,7 +55,7 @@ export interface ClientRouteDeps {
   maxBodyBytes: number;
   throttle: throttle.ThrottleSettings;
   events: AuthEvents;
-  /** Records grants inside their transactions (issue 18's outbox); nothing by default. */
+  /** Records grants inside their transactions; by default the security-event outbox (app/events/). */
   record?: RecordEvent;
 }
 
@@ -159,7 +161,7 @@ export function clientTokenRoutes(router: Router, deps: ClientRouteDeps): void {
       { clientId: credentials.clientId, secret: credentials.secret, requested },
       // The clock is read here, with the client held (clients.ts): the token's iat.
       (client, scopes) => tokens.signClient({ clientId: client.clientId, scopes }, clock()),
-      deps.record,
+      deps.record ?? clientEventRecorder(db, clock, clientOf(ctx)),
     );
     if (!outcome.ok && outcome.error === 'invalid_client') throw invalidClient();
     await throttle.loginSucceeded(db, keys, now); // the secret was right

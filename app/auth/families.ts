@@ -6,6 +6,7 @@
 // endpoint, rotate and use: written by hand because a measurement says so (see USABLE below).
 import { literal, Op, type Transaction } from 'sequelize';
 import type { Database } from '../db/database';
+import { recordEvent } from '../events/outbox';
 import { findUserById } from './users';
 
 export type RevokeReason = 'logout' | 'reuse' | 'logout_all' | 'logout_others' | 'session_ended' | 'password_change' | 'deactivated';
@@ -34,6 +35,8 @@ export type Rotation =
 export interface Client {
   userAgent: string;
   ip: string;
+  /** The request's id, for the security events it causes (app/events/). */
+  requestId?: string | undefined;
 }
 
 export interface RefreshTokenRef {
@@ -64,7 +67,7 @@ export async function startFamily(
     // change came first, shows its new generation here.
     const unchanged = await User.findOne({
       where: { id: input.userId, tokenGeneration: input.generation, isActive: true },
-      attributes: ['id'],
+      attributes: ['id', 'username'],
       lock: transaction.LOCK.SHARE,
       transaction,
     });
@@ -84,6 +87,13 @@ export async function startFamily(
       },
       { include: [{ association: 'refreshTokens' }], transaction },
     );
+    await recordEvent(db, transaction, {
+      type: 'login.succeeded',
+      at: input.now,
+      user: { id: unchanged.id, username: unchanged.username },
+      sessionId: input.familyId,
+      origin: input.client,
+    });
     return true;
   });
 }
@@ -153,7 +163,7 @@ export async function rotate(
     const again = await reissue(db, ref, options.now, options.reuseIntervalSeconds!, options.client);
     if (again) return again;
   }
-  return refuse(db, ref, options.now, { checkUser: true });
+  return refuse(db, ref, options.now, { checkUser: true, client: options.client });
 }
 
 // The child of a parent rotated within the interval ($4 seconds before $3, now), if the child is
@@ -209,12 +219,12 @@ export async function use(db: Database, ref: RefreshTokenRef, now: Date, client:
      SELECT family_id, username, login_at, session_ends FROM usable`,
     [ref.jti, ref.userId, now, client.userAgent, client.ip],
   );
-  if (!row) return refuse(db, ref, now, { checkUser: true });
+  if (!row) return refuse(db, ref, now, { checkUser: true, client });
   return { ok: true, familyId: row.family_id, username: row.username, loginAt: row.login_at, sessionEnds: row.session_ends };
 }
 
 /** Logout of one session: revokes the token and its family (and so every token of it). */
-export async function logout(db: Database, ref: RefreshTokenRef, now: Date): Promise<Outcome> {
+export async function logout(db: Database, ref: RefreshTokenRef, now: Date, client?: Client): Promise<Outcome> {
   const { RefreshToken, TokenFamily } = db.models;
   const familyId = await db.sequelize.transaction(async (transaction) => {
     // The token's row stays locked to the end: a refresh of the same token racing this logout waits,
@@ -228,9 +238,17 @@ export async function logout(db: Database, ref: RefreshTokenRef, now: Date): Pro
     if (!token) return null;
     await token.update({ revokedAt: now }, { transaction });
     await revokeFamily(db, token.familyId, 'logout', now, transaction);
+    await recordEvent(db, transaction, {
+      type: 'session.ended',
+      at: now,
+      user: { id: ref.userId },
+      sessionId: token.familyId,
+      origin: client,
+      details: { reason: 'logout' },
+    });
     return token.familyId;
   });
-  return familyId ? { ok: true, familyId } : refuse(db, ref, now, { checkUser: false });
+  return familyId ? { ok: true, familyId } : refuse(db, ref, now, { checkUser: false, client });
 }
 
 /** Whether a refresh token is still current (for the verify endpoint). */
@@ -243,13 +261,14 @@ export async function isCurrent(db: Database, jti: string): Promise<boolean> {
   return found > 0;
 }
 
-// Explains a refusal; a replay of a rotated token revokes its family here, in its own statement, so
-// the revocation stands whatever happens to the request that found it.
+// Explains a refusal; a replay of a rotated token revokes its family here, in its own transaction
+// (with its token.reuse_detected event), so the revocation stands whatever happens to the request
+// that found it.
 async function refuse(
   db: Database,
   ref: RefreshTokenRef,
   now: Date,
-  options: { checkUser: boolean },
+  options: { checkUser: boolean; client?: Client | undefined },
 ): Promise<{ ok: false; refusal: Refusal }> {
   const { RefreshToken, TokenFamily, User } = db.models;
   const token = await RefreshToken.findByPk(ref.jti, {
@@ -258,7 +277,7 @@ async function refuse(
         model: TokenFamily,
         as: 'family',
         attributes: ['id', 'userId', 'revokedAt', 'expiresAt'],
-        include: [{ model: User, as: 'user', attributes: ['id', 'isActive'] }],
+        include: [{ model: User, as: 'user', attributes: ['id', 'username', 'isActive'] }],
       },
     ],
   });
@@ -270,7 +289,17 @@ async function refuse(
   }
   if (!token || !family) return { ok: false, refusal: 'unknown' };
   if (token.rotatedAt) {
-    await revokeFamily(db, family.id, 'reuse', now);
+    await db.sequelize.transaction(async (transaction) => {
+      // Announced by whichever replay revoked the family: once.
+      if (!(await revokeFamily(db, family.id, 'reuse', now, transaction))) return;
+      await recordEvent(db, transaction, {
+        type: 'token.reuse_detected',
+        at: now,
+        user: { id: family.userId, ...(family.user ? { username: family.user.username } : {}) },
+        sessionId: family.id,
+        origin: options.client,
+      });
+    });
     return { ok: false, refusal: 'reused' };
   }
   if (token.revokedAt || family.revokedAt) return { ok: false, refusal: 'revoked' };
@@ -299,14 +328,15 @@ export async function revokeFamily(
  * Ends sessions of the user in one transaction: every live family (`keep` aside) is revoked, and the
  * user's generation moves, so a login in flight, which read the user before, records no session after
  * (startFamily). Without `keep` (logout everywhere) it also records "access tokens issued before now
- * are void". Returns the number of sessions ended.
+ * are void". Returns the number of sessions ended. Its `sessions.revoked` event names `session` (the
+ * caller's) and the request (`client`).
  */
 export async function revokeAllForUser(
   db: Database,
   userId: number,
   reason: RevokeReason,
   now: Date,
-  options: { keep?: string | undefined } = {},
+  options: { keep?: string | undefined; client?: Client | undefined; session?: string | undefined } = {},
 ): Promise<number> {
   const { TokenFamily, User, UserRevocation } = db.models;
   return db.sequelize.transaction(async (transaction) => {
@@ -317,6 +347,14 @@ export async function revokeAllForUser(
       { where: { userId, ...others }, transaction },
     );
     if (options.keep === undefined) await UserRevocation.create({ userId, notBefore: now, reason }, { transaction });
+    await recordEvent(db, transaction, {
+      type: 'sessions.revoked',
+      at: now,
+      user: { id: userId },
+      sessionId: options.session ?? options.keep ?? null,
+      origin: options.client,
+      details: { scope: options.keep === undefined ? 'all' : 'others', sessions },
+    });
     return sessions;
   });
 }

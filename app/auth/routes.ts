@@ -11,6 +11,7 @@ import { endpoint } from '../http/endpoint';
 import { ApiError } from '../http/errors';
 import { sendJson } from '../http/respond';
 import { validated } from '../http/validation';
+import { recordEvent } from '../events/outbox';
 import { clearRefreshCookie, legacyRefreshCookie, noRefreshCookie, refreshCookie, setRefreshCookie, wantsCookie } from './cookie';
 import type { AuthEvents } from './events';
 import * as families from './families';
@@ -81,6 +82,16 @@ function refused(refusal: families.Refusal): ApiError {
   }
 }
 
+/**
+ * Who is calling, for the session list and the security events: ctx.ip is the address the trusted
+ * proxy saw (TRUST_PROXY_HOPS); the request id ties an event to the logs.
+ */
+export const clientOf = (ctx: Context): families.Client => ({
+  userAgent: ctx.get('User-Agent').slice(0, 512),
+  ip: ctx.ip.slice(0, 64),
+  requestId: ctx.state.requestId,
+});
+
 // RFC 6749 §5.1: token responses must not be cached.
 export const noStore: Middleware = async (ctx, next) => {
   await next();
@@ -124,8 +135,14 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
   const secondsUntil = (date: Date) => Math.floor((date.getTime() - clock()) / 1000);
   // Whole seconds, as a token's exp: the database's expiries and the tokens' agree exactly.
   const secondsFrom = (now: Date, seconds: number) => new Date((Math.floor(now.getTime() / 1000) + seconds) * 1000);
-  /** Who is calling, for the session list: ctx.ip is the address the trusted proxy saw (TRUST_PROXY_HOPS). */
-  const clientOf = (ctx: Context): families.Client => ({ userAgent: ctx.get('User-Agent').slice(0, 512), ip: ctx.ip.slice(0, 64) });
+  /**
+   * A login attempt that changed nothing (failed, throttled), as an event of its own. A name longer
+   * than any username is cut and marked with "…", which no username holds, so it names nobody.
+   */
+  const loginEvent = (ctx: Context, type: 'login.failed' | 'login.throttled', name: string, now: Date, details?: Record<string, unknown>) => {
+    const username = name.length > 150 ? `${name.slice(0, 150)}…` : name;
+    return recordEvent(db, undefined, { type, at: now, user: { username }, origin: clientOf(ctx), ...(details ? { details } : {}) });
+  };
 
   function verified(token: string, type: TokenType | undefined, onInvalid?: () => void): { claims: Claims; userId: number } {
     try {
@@ -145,8 +162,11 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     // The attempt is counted before the password is hashed: concurrent guesses cannot all pass.
     const keys = throttle.loginKeys(normalizeUsername(username), ctx.ip);
     const reservation = await throttle.reserveLoginAttempt(db, keys, now, deps.throttle);
-    if (!reservation.ok) deps.events.login(ctx, 'throttled');
-    if (!reservation.ok) throw throttled(reservation.waitSeconds);
+    if (!reservation.ok) {
+      deps.events.login(ctx, 'throttled');
+      await loginEvent(ctx, 'login.throttled', normalizeUsername(username), now, { retry_after: reservation.waitSeconds, bound: reservation.bound });
+      throw throttled(reservation.waitSeconds);
+    }
     const user = await authenticate(db, hasher, username, password, { updateLastLogin: settings.updateLastLogin, now, signal: clientGone(ctx) }).catch(
       (err: unknown) => {
         if (err instanceof HashQueueFull) throw overloaded();
@@ -154,11 +174,12 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
         throw err;
       },
     );
-    const failed = () => {
+    const failed = async () => {
       deps.events.login(ctx, 'failure');
+      await loginEvent(ctx, 'login.failed', normalizeUsername(username), now);
       return noActiveAccount(false);
     };
-    if (!user) throw failed();
+    if (!user) throw await failed();
     const familyId = randomUUID();
     const sessionEnds = secondsFrom(now, settings.sessionMaxLifetime);
     const refresh = tokens.sign('refresh', user.id, now.getTime(), { notAfter: sessionEnds });
@@ -166,7 +187,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     // logout-all that landed while the password was being hashed wins.
     const client = clientOf(ctx);
     if (!(await families.startFamily(db, { familyId, userId: user.id, generation: user.generation, token: refresh, now, sessionEnds, client }))) {
-      throw failed();
+      throw await failed();
     }
     await throttle.loginSucceeded(db, keys, now);
     const claims = await loadUserClaims(db, user.id, settings.accessTokenClaims);
@@ -259,7 +280,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const presented = await presentedRefresh(ctx, cookie, 'end');
     await clearingCookieOnRefusal(ctx, cookie, async () => {
       const { claims, userId } = verified(presented, 'refresh');
-      const outcome = await families.logout(db, { jti: claims.jti, userId }, new Date(clock()));
+      const outcome = await families.logout(db, { jti: claims.jti, userId }, new Date(clock()), clientOf(ctx));
       if (!outcome.ok) throw refused(outcome.refusal); // logout works for inactive accounts too: never 'inactive'
       deps.events.revoked(ctx, 'logout');
       if (cookie) clearRefreshCookie(ctx);
@@ -279,8 +300,9 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const { userId, claims } = ctx.state.auth!;
     if (scope === 'others') requireRecentLogin(claims, clock(), settings.sessionReauthAge);
     const now = new Date(clock());
-    if (scope === 'others') await families.revokeAllForUser(db, userId, 'logout_others', now, { keep: claims.sid });
-    else await families.revokeAllForUser(db, userId, 'logout_all', now);
+    const event = { client: clientOf(ctx), session: claims.sid };
+    if (scope === 'others') await families.revokeAllForUser(db, userId, 'logout_others', now, { keep: claims.sid, ...event });
+    else await families.revokeAllForUser(db, userId, 'logout_all', now, event);
     deps.events.revoked(ctx, scope === 'others' ? 'logout_others' : 'logout_all');
     sendJson(ctx, 200, {});
   }

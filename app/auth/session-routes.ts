@@ -9,7 +9,7 @@ import type { AuthEvents } from './events';
 import { ApiError } from '../http/errors';
 import { sendJson } from '../http/respond';
 import { requireRecentLogin } from './recent-login';
-import { noStore } from './routes';
+import { clientOf, noStore } from './routes';
 import { SessionPath } from './schemas';
 import { endSession, listSessions } from './sessions';
 import type { Clock } from './tokens';
@@ -48,7 +48,7 @@ export function sessionRoutes(router: Router, deps: SessionRouteDeps): void {
         requireRecentLogin(ctx.state.auth!.claims, clock(), reauthAge);
         const path = SessionPath.safeParse(ctx.params);
         if (!path.success) throw noSuchSession();
-        if (!(await endSession(db, ctx.state.auth!.userId, path.data.id, new Date(clock())))) throw noSuchSession();
+        if (!(await endSession(db, ctx.state.auth!.userId, path.data.id, new Date(clock()), clientOf(ctx)))) throw noSuchSession();
         events.revoked(ctx, 'session_ended');
         ctx.status = 204;
       },

@@ -2,6 +2,7 @@
 import { UniqueConstraintError, type Transaction } from 'sequelize';
 import type { Database } from '../db/database';
 import type { UserRow } from '../db/models';
+import { recordEvent } from '../events/outbox';
 import { summarize, type PasswordHasher } from './passwords';
 
 /** Usernames are compared after NFKC normalisation (as Django stores them), so "ａｌｉｃｅ" is alice. */
@@ -89,13 +90,18 @@ export async function createUser(
 ): Promise<{ id: number; username: string }> {
   const username = validateUsername(input.username);
   validatePassword(input.password);
+  const passwordHash = await hasher.hash(input.password);
   try {
-    const user = await db.models.User.create({
-      username,
-      passwordHash: await hasher.hash(input.password),
-      isActive: input.isActive,
+    return await db.sequelize.transaction(async (transaction) => {
+      const user = await db.models.User.create({ username, passwordHash, isActive: input.isActive }, { transaction });
+      await recordEvent(db, transaction, {
+        type: 'user.created',
+        at: user.dateJoined,
+        user: { id: user.id, username: user.username },
+        details: { is_active: user.isActive, imported: false },
+      });
+      return { id: user.id, username: user.username };
     });
-    return { id: user.id, username: user.username };
   } catch (err) {
     if (err instanceof UniqueConstraintError) throw new UserError(`the username "${username}" is taken`);
     throw err;
@@ -132,6 +138,7 @@ export async function changePassword(
   return db.sequelize.transaction(async (transaction) => {
     const { user, sessions } = await lockUser(db, username, now, transaction);
     await user.update({ passwordHash, passwordChangedAt: now }, { transaction });
+    await recordEvent(db, transaction, { type: 'user.password_changed', at: now, user: { id: user.id, username: user.username }, details: { sessions } });
     return { id: user.id, revokedSessions: sessions };
   });
 }
@@ -140,7 +147,11 @@ export async function changePassword(
 export async function deactivateUser(db: Database, username: string, now: Date): Promise<{ id: number; revokedSessions: number }> {
   return db.sequelize.transaction(async (transaction) => {
     const { user, sessions } = await lockUser(db, username, now, transaction);
+    const wasActive = user.isActive;
     await user.update({ isActive: false }, { transaction }); // no statement when it is inactive already
+    if (wasActive) {
+      await recordEvent(db, transaction, { type: 'user.deactivated', at: now, user: { id: user.id, username: user.username }, details: { sessions } });
+    }
     return { id: user.id, revokedSessions: sessions };
   });
 }
@@ -214,7 +225,7 @@ export async function importUsers(
       try {
         // A savepoint per row: a row that collides is skipped and the import goes on.
         await db.sequelize.transaction({ transaction }, async (savepoint) => {
-          await User.create(
+          const user = await User.create(
             {
               id: u.id,
               username: normalizeUsername(u.username),
@@ -227,6 +238,12 @@ export async function importUsers(
           );
           const memberships = [...new Set(u.groups ?? [])].map((name) => ({ userId: u.id, groupId: groups.ids.get(validateGroupName(name))! }));
           if (memberships.length > 0) await UserGroup.bulkCreate(memberships, { transaction: savepoint });
+          await recordEvent(db, savepoint, {
+            type: 'user.created',
+            at: user.dateJoined,
+            user: { id: user.id, username: user.username },
+            details: { is_active: user.isActive, imported: true },
+          });
         });
       } catch (err) {
         if (!(err instanceof UniqueConstraintError)) throw err;

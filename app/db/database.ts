@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { Sequelize } from 'sequelize';
+import { NO_OUTBOX, type OutboxSettings } from '../events/outbox';
 import { isDatabaseUnavailable, isUnavailableSqlState } from './availability';
 import { defineModels } from './models';
 
@@ -10,6 +11,8 @@ export interface DatabaseOptions {
   poolMax: number;
   /** Tag for pg_stat_activity. */
   applicationName?: string;
+  /** Which security events the changes made through this database record, for which receivers (app/events/). */
+  outbox?: OutboxSettings;
   /**
    * How long a statement may go unanswered before its connection counts as lost (pg's query_timeout):
    * a server that vanished without closing its sockets (a failover that took the machine) would
@@ -118,6 +121,8 @@ export function createDatabase(options: DatabaseOptions) {
   return {
     sequelize,
     models,
+    /** Read by recordEvent (app/events/outbox.ts), inside the domain functions' transactions. */
+    outbox: options.outbox ?? NO_OUTBOX,
     rows,
     checkPrimary,
     statementCount: () => statements,

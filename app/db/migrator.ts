@@ -13,11 +13,12 @@ import { throttle } from './migrations/0003_throttle';
 import { sessions } from './migrations/0004_sessions';
 import { hardening } from './migrations/0005_hardening';
 import { clientsAndClaims } from './migrations/0006_clients_and_claims';
+import { webhookOutbox } from './migrations/0007_webhook_outbox';
 
 /** A migration: SQL through `context.query`, which runs inside the migration's transaction. */
 export type Migration = RunnableMigration<Sequelize>;
 
-export const MIGRATIONS: readonly Migration[] = [initial, revocations, throttle, sessions, hardening, clientsAndClaims];
+export const MIGRATIONS: readonly Migration[] = [initial, revocations, throttle, sessions, hardening, clientsAndClaims, webhookOutbox];
 
 const TABLE = 'schema_migrations';
 

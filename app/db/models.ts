@@ -90,10 +90,12 @@ export interface TokenFamilyAttributes {
   loginIp: string;
   lastUserAgent: string;
   lastIp: string;
+  /** When the session's end (it reached it, unrevoked) was announced as an event (migration 0007). */
+  endAnnouncedAt: Date | null;
 }
 type TokenFamilyCreation = Optional<
   TokenFamilyAttributes,
-  'revokedAt' | 'revokeReason' | 'loginUserAgent' | 'loginIp' | 'lastUserAgent' | 'lastIp'
+  'revokedAt' | 'revokeReason' | 'loginUserAgent' | 'loginIp' | 'lastUserAgent' | 'lastIp' | 'endAnnouncedAt'
 > & {
   /** Nested create through the association (TokenFamily.create(…, { include: ['refreshTokens'] })). */
   refreshTokens?: Optional<RefreshTokenCreation, 'familyId'>[];
@@ -146,6 +148,32 @@ export interface KnownAddressAttributes {
 }
 export interface KnownAddressRow extends Model<KnownAddressAttributes>, KnownAddressAttributes {}
 
+export type WebhookStatus = 'pending' | 'delivered' | 'failed';
+/** One event for one receiver: the transactional outbox (migration 0007, app/events/). */
+export interface WebhookOutboxAttributes {
+  id: string; // bigint: pg returns it as a string
+  messageId: string;
+  endpoint: string;
+  type: string;
+  userId: number | null;
+  /** Whose events go out in order ('user:1', 'client:…'); null: not ordered. */
+  subject: string | null;
+  body: string;
+  createdAt: Date;
+  status: WebhookStatus;
+  attempts: number;
+  nextAttemptAt: Date;
+  retryFrom: Date;
+  lastAttemptAt: Date | null;
+  lastError: string | null;
+  deliveredAt: Date | null;
+}
+type WebhookOutboxCreation = Optional<
+  WebhookOutboxAttributes,
+  'id' | 'status' | 'attempts' | 'lastAttemptAt' | 'lastError' | 'deliveredAt'
+>;
+export interface WebhookOutboxRow extends Model<WebhookOutboxAttributes, WebhookOutboxCreation>, WebhookOutboxAttributes {}
+
 export type Models = ReturnType<typeof defineModels>;
 
 export function defineModels(sequelize: Sequelize) {
@@ -184,6 +212,7 @@ export function defineModels(sequelize: Sequelize) {
       loginIp: { type: DataTypes.STRING(64), allowNull: false, defaultValue: '' },
       lastUserAgent: { type: DataTypes.STRING(512), allowNull: false, defaultValue: '' },
       lastIp: { type: DataTypes.STRING(64), allowNull: false, defaultValue: '' },
+      endAnnouncedAt: { type: DataTypes.DATE, allowNull: true },
     },
     { ...common, tableName: 'token_families', scopes: { live: { where: { revokedAt: null } } } },
   );
@@ -233,6 +262,28 @@ export function defineModels(sequelize: Sequelize) {
       seenAt: { type: DataTypes.DATE, allowNull: false },
     },
     { ...common, tableName: 'auth_known_addresses' },
+  );
+
+  const WebhookOutbox = sequelize.define<WebhookOutboxRow>(
+    'WebhookOutbox',
+    {
+      id: { type: DataTypes.BIGINT, primaryKey: true, autoIncrement: true },
+      messageId: { type: DataTypes.STRING(64), allowNull: false },
+      endpoint: { type: DataTypes.CHAR(16), allowNull: false },
+      type: { type: DataTypes.STRING(64), allowNull: false },
+      userId: { type: DataTypes.INTEGER, allowNull: true },
+      subject: { type: DataTypes.STRING(80), allowNull: true },
+      body: { type: DataTypes.TEXT, allowNull: false },
+      createdAt: { type: DataTypes.DATE, allowNull: false },
+      status: { type: DataTypes.STRING(16), allowNull: false, defaultValue: 'pending' },
+      attempts: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 0 },
+      nextAttemptAt: { type: DataTypes.DATE, allowNull: false },
+      retryFrom: { type: DataTypes.DATE, allowNull: false },
+      lastAttemptAt: { type: DataTypes.DATE, allowNull: true },
+      lastError: { type: DataTypes.STRING(512), allowNull: true },
+      deliveredAt: { type: DataTypes.DATE, allowNull: true },
+    },
+    { ...common, tableName: 'webhook_outbox', scopes: { pending: { where: { status: 'pending' } } } },
   );
 
   const Group = sequelize.define<GroupRow>(
@@ -308,5 +359,5 @@ export function defineModels(sequelize: Sequelize) {
   // Past its expiry at `now`: refused whatever its state, and due for flushexpiredtokens.
   RefreshToken.addScope('expired', (now: Date) => ({ where: { expiresAt: { [Op.lte]: now } } }));
 
-  return { User, TokenFamily, RefreshToken, UserRevocation, Throttle, KnownAddress, Group, UserGroup, OAuthClient, ClientRevocation };
+  return { User, TokenFamily, RefreshToken, UserRevocation, Throttle, KnownAddress, Group, UserGroup, OAuthClient, ClientRevocation, WebhookOutbox };
 }

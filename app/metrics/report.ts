@@ -30,7 +30,10 @@ export interface WorkerReport extends WorkerIdentity {
 export const SOCKET_SUFFIX = '.sock';
 export const FINAL_SUFFIX = '.final.json';
 
-export async function workerReport(identity: WorkerIdentity, metrics: WorkerMetrics): Promise<WorkerReport> {
+/** What a process reports: a worker's metrics, or the webhook delivery process's (delivery.ts). */
+export type Reported = Pick<WorkerMetrics, 'shared' | 'own'>;
+
+export async function workerReport(identity: WorkerIdentity, metrics: Reported): Promise<WorkerReport> {
   const [shared, own] = await Promise.all([metrics.shared.getMetricsAsJSON(), metrics.own.getMetricsAsJSON()]);
   return { ...identity, shared: shared as unknown as MetricsJson, own: own as unknown as MetricsJson };
 }
@@ -41,7 +44,7 @@ export interface ReportEndpoint {
   close(): Promise<void>;
 }
 
-export async function serveReport(dir: string, identity: WorkerIdentity, metrics: WorkerMetrics): Promise<ReportEndpoint> {
+export async function serveReport(dir: string, identity: WorkerIdentity, metrics: Reported): Promise<ReportEndpoint> {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const base = path.join(dir, `${identity.worker}-${identity.pid}`);
   const socket = base + SOCKET_SUFFIX;

@@ -42,6 +42,8 @@ export interface StackOptions {
   tlsCertDir?: string;
   /** Compose profiles to start as well (`monitoring`: Prometheus). */
   profiles?: string[];
+  /** More compose files, after the project's own (a test's extra services). */
+  files?: string[];
 }
 
 export interface Stack {
@@ -110,7 +112,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     PROMETHEUS_PORT: '0',
     ...options.env,
   };
-  const files = ['docker-compose.yml', ...(options.tlsCertDir ? ['docker-compose.tls.yml'] : [])];
+  const files = ['docker-compose.yml', ...(options.tlsCertDir ? ['docker-compose.tls.yml'] : []), ...(options.files ?? [])];
   const name = (service: string) => (flavour === 'v2' ? `${service}-1` : `${options.project}_${service}_1`);
   const nginxUrl = (running: StartedDockerComposeEnvironment) =>
     `http://${hostInUrl}:${running.getContainer(name('nginx')).getMappedPort(80)}`;

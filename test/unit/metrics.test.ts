@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { routeLabel } from '../../app/http/metrics';
 import { createCollector } from '../../app/metrics/collector';
+import { createDeliveryMetrics } from '../../app/metrics/delivery';
 import { serveReport, workerReport, type ReportEndpoint } from '../../app/metrics/report';
 import { createWorkerMetrics, type WorkerMetrics } from '../../app/metrics/worker';
 
@@ -142,5 +143,31 @@ describe('route labels', () => {
     expect(routeLabel('/healthz')).toBe('/healthz');
     expect(routeLabel('/.well-known/jwks.json')).toBe('/.well-known/jwks.json');
     expect(routeLabel(undefined)).toBe('unmatched');
+  });
+});
+
+describe('the webhook delivery process in the container scrape', () => {
+  it('adds its delivery outcomes to the workers\' series, and the outbox backlog read once per scrape', async () => {
+    let reads = 0;
+    const delivery = createDeliveryMetrics({ worker: 'webhooks', pid: 201 }, {
+      stats: async () => {
+        reads += 1;
+        return { pending: 7, failed: 1, oldestPendingSeconds: 42.5 };
+      },
+    });
+    delivery.delivery('delivered');
+    delivery.delivery('delivered');
+    delivery.delivery('retried');
+    const endpoints = [await serveReport(dir, { worker: '0', pid: 101 }, worker('0', 101)), await serveReport(dir, { worker: 'webhooks', pid: 201 }, delivery)];
+    const text = await createCollector({ dir }).scrape();
+    expect(sample(text, 'webhook_deliveries_total', { outcome: 'delivered' })).toBe(2);
+    expect(sample(text, 'webhook_deliveries_total', { outcome: 'retried' })).toBe(1);
+    expect(sample(text, 'webhook_deliveries_total', { outcome: 'failed' })).toBe(0);
+    expect(sample(text, 'webhook_outbox_pending')).toBe(7);
+    expect(sample(text, 'webhook_outbox_failed')).toBe(1);
+    expect(sample(text, 'webhook_outbox_oldest_pending_seconds')).toBe(42.5);
+    expect(sample(text, 'process_resident_memory_bytes', { worker: 'webhooks', pid: '201' })).toBeGreaterThan(0);
+    expect(reads).toBe(1);
+    for (const e of endpoints) await e.close();
   });
 });
