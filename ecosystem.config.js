@@ -95,7 +95,8 @@ module.exports = {
       ? [
           {
             name: 'webhooks',
-            script: 'dist/events/server.js',
+            script: path.join(home, 'dist/events/server.js'),
+            cwd: home,
             exec_mode: 'fork',
             instances: 1,
             // Lets the batch in flight finish (its requests end by WEBHOOK_TIMEOUT, 15 s by default); a
