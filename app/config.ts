@@ -87,6 +87,8 @@ export interface Config {
   proxyHops: number; // X-Forwarded-* hops to trust (1 behind our nginx, 0 when exposed directly)
   keepAliveTimeoutMs: number;
   shutdownTimeoutMs: number;
+  /** How long a stopping worker keeps accepting before it drains (0: it stops accepting at once). */
+  shutdownDelayMs: number;
   maxBodyBytes: number;
   /** Password hashes run at once in this process (PM2 sets it to the CPUs per worker). */
   hashConcurrency: number;
@@ -234,6 +236,8 @@ const schema = z.object({
   // longer, or nginx reuses a socket Node is closing and answers 502.
   KEEP_ALIVE_TIMEOUT: duration('a duration').default(65),
   SHUTDOWN_TIMEOUT: duration('a duration').default(10),
+  // Behind a proxy that learns of a stopping replica late (nginx follow mode on Swarm: stack.yml).
+  SHUTDOWN_DELAY: durationOrZero('a duration').default(0),
   MAX_BODY_BYTES: int(64, 10 * 1024 * 1024).default(64 * 1024),
   PASSWORD_HASH_CONCURRENCY: int(1, 256).optional(),
   // Logins that may wait for a hashing slot, per worker; more get 503 + Retry-After at once.
@@ -565,6 +569,7 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
       proxyHops: e.TRUST_PROXY_HOPS,
       keepAliveTimeoutMs: e.KEEP_ALIVE_TIMEOUT * 1000,
       shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT * 1000,
+      shutdownDelayMs: e.SHUTDOWN_DELAY * 1000,
       maxBodyBytes: e.MAX_BODY_BYTES,
       hashConcurrency: e.PASSWORD_HASH_CONCURRENCY ?? availableParallelism(),
       hashQueue: e.PASSWORD_HASH_QUEUE,

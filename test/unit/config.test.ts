@@ -190,6 +190,12 @@ describe('loadConfig', () => {
     expect(fail({ ...base, SESSION_MAX_LIFETIME: '0' })).toMatch(/SESSION_MAX_LIFETIME/);
   });
 
+  it('reads the shutdown delay (default 0: a stopping worker stops accepting at once)', () => {
+    expect(loadConfig(base).config.shutdownDelayMs).toBe(0);
+    expect(loadConfig({ ...base, SHUTDOWN_DELAY: '5s' }).config.shutdownDelayMs).toBe(5000);
+    expect(fail({ ...base, SHUTDOWN_DELAY: 'later' })).toMatch(/SHUTDOWN_DELAY: expected a duration/);
+  });
+
   it('reads the refresh reuse interval (default 0: strict) and the failed-login floor (default 1 s; ms allowed, 0 off)', () => {
     expect(loadConfig(base).config.jwt.refreshReuseInterval).toBe(0);
     expect(loadConfig(base).config.failedLoginMinTimeMs).toBe(1000);
