@@ -203,7 +203,10 @@ describe('Prometheus (--profile monitoring)', () => {
     const groups = (await api('/api/v1/rules')).groups as { rules: { name: string; health: string }[] }[];
     const rules = groups.flatMap((g) => g.rules);
     expect(rules.map((r) => r.name).sort()).toEqual(
-      ['CredentialStuffing', 'HighErrorRatio', 'HighLatencyP99', 'MetricsTargetDown', 'ReadinessFailing', 'RefreshTokenReuse', 'RevocationFeedDown', 'RevocationFeedSilent'],
+      [
+        'CredentialStuffing', 'HighErrorRatio', 'HighLatencyP99', 'MetricsTargetDown', 'ReadinessFailing', 'RefreshTokenReuse', 'RevocationFeedDown',
+        'RevocationFeedSilent', 'WebhookDeliveryFailed', 'WebhooksBacklogged',
+      ],
     );
     expect(rules.every((r) => r.health !== 'err')).toBe(true);
     // It fires on the first reuse. The replay above may have come before Prometheus's first scrape
