@@ -316,8 +316,10 @@ async function databaseTier(engine: Engine): Promise<string> {
   const containers = await engine.tryDocker(['ps', '-a', '--format', '{{.ID}} {{.Names}} {{.Status}}']);
   parts.push(`--- containers on node ${engine.index} ---\n${containers.stdout.trim()}`);
   for (const line of containers.stdout.split('\n').filter((l) => /_(patroni|etcd-\d)\./.test(l))) {
-    const logs = await engine.tryDocker(['logs', '-t', '--tail', '40', line.split(' ')[0]!]);
-    parts.push(`--- ${line} ---\n${(logs.stdout + logs.stderr).trim()}`);
+    const logs = await engine.tryDocker(['logs', '-t', '--tail', '300', line.split(' ')[0]!]);
+    // Not pg_controldata's listing or a traceback's frames: Patroni's and Postgres' own lines.
+    const own = (logs.stdout + logs.stderr).split('\n').filter((l) => !/^\S+Z {2}/.test(l));
+    parts.push(`--- ${line} ---\n${own.slice(-60).join('\n')}`);
   }
   return parts.join('\n');
 }
