@@ -145,13 +145,14 @@ async function startHostCeiling(): Promise<{ url: string; stop: () => Promise<vo
   for (const file of ['api.locations', 'security-headers.inc', 'errors.inc']) conf(file, render(`templates/${file}`));
   conf('10-http.conf', render('templates/http.conf').replace('listen 80 default_server;', `listen ${HOST_IP}:${nginxPort} default_server;`));
   conf('app.servers', `server ${vars.APP_UPSTREAM} max_fails=0;\n`);
+  // A file: no Docker to collect stdout; buffered as compose's nginx writes it (ACCESS_LOG_BUFFER=32k).
+  conf('access-log.inc', `access_log ${dir}/access.log json buffer=32k flush=1s;\n`);
   writeFileSync(
     path.join(dir, 'nginx.conf'),
     render('nginx.conf')
       .replace(/^user nginx;$/m, '') // as root, the workers run as nobody
       .replace('/var/run/nginx.pid', `${dir}/nginx.pid`)
-      .replace('error_log /dev/stderr', `error_log ${dir}/error.log`)
-      .replace('access_log /dev/stdout', `access_log ${dir}/access.log`), // a file: no Docker to collect stdout
+      .replace('error_log /dev/stderr', `error_log ${dir}/error.log`),
   );
   const children: ChildProcess[] = [
     spawn(process.execPath, [path.join(ROOT, 'deploy/bench/ceiling.js')], {
