@@ -1,19 +1,22 @@
 // A guarded request's CPU cost in one worker, and where it goes (issue 19):
 //
 //   npm run build && npm run bench:guard-cpu -- [--requests 20000] [--rounds 3] [--connections 32]
-//       [--paths me,verify] [--root DIR] [--profile DIR] [--env K=V …] [--json FILE]
+//       [--paths floor,me,verify] [--root DIR …] [--profile DIR] [--tcp] [--env K=V …] [--json FILE]
 //
 // Starts a Postgres (testcontainers; or DATABASE_URL, a scratch database), migrates it, creates a
-// user, starts one worker as PM2 starts it (node with the ecosystem's node_args, ROOT/dist/server.js,
-// production settings) and logs in once. Then, per path and round, sends --requests guarded requests
-// with one valid access token over --connections keep-alive connections and reads the worker's CPU
-// time (utime + stime of every thread, /proc/PID/stat) before and after: CPU µs per request, which
-// on this shared, noisy machine is far steadier than requests per second. --profile DIR runs the
-// worker under `node --cpu-prof` (one more run per path after the measured ones) and splits the
-// profile's samples by component (Koa, the router, koa-jwt, jsonwebtoken, the revocation check,
-// metrics, logging, Node's HTTP, GC), each share applied to the measured µs per request. --root runs
-// another checkout (built), e.g. `git worktree add /tmp/before main && (cd /tmp/before && npm run
-// build)`: the "before". Nothing here is asserted.
+// user, starts one worker per --root as PM2 starts it (node with that checkout's ecosystem node_args,
+// ROOT/dist/server.js, production settings; "DIR --flag" replaces the node_args) and, with `floor`,
+// a bare node:http server answering what GET /api/me/ answers (the least a request can cost). Then,
+// per path and round, the targets taking turns, sends --requests guarded requests with one valid
+// access token over --connections keep-alive connections (a Unix socket, as nginx reaches the app
+// under compose; --tcp for TCP) and reads each process's CPU time (utime + stime of every thread,
+// /proc/PID/stat) before and after: CPU µs per request, which on this shared, noisy machine is far
+// steadier than requests per second. --profile DIR runs each worker again under `node --cpu-prof`
+// and splits the profile's busy main-thread samples by component (Koa, the router, koa-jwt,
+// jsonwebtoken, the token checks, the revocation check, metrics, logging, Node's HTTP, GC), each
+// share applied to the measured µs per request; --analyze FILE splits one profile. "Before" is
+// another checkout, built: `git archive main | tar -x -C /tmp/before`, node_modules linked, `npm run
+// build` there. Nothing here is asserted.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
