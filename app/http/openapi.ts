@@ -60,7 +60,7 @@ export const AuthorizationServerMetadata = z
   .object({
     issuer: z.string(),
     token_endpoint: z.string(),
-    jwks_uri: z.string(),
+    jwks_uri: z.string().optional(),
     scopes_supported: z.array(z.string()),
     response_types_supported: z.array(z.string()),
     grant_types_supported: z.array(z.string()),
