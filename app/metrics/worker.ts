@@ -137,19 +137,24 @@ export function createWorkerMetrics(identity: WorkerIdentity, sources: { pool: (
   });
   for (const a of ['database', 'memory'] satisfies UnvouchedSource[]) unvouched.inc({ answered_by: a }, 0);
 
-  // Children by label values: the hot path looks one up instead of hashing a label object per request.
-  const requestChildren = new Map<string, { count: Counter.Internal; time: Histogram.Internal<'method' | 'route'> }>();
+  // Children by label values: the hot path looks one up (method, then route, then status: no key
+  // string built per request) instead of hashing a label object per request.
+  type Children = { count: Counter.Internal; time: Histogram.Internal<'method' | 'route'> };
+  const requestChildren = new Map<string, Map<string, Map<number, Children>>>();
 
   return {
     shared,
     own,
     /** One answered request. */
     request(method: string, route: string, status: number, seconds: number): void {
-      const key = `${method} ${route} ${status}`;
-      let child = requestChildren.get(key);
+      let byRoute = requestChildren.get(method);
+      if (!byRoute) requestChildren.set(method, (byRoute = new Map()));
+      let byStatus = byRoute.get(route);
+      if (!byStatus) byRoute.set(route, (byStatus = new Map()));
+      let child = byStatus.get(status);
       if (!child) {
         child = { count: requests.labels(method, route, String(status)), time: duration.labels(method, route) };
-        requestChildren.set(key, child);
+        byStatus.set(status, child);
       }
       child.count.inc();
       child.time.observe(seconds);
