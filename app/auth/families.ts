@@ -7,9 +7,8 @@
 import { literal, Op, type Transaction } from 'sequelize';
 import type { Database } from '../db/database';
 import { recordEvent } from '../events/outbox';
+import type { RevokeReason } from './outcomes';
 import { findUserById } from './users';
-
-export type RevokeReason = 'logout' | 'reuse' | 'logout_all' | 'logout_others' | 'session_ended' | 'password_change' | 'deactivated';
 
 /** Why a refresh token cannot be used. */
 export type Refusal =
