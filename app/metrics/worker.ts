@@ -14,15 +14,7 @@ import {
   type RefreshOutcome,
   type RevocationReason,
 } from '../auth/outcomes';
-
-/** The Sequelize pool's counters (sequelize.connectionManager.pool, a sequelize-pool Pool). */
-export interface PoolStats {
-  readonly size: number;
-  readonly available: number;
-  readonly using: number;
-  readonly waiting: number;
-  readonly maxSize: number;
-}
+import type { PoolStats } from '../db/pool';
 
 /** What the revocation feed tells about itself (app/auth/revocations.ts). */
 export interface FeedStats {
