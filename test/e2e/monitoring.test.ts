@@ -199,15 +199,26 @@ describe('Prometheus (--profile monitoring)', () => {
     expect(Number(logins[0].value[1])).toBeGreaterThanOrEqual(1);
   });
 
-  it('has loaded the alert rules; the one replayed refresh token above fired RefreshTokenReuse, and nothing else fires', async () => {
+  it('has loaded the alert rules; one replayed refresh token fires RefreshTokenReuse, and nothing else fires', async () => {
     const groups = (await api('/api/v1/rules')).groups as { rules: { name: string; health: string }[] }[];
     const rules = groups.flatMap((g) => g.rules);
     expect(rules.map((r) => r.name).sort()).toEqual(
-      ['CredentialStuffing', 'HighErrorRatio', 'HighLatencyP99', 'MetricsTargetDown', 'ReadinessFailing', 'RefreshTokenReuse', 'RevocationFeedDown', 'RevocationFeedSilent'],
+      [
+        'CredentialStuffing', 'HighErrorRatio', 'HighLatencyP99', 'MetricsTargetDown', 'ReadinessFailing', 'RefreshTokenReuse', 'RevocationFeedDown',
+        'RevocationFeedSilent', 'WebhookDeliveryFailed', 'WebhooksBacklogged',
+      ],
     );
     expect(rules.every((r) => r.health !== 'err')).toBe(true);
-    // It fires on the first reuse; over a window, so a slow runner that took more than its 5 minutes
-    // to get here still sees that it fired.
+    // It fires on the first reuse. The replay above may have come before Prometheus's first scrape
+    // (then it never saw the step from 0), so replay once more after it holds a sample of the series.
+    const reused = `sum(auth_refreshes_total{outcome="reused"})`;
+    await expect.poll(async () => (await api(`/api/v1/query?query=${encodeURIComponent(reused)}`)).result.length, { timeout: 60_000, interval: 2_000 }).toBe(1);
+    const seen = Number((await api(`/api/v1/query?query=${encodeURIComponent(reused)}`)).result[0].value[1]);
+    const pair = await login();
+    expect((await post('/api/token/refresh/', { refresh: pair.refresh })).status).toBe(200);
+    expect((await post('/api/token/refresh/', { refresh: pair.refresh })).status).toBe(401);
+    await expect.poll(async () => Number((await api(`/api/v1/query?query=${encodeURIComponent(reused)}`)).result[0].value[1]), { timeout: 60_000, interval: 2_000 }).toBeGreaterThan(seen);
+    // Over a window, so a slow runner still sees that it fired.
     const fired = 'max_over_time(ALERTS{alertname="RefreshTokenReuse",alertstate="firing"}[1h])';
     await expect.poll(async () => (await api(`/api/v1/query?query=${encodeURIComponent(fired)}`)).result.length, { timeout: 90_000, interval: 2_000 }).toBe(1);
     const alerts = (await api('/api/v1/alerts')).alerts as { labels: { alertname: string }; state: string }[];
