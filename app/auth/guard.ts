@@ -15,7 +15,7 @@ import type { KeyObject } from 'node:crypto';
 import type { Context, Middleware } from 'koa';
 import koaJwt from 'koa-jwt';
 import type { Database } from '../db/database';
-import { ApiError, authenticationFailed, notAuthenticated } from '../http/errors';
+import { badAuthorizationHeader, clientTokenRequired, insufficientScope, invalidAccessToken, notAuthenticated, permissionDenied, tokenNotValid, userInactive, userNotFound, userTokenRequired, ApiError, type ErrorCode } from '../http/errors';
 import type { RevocationCheck } from './revocations';
 import { TOKEN_MESSAGES, TokenError, UserIdError, type Claims, type ClientClaims, type TokenService } from './tokens';
 import { userFlags, userGroups } from './user-claims';
@@ -54,15 +54,6 @@ declare module 'koa' {
   }
 }
 
-/** A token failure on a protected route, in JWTAuthentication's shape. */
-export function invalidAccessToken(message: string): ApiError {
-  return new ApiError(401, {
-    detail: 'Given token not valid for any token type',
-    code: 'token_not_valid',
-    messages: [{ token_class: 'AccessToken', token_type: 'access', message }],
-  });
-}
-
 // Python's bytes.split(): runs of ASCII whitespace.
 const WHITESPACE = /[ \t\n\r\v\f]+/;
 
@@ -75,7 +66,7 @@ export function bearerToken(header: string, types: readonly string[]): string {
   const parts = header.trim().split(WHITESPACE).filter(Boolean);
   if (parts.length === 0 || !types.includes(parts[0]!)) throw notAuthenticated();
   if (parts.length !== 2) {
-    throw authenticationFailed('Authorization header must contain two space-delimited values', 'bad_authorization_header');
+    throw badAuthorizationHeader('Authorization header must contain two space-delimited values');
   }
   return parts[1]!;
 }
@@ -90,7 +81,7 @@ function authorizationHeader(ctx: Context): string {
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     if (name.length !== 13 || name.toLowerCase() !== 'authorization') continue;
-    if (value !== undefined) throw authenticationFailed('Authorization header must be sent once', 'bad_authorization_header');
+    if (value !== undefined) throw badAuthorizationHeader('Authorization header must be sent once');
     value = raw[i + 1]!;
   }
   return value ?? '';
@@ -114,19 +105,10 @@ export const isGuard = (middleware: unknown): boolean => guards.has(middleware a
 
 /** A failed verification in simplejwt's words; jsonwebtoken's own reasons are never shown. */
 function rejection(err: unknown): ApiError {
-  if (err instanceof UserIdError) return authenticationFailed(err.message, 'token_not_valid'); // no `messages`
+  if (err instanceof UserIdError) return tokenNotValid(err.message); // no `messages`
   if (err instanceof TokenError) return invalidAccessToken(err.message);
   return invalidAccessToken(TOKEN_MESSAGES.invalidOrExpired);
 }
-
-/** A machine client's token where only users' are accepted. */
-export const userTokenRequired = () =>
-  new ApiError(403, { detail: "This route is for users: a machine client's token cannot call it.", code: 'user_token_required' });
-/** A user's token where only machine clients' are accepted. */
-export const clientTokenRequired = () =>
-  new ApiError(403, { detail: "This route is for machine clients: a user's token cannot call it.", code: 'client_token_required' });
-/** DRF's PermissionDenied. */
-export const permissionDenied = () => new ApiError(403, { detail: 'You do not have permission to perform this action.', code: 'permission_denied' });
 
 const verified = (): Promise<void> => Promise.resolve();
 
@@ -235,8 +217,8 @@ export function anyOf(...requirements: Requirement[]): Requirement {
       }
     }
     // The refusal that speaks to this kind of caller, rather than "you are the other kind".
-    const wrongKind = new Set(['user_token_required', 'client_token_required']);
-    throw refusals.find((e) => !wrongKind.has(String(e.body.code))) ?? refusals[0] ?? permissionDenied();
+    const wrongKind = new Set<ErrorCode | undefined>(['user_token_required', 'client_token_required']);
+    throw refusals.find((e) => !wrongKind.has(e.body.code)) ?? refusals[0] ?? permissionDenied();
   });
 }
 
@@ -245,16 +227,11 @@ export function anyOf(...requirements: Requirement[]): Requirement {
  * them). Behind guard.orClient; a user's token is refused (combine with anyOf to admit users too).
  */
 export function requireScope(...scopes: string[]): Requirement {
-  const challenge = `Bearer error="insufficient_scope", scope="${scopes.join(' ')}"`;
   return requirement(async (ctx) => {
     const client = ctx.state.client;
     if (!client) throw ctx.state.auth ? clientTokenRequired() : notAuthenticated();
     if (!scopes.every((s) => client.scopes.includes(s))) {
-      throw new ApiError(
-        403,
-        { detail: `This route needs the scope${scopes.length === 1 ? '' : 's'} ${scopes.join(' ')}.`, code: 'insufficient_scope' },
-        { 'WWW-Authenticate': challenge },
-      );
+      throw insufficientScope(scopes);
     }
   });
 }
@@ -300,8 +277,8 @@ export function requireGroup(db: Database, ...groups: string[]): Requirement {
 export function requireUser(db: Database): Requirement {
   const fromDatabase = async (ctx: Context, userId: number): Promise<void> => {
     const user = await findUserById(db, userId);
-    if (!user) throw authenticationFailed('User not found', 'user_not_found');
-    if (!user.isActive) throw authenticationFailed('User is inactive', 'user_inactive');
+    if (!user) throw userNotFound();
+    if (!user.isActive) throw userInactive();
     ctx.state.user = { id: user.id, username: user.username };
   };
   return requirement(function loadUser(ctx) {

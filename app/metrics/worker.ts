@@ -4,15 +4,17 @@
 // `worker` (PM2's instance number) and `pid`, and never summed. The collector (collector.ts) reads
 // both from every worker and merges them into one scrape.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-
-/** The Sequelize pool's counters (sequelize.connectionManager.pool, a sequelize-pool Pool). */
-export interface PoolStats {
-  readonly size: number;
-  readonly available: number;
-  readonly using: number;
-  readonly waiting: number;
-  readonly maxSize: number;
-}
+import {
+  API_REVOCATION_REASONS,
+  CLIENT_GRANT_OUTCOMES,
+  LOGIN_OUTCOMES,
+  REFRESH_OUTCOMES,
+  type ClientGrantOutcome,
+  type LoginOutcome,
+  type RefreshOutcome,
+  type RevocationReason,
+} from '../auth/outcomes';
+import type { PoolStats } from '../db/pool';
 
 /** What the revocation feed tells about itself (app/auth/revocations.ts). */
 export interface FeedStats {
@@ -26,13 +28,6 @@ export interface WorkerIdentity {
   pid: number;
 }
 
-export type LoginOutcome = 'success' | 'failure' | 'throttled';
-/** A client credentials grant (POST /api/oauth/token/): issued, or the OAuth error it was answered with. */
-export type ClientGrantOutcome = 'success' | 'invalid_client' | 'invalid_scope' | 'invalid_request' | 'unsupported_grant_type' | 'throttled';
-export const CLIENT_GRANT_OUTCOMES: readonly ClientGrantOutcome[] = ['success', 'invalid_client', 'invalid_scope', 'invalid_request', 'unsupported_grant_type', 'throttled'];
-// reissued: a parent presented again within REFRESH_REUSE_INTERVAL got its child again (two tabs, a retry).
-export type RefreshOutcome = 'rotated' | 'reissued' | 'refreshed' | 'reused' | 'revoked' | 'invalid' | 'throttled';
-export type RevocationReason = 'logout' | 'logout_all' | 'logout_others' | 'session_ended' | 'reuse';
 /** What answered a revocation check the feed could not vouch for (app/auth/revocation-check.ts). */
 export type UnvouchedSource = 'database' | 'memory';
 
@@ -88,10 +83,10 @@ export function createWorkerMetrics(identity: WorkerIdentity, sources: { pool: (
     registers: [shared],
   });
   // Every outcome from the start, so rate() has a zero to start from instead of a missing series.
-  for (const o of ['success', 'failure', 'throttled'] satisfies LoginOutcome[]) logins.inc({ outcome: o }, 0);
+  for (const o of LOGIN_OUTCOMES) logins.inc({ outcome: o }, 0);
   for (const o of CLIENT_GRANT_OUTCOMES) clientGrants.inc({ outcome: o }, 0);
-  for (const o of ['rotated', 'reissued', 'reused', 'revoked', 'invalid', 'throttled'] satisfies RefreshOutcome[]) refreshes.inc({ outcome: o }, 0);
-  for (const r of ['logout', 'logout_all', 'logout_others', 'session_ended', 'reuse'] satisfies RevocationReason[]) revocations.inc({ reason: r }, 0);
+  for (const o of REFRESH_OUTCOMES) refreshes.inc({ outcome: o }, 0);
+  for (const r of API_REVOCATION_REASONS) revocations.inc({ reason: r }, 0);
 
   const pool = (name: string, help: string, read: (p: PoolStats) => number) =>
     new Gauge({
