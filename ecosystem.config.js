@@ -3,8 +3,8 @@
 //   pm2 reload api                       roll every worker, one at a time, no failed request
 //   pm2 scale api 4                      resize the pool
 // Upgrades under docker compose put the new release's code in place first (scripts/release.js).
-// Beside the workers, `metrics` answers Prometheus on METRICS_PORT (default 9464; 0: off) with the
-// whole container in one scrape, read from every worker's private socket (app/metrics/); and, when
+// Beside the workers, `metrics` answers Prometheus on METRICS_PORT (0: off) with the whole container
+// in one scrape, read from every worker's private socket (app/metrics/); and, when
 // WEBHOOK_URL is set, `webhooks` sends the security events the workers and the CLI write to the
 // outbox (app/events/): one per container, every container sharing the outbox.
 'use strict';
@@ -35,14 +35,6 @@ function containerCpus() {
   return Math.max(1, Math.min(os.availableParallelism(), Math.ceil(quota)));
 }
 
-function instances() {
-  const raw = process.env.WEB_CONCURRENCY;
-  if (raw === undefined || raw === '') return cpus;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`WEB_CONCURRENCY: expected a whole number of workers ≥ 1 (got "${raw}")`);
-  return n;
-}
-
 // The code the workers run: the image's own, or, once an upgrade activated another release in this
 // container (scripts/release.js), that one. A link, so that `pm2 reload` starts each new worker from
 // whatever it points at by then.
@@ -51,16 +43,14 @@ function codeHome() {
   return link && fs.existsSync(link) ? link : __dirname;
 }
 
-const cpus = containerCpus();
 const home = codeHome();
-const metricsOn = process.env.METRICS_PORT !== '0';
-const metricsSocketDir = process.env.METRICS_SOCKET_DIR || path.join(os.tmpdir(), 'koa-auth-stack-metrics');
-const webhooksOn = Boolean(process.env.WEBHOOK_URL && process.env.WEBHOOK_URL.trim());
-const workers = instances();
-if (!process.env.SIGNING_KEY && !process.env.SIGNING_KEY_FILE && workers > 1) {
-  // Without a key each worker would make up its own, and tokens from one would fail on the others.
-  throw new Error('SIGNING_KEY or SIGNING_KEY_FILE must be set when running more than one worker (generate one: openssl rand -base64 48)');
-}
+// The settings PM2 needs, read, defaulted and checked by the app's own config module (built: npm run
+// build), so its names, defaults and messages are the app's. A bad value stops the start here. The
+// module shipped beside this file: an activated release changes the workers' code, not this list.
+const { loadProcessConfig } = require(path.join(__dirname, 'dist/config.js'));
+const settings = loadProcessConfig(process.env, containerCpus());
+const workers = settings.workers;
+const metricsSocketDir = settings.metricsSocketDir;
 
 module.exports = {
   apps: [
@@ -85,13 +75,12 @@ module.exports = {
       // under load for no throughput we could measure (docs/PERFORMANCE.md).
       node_args: ['--max-semi-space-size=4'],
       env: {
-        NODE_ENV: process.env.NODE_ENV || 'production',
-        // The CPUs shared out among the workers: more hashes at once than cores only slow each one.
-        PASSWORD_HASH_CONCURRENCY: process.env.PASSWORD_HASH_CONCURRENCY || String(Math.max(1, Math.ceil(cpus / workers))),
-        METRICS_SOCKET_DIR: metricsOn ? metricsSocketDir : '',
+        NODE_ENV: settings.env,
+        PASSWORD_HASH_CONCURRENCY: String(settings.hashConcurrency),
+        METRICS_SOCKET_DIR: metricsSocketDir ?? '',
       },
     },
-    ...(webhooksOn
+    ...(settings.webhooks
       ? [
           {
             name: 'webhooks',
@@ -106,13 +95,13 @@ module.exports = {
             max_restarts: 1000,
             merge_logs: true,
             env: {
-              NODE_ENV: process.env.NODE_ENV || 'production',
-              METRICS_SOCKET_DIR: metricsOn ? metricsSocketDir : '',
+              NODE_ENV: settings.env,
+              METRICS_SOCKET_DIR: metricsSocketDir ?? '',
             },
           },
         ]
       : []),
-    ...(metricsOn
+    ...(metricsSocketDir !== undefined
       ? [
           {
             name: 'metrics',

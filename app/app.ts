@@ -8,6 +8,7 @@ import { clientTokenRoutes } from './auth/client-routes';
 import { createAuthEvents } from './auth/events';
 import { createGuard } from './auth/guard';
 import { jwksRoutes } from './auth/jwks';
+import { isHmac } from './auth/keys';
 import { oauthMetadataRoutes } from './auth/oauth-metadata';
 import type { PasswordHasher } from './auth/passwords';
 import type { RevocationCheck, RevocationFeed } from './auth/revocations';
@@ -60,7 +61,7 @@ export function createApp(deps: AppDeps): Koa {
   // Machine clients (OAuth 2.0 client credentials): only with ISSUER an issuer identifier (config.ts).
   if (config.clients) {
     clientTokenRoutes(router, { db, tokens, settings: config.jwt, clients: config.clients, clock, maxBodyBytes: config.maxBodyBytes, throttle: config.throttle, events });
-    oauthMetadataRoutes(router, { db, clients: config.clients, clock });
+    oauthMetadataRoutes(router, { db, clients: config.clients, clock, publicKeys: !isHmac(config.jwt.algorithm) });
   }
   sessionRoutes(router, { db, guard, clock, events, reauthAge: config.jwt.sessionReauthAge });
   apiRoutes(router, { db, guard });

@@ -2,120 +2,41 @@
 // Token settings keep djangorestframework-simplejwt's names so a Django team recognises them.
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
+import path from 'node:path';
 import { z } from 'zod';
-import { ALGORITHMS, buildKeySet, generateKey, isHmac, KeyError, MIN_HMAC_KEY_BYTES, NO_EDDSA, type Algorithm, type KeySet } from './auth/keys';
+import { ALGORITHMS, buildKeySet, generateKey, isHmac, KeyError, MIN_HMAC_KEY_BYTES, NO_EDDSA, type KeySet } from './auth/keys';
 import type { ThrottleSettings } from './auth/throttle';
 import { EVENT_TYPES, type EventType } from './events/types';
-
-export type Environment = 'production' | 'development' | 'test';
 
 /** What of the user record access tokens may carry (ACCESS_TOKEN_CLAIMS), as simplejwt users add them. */
 export const USER_CLAIMS = ['is_staff', 'is_superuser', 'groups'] as const;
 export type UserClaim = (typeof USER_CLAIMS)[number];
 
-/** Machine clients (OAuth 2.0 client credentials): on when ISSUER is an issuer identifier (RFC 8414). */
-export interface ClientSettings {
-  /** ISSUER as given: the tokens' `iss` and the metadata's `issuer`, compared as strings by verifiers. */
-  issuer: string;
-}
-
-export interface JwtSettings {
-  accessTokenLifetime: number; // seconds
-  refreshTokenLifetime: number; // seconds
-  rotateRefreshTokens: boolean;
-  blacklistAfterRotation: boolean;
-  updateLastLogin: boolean;
-  algorithm: Algorithm;
-  keys: KeySet;
-  audience: string | undefined;
-  issuer: string | undefined;
-  leeway: number; // seconds
-  authHeaderTypes: string[];
-  userIdClaim: string;
-  /** A session's absolute lifetime from its login (seconds): no refresh carries it further. */
-  sessionMaxLifetime: number;
-  /**
-   * How recent a login (an access token's auth_time) must be to list or end sessions (seconds): a
-   * stolen access token, refreshed or not, cannot end its owner's other sessions.
-   */
-  sessionReauthAge: number;
-  /** Claims from the user record put in every access token, read at login and at each refresh. */
-  accessTokenClaims: UserClaim[];
-  /** Seconds after a rotation in which the parent, presented again, answers its (unused) child instead
-   *  of revoking the family: two tabs, a retry after a lost answer. 0: strict. */
-  refreshReuseInterval: number;
-}
-
-/** A webhook receiver (WEBHOOK_URL). */
-export interface WebhookEndpoint {
-  url: string;
-  /** What the outbox stores for it (a hash: a URL may hold credentials), so each row names its receiver. */
-  key: string;
-}
-
-/** Security events as signed webhooks (app/events/); no endpoints: none are recorded or sent. */
-export interface WebhookSettings {
-  endpoints: WebhookEndpoint[];
-  /** whsec_ secrets: each delivery carries a signature by every one (rotation). */
-  secrets: string[];
-  /** The event types recorded (WEBHOOK_EVENTS; default all). */
-  events: ReadonlySet<EventType>;
-  timeoutMs: number;
-  connectTimeoutMs: number;
-  /** Retries stop this long after the event (or a manual retry); the event is then marked failed. */
-  maxAgeMs: number;
-  retryBaseMs: number;
-  retryMaxMs: number;
-  /** Rows one delivery process takes at once (sent in parallel, at most one per user and receiver). */
-  batchSize: number;
-  pollMs: number;
-}
-
-export interface Config {
-  env: Environment;
-  host: string;
-  port: number;
-  /** A Unix socket to listen on as well (nginx in the same compose project, through a shared volume). */
-  listenSocket: string | undefined;
-  databaseUrl: string;
-  dbPoolMax: number;
-  dbConnectTimeoutMs: number; // how long start waits for the database before giving up
-  /** A statement unanswered this long counts its connection as lost (a server gone silent). */
-  dbQueryTimeoutMs: number;
-  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
-  proxyHops: number; // X-Forwarded-* hops to trust (1 behind our nginx, 0 when exposed directly)
-  keepAliveTimeoutMs: number;
-  shutdownTimeoutMs: number;
-  /** How long a stopping worker keeps accepting before it drains (0: it stops accepting at once). */
-  shutdownDelayMs: number;
-  maxBodyBytes: number;
-  /** Password hashes run at once in this process (PM2 sets it to the CPUs per worker). */
-  hashConcurrency: number;
-  /** Password hashes that may wait for a slot; beyond them a login answers 503. */
-  hashQueue: number;
-  /** No failed login is answered sooner than this (ms) after its password check began: 0 off. */
-  failedLoginMinTimeMs: number;
-  jwt: JwtSettings;
-  /** Machine clients; undefined (off, the endpoints absent) unless ISSUER is an https URL. */
-  clients: ClientSettings | undefined;
-  throttle: ThrottleSettings;
-  /** Origins (scheme://host[:port]) whose pages may call the API with credentials; no others. */
-  corsAllowedOrigins: string[];
-  /** Where this worker offers its metrics to the container's collector (app/metrics/); none: off. */
-  metricsSocketDir: string | undefined;
-  /** Requests slower than this are logged at info (every request is logged at debug). */
-  slowRequestMs: number;
-  webhooks: WebhookSettings;
-}
-
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-export interface LoadedConfig {
-  config: Config;
-  warnings: string[];
+/** The one shape of a configuration error: every bad variable on its own line, with what it expects. */
+function configError(problems: readonly string[]): ConfigError {
+  return new ConfigError(`Invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+}
+
+function invalid(name: string, message: string): ConfigError {
+  return configError([`${name}: ${message}`]);
+}
+
+/** Parses the environment with a schema; an empty value counts as unset, as in a .env file with `ISSUER=`. */
+function parseEnv<T extends z.ZodObject>(shape: T, env: Record<string, string | undefined>): z.infer<T> {
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = shape.safeParse(present);
+  if (parsed.success) return parsed.data;
+  throw configError(
+    parsed.error.issues.map((issue) => {
+      const name = issue.path.join('.') || '(environment)';
+      return `${name}: ${issue.code === 'invalid_type' && present[name] === undefined ? 'is required' : issue.message}`;
+    }),
+  );
 }
 
 // Keys that are public (our compose development default, the contract's test key) or plainly
@@ -180,13 +101,11 @@ const durationOrZero = (what: string) =>
     return seconds;
   });
 
-const bool = z.string().transform((raw, ctx) => {
-  const v = raw.trim().toLowerCase();
-  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
-  if (['0', 'false', 'no', 'off'].includes(v)) return false;
-  ctx.addIssue({ code: 'custom', message: `expected true or false (got ${JSON.stringify(raw)})` });
-  return z.NEVER;
-});
+// As the user writes it: "true", "Yes ", "off"…
+const bool = z
+  .string()
+  .trim()
+  .pipe(z.stringbool({ truthy: ['1', 'true', 'yes', 'on'], falsy: ['0', 'false', 'no', 'off'], error: (issue) => `expected true or false (got ${JSON.stringify(issue.input)})` }));
 
 const int = (min: number, max: number) =>
   z.string().transform((raw, ctx) => {
@@ -214,51 +133,54 @@ const databaseUrl = z.string().refine(
   { message: 'expected a URL like postgres://user:password@host:5432/dbname' },
 );
 
-// Every variable is a string in the environment; defaults are given as strings so they are parsed
-// by the same rules as a user's value.
+// Every variable once: its name, how it is read, and its default. Every value is a string in the
+// environment; defaults are given as a user would write them (prefault), parsed by the same rules. An
+// empty value is unset (loadConfig): compose and the Swarm stack pass `${NAME:-}` through.
+const environment = z.enum(['production', 'development', 'test']);
+const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 const schema = z.object({
-  NODE_ENV: z.enum(['production', 'development', 'test']).default('development'),
-  HOST: z.string().min(1).default('0.0.0.0'),
+  NODE_ENV: environment.prefault('development'),
+  HOST: z.string().min(1).prefault('0.0.0.0'),
   // Where the stack is reachable from: the address nginx's port is published on (compose passes its
   // HTTP_BIND); HOST when the app is reached directly. Decides whether a published key may be used.
   HTTP_BIND: optionalText.optional(),
-  PORT: int(0, 65535).default(3000),
+  PORT: int(0, 65535).prefault('3000'),
   LISTEN_SOCKET: optionalText.optional(),
   DATABASE_URL: databaseUrl,
   DATABASE_PASSWORD_FILE: optionalText.optional(),
-  DB_POOL_MAX: int(1, 1000).default(10),
-  DB_CONNECT_TIMEOUT: duration('a duration').default(30),
+  DB_POOL_MAX: int(1, 1000).prefault('10'),
+  DB_CONNECT_TIMEOUT: duration('a duration').prefault('30s'),
   // Shorter than nginx's 15 s proxy_read_timeout: the app answers 503 itself, with its own body.
-  DB_QUERY_TIMEOUT: duration('a duration').default(5),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  TRUST_PROXY_HOPS: int(0, 10).default(0),
+  DB_QUERY_TIMEOUT: duration('a duration').prefault('5s'),
+  LOG_LEVEL: logLevel.prefault('info'),
+  TRUST_PROXY_HOPS: int(0, 10).prefault('0'),
   // nginx keeps idle upstream connections for 60 s (keepalive_timeout in nginx/); Node must keep them
   // longer, or nginx reuses a socket Node is closing and answers 502.
-  KEEP_ALIVE_TIMEOUT: duration('a duration').default(65),
-  SHUTDOWN_TIMEOUT: duration('a duration').default(10),
+  KEEP_ALIVE_TIMEOUT: duration('a duration').prefault('65s'),
+  SHUTDOWN_TIMEOUT: duration('a duration').prefault('10s'),
   // Behind a proxy that learns of a stopping replica late (nginx follow mode on Swarm: stack.yml).
-  SHUTDOWN_DELAY: durationOrZero('a duration').default(0),
-  MAX_BODY_BYTES: int(64, 10 * 1024 * 1024).default(64 * 1024),
+  SHUTDOWN_DELAY: durationOrZero('a duration').prefault('0'),
+  MAX_BODY_BYTES: int(64, 10 * 1024 * 1024).prefault('65536'),
   PASSWORD_HASH_CONCURRENCY: int(1, 256).optional(),
   // Logins that may wait for a hashing slot, per worker; more get 503 + Retry-After at once.
-  PASSWORD_HASH_QUEUE: int(0, 100_000).default(32),
+  PASSWORD_HASH_QUEUE: int(0, 100_000).prefault('32'),
   // Every failed login takes at least this long from its password check, so the slowest stored hash
   // (an imported Django one) cannot be told from an unknown user by time: as PAM's pam_faildelay.
-  FAILED_LOGIN_MIN_TIME: durationMs('a duration', 10_000).default(1000),
-  ACCESS_TOKEN_LIFETIME: duration('a duration').default(300),
-  REFRESH_TOKEN_LIFETIME: duration('a duration').default(86400),
-  SESSION_MAX_LIFETIME: duration('a duration').default(30 * 86400),
+  FAILED_LOGIN_MIN_TIME: durationMs('a duration', 10_000).prefault('1s'),
+  ACCESS_TOKEN_LIFETIME: duration('a duration').prefault('5m'),
+  REFRESH_TOKEN_LIFETIME: duration('a duration').prefault('1d'),
+  SESSION_MAX_LIFETIME: duration('a duration').prefault('30d'),
   // Listing or ending sessions needs a login at most this old (the access token's auth_time).
-  SESSION_REAUTH_AGE: duration('a duration').default(15 * 60),
-  REFRESH_REUSE_INTERVAL: durationOrZero('a duration').default(0),
-  ROTATE_REFRESH_TOKENS: bool.default(true),
-  BLACKLIST_AFTER_ROTATION: bool.default(true),
-  UPDATE_LAST_LOGIN: bool.default(false),
+  SESSION_REAUTH_AGE: duration('a duration').prefault('15m'),
+  REFRESH_REUSE_INTERVAL: durationOrZero('a duration').prefault('0'),
+  ROTATE_REFRESH_TOKENS: bool.prefault('true'),
+  BLACKLIST_AFTER_ROTATION: bool.prefault('true'),
+  UPDATE_LAST_LOGIN: bool.prefault('false'),
   ALGORITHM: z
     .enum(ALGORITHMS, {
       error: (issue) => (issue.input === 'EdDSA' ? NO_EDDSA : `expected one of ${ALGORITHMS.join(', ')} (got ${JSON.stringify(issue.input)})`),
     })
-    .default('HS256'),
+    .prefault('HS256'),
   SIGNING_KEY: optionalText.optional(),
   SIGNING_KEY_FILE: optionalText.optional(),
   SIGNING_KEY_ID: z.string().regex(/^[A-Za-z0-9._~-]{1,64}$/, 'expected 1 to 64 letters, digits and . _ ~ -').optional(),
@@ -267,22 +189,22 @@ const schema = z.object({
   VERIFYING_KEYS_FILE: optionalText.optional(),
   AUDIENCE: optionalText.optional(),
   ISSUER: optionalText.optional(),
-  LEEWAY: int(0, 3600).default(0),
+  LEEWAY: int(0, 3600).prefault('0'),
   AUTH_HEADER_TYPES: z
     .string()
     .transform((s) => s.split(/[\s,]+/).filter(Boolean))
     .refine((types) => types.length > 0 && types.every((t) => /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(t)), {
       message: 'expected one or more comma-separated scheme names, such as Bearer or Bearer,JWT',
     })
-    .default(['Bearer']),
-  LOGIN_THROTTLE_FREE_ATTEMPTS: int(1, 1000).default(5),
-  LOGIN_THROTTLE_MAX_DELAY: duration('a duration').default(300),
-  LOGIN_THROTTLE_QUIET: duration('a duration').default(900),
+    .prefault('Bearer'),
+  LOGIN_THROTTLE_FREE_ATTEMPTS: int(1, 1000).prefault('5'),
+  LOGIN_THROTTLE_MAX_DELAY: duration('a duration').prefault('5m'),
+  LOGIN_THROTTLE_QUIET: duration('a duration').prefault('15m'),
   // Logins to one account from addresses that never logged into it share this budget per window.
-  LOGIN_THROTTLE_ACCOUNT_BUDGET: int(0, 1_000_000).default(20),
-  LOGIN_THROTTLE_ACCOUNT_WINDOW: duration('a duration').default(3600),
-  LOGIN_KNOWN_ADDRESS_TTL: duration('a duration').default(90 * 86400),
-  REFRESH_THROTTLE_PER_MINUTE: int(0, 1_000_000).default(60),
+  LOGIN_THROTTLE_ACCOUNT_BUDGET: int(0, 1_000_000).prefault('20'),
+  LOGIN_THROTTLE_ACCOUNT_WINDOW: duration('a duration').prefault('1h'),
+  LOGIN_KNOWN_ADDRESS_TTL: duration('a duration').prefault('90d'),
+  REFRESH_THROTTLE_PER_MINUTE: int(0, 1_000_000).prefault('60'),
   CORS_ALLOWED_ORIGINS: z
     .string()
     .transform((s, ctx) => {
@@ -294,10 +216,10 @@ const schema = z.object({
       }
       return origins;
     })
-    .default([]),
+    .prefault(''),
   METRICS_SOCKET_DIR: optionalText.optional(),
-  SLOW_REQUEST_MS: int(0, 3_600_000).default(1000),
-  USER_ID_CLAIM: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected a claim name such as user_id').default('user_id'),
+  SLOW_REQUEST_MS: int(0, 3_600_000).prefault('1000'),
+  USER_ID_CLAIM: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected a claim name such as user_id').prefault('user_id'),
   WEBHOOK_URL: z
     .string()
     .transform((s, ctx) => {
@@ -308,7 +230,7 @@ const schema = z.object({
       }
       return urls;
     })
-    .default([]),
+    .prefault(''),
   WEBHOOK_SECRET: optionalText.optional(),
   WEBHOOK_SECRET_FILE: optionalText.optional(),
   WEBHOOK_EVENTS: z
@@ -322,18 +244,18 @@ const schema = z.object({
       }
       return wanted;
     })
-    .default(new Set(EVENT_TYPES)),
+    .prefault('*'),
   // The Standard Webhooks spec recommends 15 to 30 s for the receiver to answer.
-  WEBHOOK_TIMEOUT: duration('a duration').default(15),
-  WEBHOOK_CONNECT_TIMEOUT: duration('a duration').default(5),
-  WEBHOOK_MAX_AGE: duration('a duration').default(86400),
-  WEBHOOK_RETRY_BASE_DELAY: duration('a duration').default(5),
-  WEBHOOK_RETRY_MAX_DELAY: duration('a duration').default(3600),
-  WEBHOOK_POLL_INTERVAL: duration('a duration').default(1),
-  WEBHOOK_BATCH_SIZE: int(1, 1000).default(20),
+  WEBHOOK_TIMEOUT: duration('a duration').prefault('15s'),
+  WEBHOOK_CONNECT_TIMEOUT: duration('a duration').prefault('5s'),
+  WEBHOOK_MAX_AGE: duration('a duration').prefault('1d'),
+  WEBHOOK_RETRY_BASE_DELAY: duration('a duration').prefault('5s'),
+  WEBHOOK_RETRY_MAX_DELAY: duration('a duration').prefault('1h'),
+  WEBHOOK_POLL_INTERVAL: duration('a duration').prefault('1s'),
+  WEBHOOK_BATCH_SIZE: int(1, 1000).prefault('20'),
   // Plain http:// receivers with NODE_ENV=production (a receiver on the same private network, in
   // development or tests); otherwise production sends only over https://.
-  WEBHOOK_ALLOW_HTTP: bool.default(false),
+  WEBHOOK_ALLOW_HTTP: bool.prefault('false'),
   ACCESS_TOKEN_CLAIMS: z
     .string()
     .transform((s, ctx) => {
@@ -345,11 +267,12 @@ const schema = z.object({
       }
       return names as UserClaim[];
     })
-    .default([]),
+    .prefault(''),
 });
 
-/** Every variable loadConfig reads (the deployment manifests are checked against it). */
-export const CONFIG_VARIABLES: readonly string[] = Object.keys(schema.shape);
+/** The typed environment: every variable parsed, defaults applied. */
+export type Settings = z.infer<typeof schema>;
+export type Environment = Settings['NODE_ENV'];
 
 function webhookUrlProblem(s: string): string | undefined {
   let url: URL;
@@ -411,10 +334,6 @@ function clientSettings(issuer: string | undefined, env: Environment): { clients
   return { clients: { issuer } };
 }
 
-function invalid(name: string, message: string): ConfigError {
-  return new ConfigError(`Invalid configuration:\n  ${name}: ${message}`);
-}
-
 /** A value given inline (NAME) or in a file (NAME_FILE), as Docker secrets are. */
 function inlineOrFile(name: string, inline: string | undefined, file: string | undefined): string | undefined {
   if (inline !== undefined && file !== undefined) throw invalid(name, `set ${name} or ${name}_FILE, not both`);
@@ -453,18 +372,7 @@ function databasePassword(url: string): string | undefined {
 
 /** Reads the given environment (normally process.env). Throws ConfigError naming every bad variable. */
 export function loadConfig(env: Record<string, string | undefined>): LoadedConfig {
-  // Empty values count as unset, as in a .env file with `ISSUER=`.
-  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
-  const parsed = schema.safeParse(present);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((issue) => {
-      const name = issue.path.join('.') || '(environment)';
-      const message = issue.code === 'invalid_type' && present[name] === undefined ? 'is required' : issue.message;
-      return `  ${name}: ${message}`;
-    });
-    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
-  }
-  const e = parsed.data;
+  const e = parseEnv(schema, env);
   const warnings: string[] = [];
 
   // Where the stack can be reached from: published defaults and weak secrets are refused beyond
@@ -502,7 +410,7 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
       verifyingKeys: inlineOrFile('VERIFYING_KEYS', undefined, e.VERIFYING_KEYS_FILE),
     });
   } catch (err) {
-    if (err instanceof KeyError) throw new ConfigError(`Invalid configuration:\n  ${err.message}`);
+    if (err instanceof KeyError) throw configError([err.message]);
     throw err;
   }
 
@@ -554,95 +462,159 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
   if (e.WEBHOOK_CONNECT_TIMEOUT > e.WEBHOOK_TIMEOUT) throw invalid('WEBHOOK_CONNECT_TIMEOUT', 'must not exceed WEBHOOK_TIMEOUT');
   if (e.WEBHOOK_RETRY_BASE_DELAY > e.WEBHOOK_RETRY_MAX_DELAY) throw invalid('WEBHOOK_RETRY_BASE_DELAY', 'must not exceed WEBHOOK_RETRY_MAX_DELAY');
 
+  return { warnings, config: configFrom(e, { keys, databaseUrl, clients, webhookSecrets }) };
+}
+
+/** What loadConfig derives from several variables (files read, keys built, values cross-checked). */
+interface Derived {
+  keys: KeySet;
+  databaseUrl: string;
+  clients: { issuer: string } | undefined;
+  webhookSecrets: string[];
+}
+
+/** The one mapping from variable names to the settings the app is given. */
+function configFrom(e: Settings, derived: Derived) {
   return {
-    warnings,
-    config: {
-      env: e.NODE_ENV,
-      host: e.HOST,
-      port: e.PORT,
-      listenSocket: e.LISTEN_SOCKET,
-      databaseUrl,
-      dbPoolMax: e.DB_POOL_MAX,
-      dbConnectTimeoutMs: e.DB_CONNECT_TIMEOUT * 1000,
-      dbQueryTimeoutMs: e.DB_QUERY_TIMEOUT * 1000,
-      logLevel: e.LOG_LEVEL,
-      proxyHops: e.TRUST_PROXY_HOPS,
-      keepAliveTimeoutMs: e.KEEP_ALIVE_TIMEOUT * 1000,
-      shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT * 1000,
-      shutdownDelayMs: e.SHUTDOWN_DELAY * 1000,
-      maxBodyBytes: e.MAX_BODY_BYTES,
-      hashConcurrency: e.PASSWORD_HASH_CONCURRENCY ?? availableParallelism(),
-      hashQueue: e.PASSWORD_HASH_QUEUE,
-      failedLoginMinTimeMs: e.FAILED_LOGIN_MIN_TIME,
-      jwt: {
-        accessTokenLifetime: e.ACCESS_TOKEN_LIFETIME,
-        refreshTokenLifetime: e.REFRESH_TOKEN_LIFETIME,
-        rotateRefreshTokens: e.ROTATE_REFRESH_TOKENS,
-        blacklistAfterRotation: e.BLACKLIST_AFTER_ROTATION,
-        updateLastLogin: e.UPDATE_LAST_LOGIN,
-        algorithm: e.ALGORITHM,
-        keys,
-        audience: e.AUDIENCE,
-        issuer: e.ISSUER,
-        leeway: e.LEEWAY,
-        authHeaderTypes: e.AUTH_HEADER_TYPES,
-        userIdClaim: e.USER_ID_CLAIM,
-        sessionMaxLifetime: e.SESSION_MAX_LIFETIME,
-        sessionReauthAge: e.SESSION_REAUTH_AGE,
-        accessTokenClaims: e.ACCESS_TOKEN_CLAIMS,
-        refreshReuseInterval: e.REFRESH_REUSE_INTERVAL,
-      },
-      clients,
-      throttle: {
-        loginFreeAttempts: e.LOGIN_THROTTLE_FREE_ATTEMPTS,
-        loginMaxDelaySeconds: e.LOGIN_THROTTLE_MAX_DELAY,
-        loginQuietSeconds: e.LOGIN_THROTTLE_QUIET,
-        loginAccountBudget: e.LOGIN_THROTTLE_ACCOUNT_BUDGET,
-        loginAccountWindowSeconds: e.LOGIN_THROTTLE_ACCOUNT_WINDOW,
-        loginKnownAddressSeconds: e.LOGIN_KNOWN_ADDRESS_TTL,
-        refreshPerMinute: e.REFRESH_THROTTLE_PER_MINUTE,
-      },
-      corsAllowedOrigins: e.CORS_ALLOWED_ORIGINS,
-      metricsSocketDir: e.METRICS_SOCKET_DIR,
-      slowRequestMs: e.SLOW_REQUEST_MS,
-      webhooks: {
-        endpoints: e.WEBHOOK_URL.map((url) => ({ url, key: webhookEndpointKey(url) })),
-        secrets: webhookSecrets,
-        events: e.WEBHOOK_EVENTS,
-        timeoutMs: e.WEBHOOK_TIMEOUT * 1000,
-        connectTimeoutMs: e.WEBHOOK_CONNECT_TIMEOUT * 1000,
-        maxAgeMs: e.WEBHOOK_MAX_AGE * 1000,
-        retryBaseMs: e.WEBHOOK_RETRY_BASE_DELAY * 1000,
-        retryMaxMs: e.WEBHOOK_RETRY_MAX_DELAY * 1000,
-        batchSize: e.WEBHOOK_BATCH_SIZE,
-        pollMs: e.WEBHOOK_POLL_INTERVAL * 1000,
-      },
+    env: e.NODE_ENV,
+    host: e.HOST,
+    port: e.PORT,
+    listenSocket: e.LISTEN_SOCKET,
+    databaseUrl: derived.databaseUrl,
+    dbPoolMax: e.DB_POOL_MAX,
+    dbConnectTimeoutMs: e.DB_CONNECT_TIMEOUT * 1000,
+    dbQueryTimeoutMs: e.DB_QUERY_TIMEOUT * 1000,
+    logLevel: e.LOG_LEVEL,
+    proxyHops: e.TRUST_PROXY_HOPS,
+    keepAliveTimeoutMs: e.KEEP_ALIVE_TIMEOUT * 1000,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT * 1000,
+    /** How long a stopping worker keeps accepting before it drains (0: it stops accepting at once). */
+    shutdownDelayMs: e.SHUTDOWN_DELAY * 1000,
+    maxBodyBytes: e.MAX_BODY_BYTES,
+    /** Password hashes run at once in this process (PM2 sets it to the CPUs per worker). */
+    hashConcurrency: e.PASSWORD_HASH_CONCURRENCY ?? availableParallelism(),
+    hashQueue: e.PASSWORD_HASH_QUEUE,
+    failedLoginMinTimeMs: e.FAILED_LOGIN_MIN_TIME,
+    jwt: {
+      accessTokenLifetime: e.ACCESS_TOKEN_LIFETIME,
+      refreshTokenLifetime: e.REFRESH_TOKEN_LIFETIME,
+      rotateRefreshTokens: e.ROTATE_REFRESH_TOKENS,
+      blacklistAfterRotation: e.BLACKLIST_AFTER_ROTATION,
+      updateLastLogin: e.UPDATE_LAST_LOGIN,
+      algorithm: e.ALGORITHM,
+      keys: derived.keys,
+      audience: e.AUDIENCE,
+      issuer: e.ISSUER,
+      leeway: e.LEEWAY,
+      authHeaderTypes: e.AUTH_HEADER_TYPES,
+      userIdClaim: e.USER_ID_CLAIM,
+      /** A session's absolute lifetime from its login (seconds): no refresh carries it further. */
+      sessionMaxLifetime: e.SESSION_MAX_LIFETIME,
+      /** How recent a login (auth_time) must be to list or end sessions (seconds). */
+      sessionReauthAge: e.SESSION_REAUTH_AGE,
+      accessTokenClaims: e.ACCESS_TOKEN_CLAIMS,
+      /** Seconds after a rotation in which the parent, presented again, answers its child. 0: strict. */
+      refreshReuseInterval: e.REFRESH_REUSE_INTERVAL,
+    },
+    /** Machine clients; undefined (off, the endpoints absent) unless ISSUER is an issuer identifier. */
+    clients: derived.clients,
+    throttle: {
+      loginFreeAttempts: e.LOGIN_THROTTLE_FREE_ATTEMPTS,
+      loginMaxDelaySeconds: e.LOGIN_THROTTLE_MAX_DELAY,
+      loginQuietSeconds: e.LOGIN_THROTTLE_QUIET,
+      loginAccountBudget: e.LOGIN_THROTTLE_ACCOUNT_BUDGET,
+      loginAccountWindowSeconds: e.LOGIN_THROTTLE_ACCOUNT_WINDOW,
+      loginKnownAddressSeconds: e.LOGIN_KNOWN_ADDRESS_TTL,
+      refreshPerMinute: e.REFRESH_THROTTLE_PER_MINUTE,
+    } satisfies ThrottleSettings,
+    corsAllowedOrigins: e.CORS_ALLOWED_ORIGINS,
+    /** Where this worker offers its metrics to the container's collector (app/metrics/); none: off. */
+    metricsSocketDir: e.METRICS_SOCKET_DIR,
+    slowRequestMs: e.SLOW_REQUEST_MS,
+    webhooks: {
+      endpoints: e.WEBHOOK_URL.map((url) => ({ url, key: webhookEndpointKey(url) })),
+      secrets: derived.webhookSecrets,
+      events: e.WEBHOOK_EVENTS,
+      timeoutMs: e.WEBHOOK_TIMEOUT * 1000,
+      connectTimeoutMs: e.WEBHOOK_CONNECT_TIMEOUT * 1000,
+      maxAgeMs: e.WEBHOOK_MAX_AGE * 1000,
+      retryBaseMs: e.WEBHOOK_RETRY_BASE_DELAY * 1000,
+      retryMaxMs: e.WEBHOOK_RETRY_MAX_DELAY * 1000,
+      batchSize: e.WEBHOOK_BATCH_SIZE,
+      pollMs: e.WEBHOOK_POLL_INTERVAL * 1000,
     },
   };
 }
 
-/** The metrics collector's settings (app/metrics/server.ts): the scrape port and the workers' sockets. */
-export interface CollectorConfig {
-  host: string;
-  port: number;
-  socketDir: string;
-  logLevel: Config['logLevel'];
+export type Config = ReturnType<typeof configFrom>;
+export type JwtSettings = Config['jwt'];
+export type WebhookSettings = Config['webhooks'];
+export type WebhookEndpoint = WebhookSettings['endpoints'][number];
+export type ClientSettings = NonNullable<Config['clients']>;
+
+export interface LoadedConfig {
+  config: Config;
+  warnings: string[];
 }
 
+// What runs beside the workers: the metrics collector (app/metrics/server.ts) and PM2's process list
+// (ecosystem.config.js, which requires the built dist/config.js for it).
+const metricsPort = int(0, 65535).prefault('9464'); // 0: no collector
+const processVars = {
+  METRICS_HOST: z.string().min(1).prefault('0.0.0.0'),
+  METRICS_PORT: metricsPort,
+  // Workers in the container: by default one per CPU it may use (ecosystem.config.js counts them).
+  WEB_CONCURRENCY: int(1, 1024).optional(),
+};
+
 const collectorSchema = z.object({
-  METRICS_HOST: z.string().min(1).default('0.0.0.0'),
-  METRICS_PORT: int(1, 65535).default(9464),
+  METRICS_HOST: processVars.METRICS_HOST,
+  METRICS_PORT: metricsPort.refine((port) => port > 0, 'is 0: the collector is off (PM2 does not start it)'),
   METRICS_SOCKET_DIR: z.string().min(1),
   LOG_LEVEL: schema.shape.LOG_LEVEL,
 });
 
-export function loadCollectorConfig(env: Record<string, string | undefined>): CollectorConfig {
-  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
-  const parsed = collectorSchema.safeParse(present);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${present[String(issue.path[0])] === undefined ? 'is required' : issue.message}`);
-    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
-  }
-  const e = parsed.data;
+/** The metrics collector's settings (app/metrics/server.ts): the scrape port and the workers' sockets. */
+export function loadCollectorConfig(env: Record<string, string | undefined>) {
+  const e = parseEnv(collectorSchema, env);
   return { host: e.METRICS_HOST, port: e.METRICS_PORT, socketDir: e.METRICS_SOCKET_DIR, logLevel: e.LOG_LEVEL };
 }
+export type CollectorConfig = ReturnType<typeof loadCollectorConfig>;
+
+const processSchema = z.object({
+  // Under PM2 an unset NODE_ENV is a deployment: production (the image sets it so as well).
+  NODE_ENV: environment.prefault('production'),
+  WEB_CONCURRENCY: processVars.WEB_CONCURRENCY,
+  METRICS_PORT: metricsPort,
+  METRICS_SOCKET_DIR: schema.shape.METRICS_SOCKET_DIR,
+  PASSWORD_HASH_CONCURRENCY: schema.shape.PASSWORD_HASH_CONCURRENCY,
+  SIGNING_KEY: schema.shape.SIGNING_KEY,
+  SIGNING_KEY_FILE: schema.shape.SIGNING_KEY_FILE,
+  ALGORITHM: schema.shape.ALGORITHM,
+  WEBHOOK_URL: schema.shape.WEBHOOK_URL,
+});
+
+/**
+ * What PM2 runs in this container (ecosystem.config.js): how many workers, each one's hashing share,
+ * whether the metrics collector and the webhook sender run. `cpus`: the CPUs the container may use.
+ */
+export function loadProcessConfig(env: Record<string, string | undefined>, cpus: number) {
+  const e = parseEnv(processSchema, env);
+  const workers = e.WEB_CONCURRENCY ?? cpus;
+  if (workers > 1 && e.SIGNING_KEY === undefined && e.SIGNING_KEY_FILE === undefined) {
+    // Without a key each worker would make up its own, and tokens from one would fail on the others.
+    throw invalid('SIGNING_KEY', `is required (or SIGNING_KEY_FILE) when running more than one worker (generate one with: npm run cli -- genkey ${e.ALGORITHM})`);
+  }
+  return {
+    env: e.NODE_ENV,
+    workers,
+    // The CPUs shared out among the workers: more hashes at once than cores only slow each one.
+    hashConcurrency: e.PASSWORD_HASH_CONCURRENCY ?? Math.max(1, Math.ceil(cpus / workers)),
+    /** The directory the workers offer their metrics in; undefined: METRICS_PORT=0, no collector. */
+    metricsSocketDir: e.METRICS_PORT === 0 ? undefined : (e.METRICS_SOCKET_DIR ?? path.join(tmpdir(), 'koa-auth-stack-metrics')),
+    webhooks: e.WEBHOOK_URL.length > 0,
+  };
+}
+
+/** Every variable the app, the collector and PM2's process list read (the deployment manifests are checked against it). */
+export const CONFIG_VARIABLES: readonly string[] = [...new Set([...Object.keys(schema.shape), ...Object.keys(collectorSchema.shape), ...Object.keys(processSchema.shape)])];

@@ -8,7 +8,7 @@ import { createTokenService, type Clock, type TokenService } from './auth/tokens
 import type { Config } from './config';
 import { createDatabase, type Database } from './db/database';
 import { outboxSettings } from './events/outbox';
-import { createWorkerMetrics, type PoolStats, type WorkerIdentity, type WorkerMetrics } from './metrics/worker';
+import { createWorkerMetrics, type WorkerIdentity, type WorkerMetrics } from './metrics/worker';
 
 export interface Services {
   db: Database;
@@ -55,7 +55,7 @@ export function createServices(
   });
   const metrics = createWorkerMetrics(identity, {
     // Sequelize's pool (sequelize-pool); its types leave it out of ConnectionManager.
-    pool: () => (db.sequelize.connectionManager as unknown as { pool?: PoolStats }).pool,
+    pool: db.poolStats,
     feed,
     clock,
   });

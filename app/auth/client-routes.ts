@@ -12,11 +12,12 @@ import { createBodyReader } from '../http/body';
 import { endpoint } from '../http/endpoint';
 import { ApiError } from '../http/errors';
 import { sendJson } from '../http/respond';
-import type { ClientGrantOutcome } from '../metrics/worker';
+import type { ClientGrantOutcome } from './outcomes';
 import { clientEventRecorder } from '../events/client-events';
 import { grantClientCredentials, isScopeToken, type RecordEvent } from './clients';
 import type { AuthEvents } from './events';
-import { clientOf } from './routes';
+import { NO_STORE_HEADERS } from '../http/no-store';
+import { clientOf } from './caller';
 import * as throttle from './throttle';
 import { MAX_CLIENT_ID_LENGTH, type Clock, type TokenService } from './tokens';
 
@@ -25,7 +26,6 @@ export const CLIENT_TOKEN_PATH = '/api/oauth/token';
 /** RFC 6749 §5.2's error codes (and RFC 8628's slow_down, for the throttle). */
 export type OAuthErrorCode = 'invalid_request' | 'invalid_client' | 'invalid_scope' | 'unsupported_grant_type' | 'slow_down';
 
-const NO_STORE = { 'Cache-Control': 'no-store', Pragma: 'no-cache' };
 // RFC 6749 §5.2: a 401 names the scheme the client may authenticate with.
 const BASIC_CHALLENGE = 'Basic realm="oauth", charset="UTF-8"';
 const MAX_SECRET_LENGTH = 512;
@@ -39,7 +39,7 @@ export class OAuthError extends ApiError {
     status = 400,
     headers: Record<string, string> = {},
   ) {
-    super(status, { error, error_description: description }, { ...NO_STORE, ...headers });
+    super(status, { error, error_description: description }, { ...NO_STORE_HEADERS, ...headers });
   }
 }
 
@@ -166,7 +166,7 @@ export function clientTokenRoutes(router: Router, deps: ClientRouteDeps): void {
     if (!outcome.ok && outcome.error === 'invalid_client') throw invalidClient();
     await throttle.loginSucceeded(db, keys, now); // the secret was right
     if (!outcome.ok) throw new OAuthError('invalid_scope', 'The requested scope is not one this client may be granted.');
-    ctx.set(NO_STORE);
+    ctx.set(NO_STORE_HEADERS);
     sendJson(ctx, 200, {
       access_token: outcome.token.token,
       token_type: 'Bearer',

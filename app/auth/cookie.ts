@@ -14,7 +14,7 @@
 // clears it; a logout reads it, so the session it names ends, and clears it.
 import { parse, serialize } from 'cookie';
 import type { Context } from 'koa';
-import { ApiError } from '../http/errors';
+import { badTokenTransport, duplicateRefreshCookie } from '../http/errors';
 
 export const TRANSPORT_HEADER = 'X-Token-Transport';
 export const REFRESH_COOKIE = '__Host-refresh';
@@ -28,7 +28,7 @@ export function wantsCookie(ctx: Context): boolean {
   const value = ctx.get(TRANSPORT_HEADER);
   if (value === '') return false;
   if (value.trim().toLowerCase() === 'cookie') return true;
-  throw new ApiError(400, { detail: `${TRANSPORT_HEADER} must be "cookie" when sent.`, code: 'bad_token_transport' });
+  throw badTokenTransport(TRANSPORT_HEADER);
 }
 
 /** How many cookies of this name the request carries (Node joins repeated Cookie headers with "; "). */
@@ -43,10 +43,7 @@ function single(ctx: Context, name: string): string | undefined {
   const n = count(ctx, name);
   if (n === 0) return undefined;
   if (n > 1) {
-    throw new ApiError(400, {
-      detail: `The ${name} cookie was sent more than once; another site may have set one. Nothing was changed.`,
-      code: 'duplicate_refresh_cookie',
-    });
+    throw duplicateRefreshCookie(name);
   }
   return parse(ctx.get('Cookie'))[name];
 }
@@ -76,7 +73,3 @@ export function clearRefreshCookie(ctx: Context): void {
   ctx.append('Set-Cookie', serialize(REFRESH_COOKIE, '', { ...attributes, maxAge: 0 }));
   dropLegacy(ctx);
 }
-
-/** No refresh token in the body or the cookie: the browser has no session. */
-export const noRefreshCookie = () =>
-  new ApiError(401, { detail: 'Authentication credentials were not provided.', code: 'not_authenticated' });

@@ -3,8 +3,8 @@
 // revocations, machine clients' refused grants) logged at info with the request id. nginx's access log has every request; the app logs
 // only what nginx cannot know. Routes call these at their outcomes; nothing here decides anything.
 import type { Logger } from 'pino';
-import type { ClientGrantOutcome, LoginOutcome, RefreshOutcome, RevocationReason } from '../metrics/worker';
 import type { Refusal } from './families';
+import type { ClientGrantOutcome, LoginOutcome, RefreshOutcome, RevocationReason } from './outcomes';
 
 export interface AuthCounters {
   login(outcome: LoginOutcome): void;

@@ -7,9 +7,8 @@
 import { literal, Op, type Transaction } from 'sequelize';
 import type { Database } from '../db/database';
 import { recordEvent } from '../events/outbox';
+import type { RevokeReason } from './outcomes';
 import { findUserById } from './users';
-
-export type RevokeReason = 'logout' | 'reuse' | 'logout_all' | 'logout_others' | 'session_ended' | 'password_change' | 'deactivated';
 
 /** Why a refresh token cannot be used. */
 export type Refusal =
@@ -385,12 +384,13 @@ export async function flushExpired(db: Database, now: Date, revocationWindowMs: 
   };
   const horizon = new Date(now.getTime() - revocationWindowMs);
   result.tokens = await drain(() => RefreshToken.scope({ method: ['expired', now] }).destroy({ limit: batchSize }));
-  // Sequelize has no operator for NOT EXISTS; the fragment names the table as Model.destroy writes it.
-  // A family found empty stays empty: tokens are only added to a family by rotating one of its own.
-  const empty = literal('NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = token_families.id)');
+  // Sequelize has no operator for NOT EXISTS: a whole subquery with its own aliases, matched on a
+  // column Sequelize names. A family found empty stays empty: tokens are only added to a family by
+  // rotating one of its own.
+  const empty = { id: { [Op.in]: literal('(SELECT f.id FROM token_families f WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.id))') } };
   result.families = await drain(() =>
     TokenFamily.destroy({
-      where: { [Op.or]: [{ [Op.and]: [empty, { revokedAt: null }] }, { revokedAt: { [Op.lte]: horizon } }] },
+      where: { [Op.or]: [{ ...empty, revokedAt: null }, { revokedAt: { [Op.lte]: horizon } }] },
       limit: batchSize,
     }),
   );

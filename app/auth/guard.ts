@@ -15,7 +15,7 @@ import type { KeyObject } from 'node:crypto';
 import type { Context, Middleware } from 'koa';
 import koaJwt from 'koa-jwt';
 import type { Database } from '../db/database';
-import { ApiError, authenticationFailed, notAuthenticated } from '../http/errors';
+import { badAuthorizationHeader, clientTokenRequired, insufficientScope, invalidAccessToken, notAuthenticated, permissionDenied, tokenNotValid, userInactive, userNotFound, userTokenRequired, ApiError, type ErrorCode } from '../http/errors';
 import type { RevocationCheck } from './revocations';
 import { TOKEN_MESSAGES, TokenError, UserIdError, type Claims, type ClientClaims, type TokenService } from './tokens';
 import { userFlags, userGroups } from './user-claims';
@@ -46,19 +46,12 @@ declare module 'koa' {
     user?: AuthenticatedUser;
     /** The key koa-jwt verifies this request's token with (set by the guard's getToken). */
     secret?: KeyObject;
+    /** Whether the token's header says it is a machine client's (set by the guard's getToken). */
+    clientToken?: boolean;
     /** Set by koa-jwt: the verified payload, or why verification failed. */
     jwt?: unknown;
     jwtOriginalError?: unknown;
   }
-}
-
-/** A token failure on a protected route, in JWTAuthentication's shape. */
-export function invalidAccessToken(message: string): ApiError {
-  return new ApiError(401, {
-    detail: 'Given token not valid for any token type',
-    code: 'token_not_valid',
-    messages: [{ token_class: 'AccessToken', token_type: 'access', message }],
-  });
 }
 
 // Python's bytes.split(): runs of ASCII whitespace.
@@ -73,18 +66,25 @@ export function bearerToken(header: string, types: readonly string[]): string {
   const parts = header.trim().split(WHITESPACE).filter(Boolean);
   if (parts.length === 0 || !types.includes(parts[0]!)) throw notAuthenticated();
   if (parts.length !== 2) {
-    throw authenticationFailed('Authorization header must contain two space-delimited values', 'bad_authorization_header');
+    throw badAuthorizationHeader('Authorization header must contain two space-delimited values');
   }
   return parts[1]!;
 }
 
-/** The Authorization header, refused when sent more than once (Node would silently keep the first). */
+/**
+ * The Authorization header, refused when sent more than once (Node would silently keep the first).
+ * Counted in the raw headers: `headersDistinct` would build an object of every header per request.
+ */
 function authorizationHeader(ctx: Context): string {
-  const values = ctx.req.headersDistinct.authorization;
-  if (values && values.length > 1) {
-    throw authenticationFailed('Authorization header must be sent once', 'bad_authorization_header');
+  const raw = ctx.req.rawHeaders;
+  let value: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length !== 13 || name.toLowerCase() !== 'authorization') continue;
+    if (value !== undefined) throw badAuthorizationHeader('Authorization header must be sent once');
+    value = raw[i + 1]!;
   }
-  return values?.[0] ?? '';
+  return value ?? '';
 }
 
 export interface GuardOptions {
@@ -105,19 +105,22 @@ export const isGuard = (middleware: unknown): boolean => guards.has(middleware a
 
 /** A failed verification in simplejwt's words; jsonwebtoken's own reasons are never shown. */
 function rejection(err: unknown): ApiError {
-  if (err instanceof UserIdError) return authenticationFailed(err.message, 'token_not_valid'); // no `messages`
+  if (err instanceof UserIdError) return tokenNotValid(err.message); // no `messages`
   if (err instanceof TokenError) return invalidAccessToken(err.message);
   return invalidAccessToken(TOKEN_MESSAGES.invalidOrExpired);
 }
 
-/** A machine client's token where only users' are accepted. */
-export const userTokenRequired = () =>
-  new ApiError(403, { detail: "This route is for users: a machine client's token cannot call it.", code: 'user_token_required' });
-/** A user's token where only machine clients' are accepted. */
-export const clientTokenRequired = () =>
-  new ApiError(403, { detail: "This route is for machine clients: a user's token cannot call it.", code: 'client_token_required' });
-/** DRF's PermissionDenied. */
-export const permissionDenied = () => new ApiError(403, { detail: 'You do not have permission to perform this action.', code: 'permission_denied' });
+const verified = (): Promise<void> => Promise.resolve();
+
+/** A revocation answer, now or later, as isRevoked's: revoked is the blacklisted TokenError. */
+function answer(revoked: boolean | Promise<boolean>, accepted?: () => void): boolean | Promise<boolean> {
+  const decide = (r: boolean): boolean => {
+    if (r) throw new TokenError(TOKEN_MESSAGES.blacklisted);
+    accepted?.();
+    return false;
+  };
+  return typeof revoked === 'boolean' ? decide(revoked) : revoked.then(decide);
+}
 
 export function createGuard({ tokens, authHeaderTypes, revocations }: GuardOptions): Guard {
   // The payloads that passed a machine client's checks (koa-jwt hands the same object on).
@@ -133,25 +136,25 @@ export function createGuard({ tokens, authHeaderTypes, revocations }: GuardOptio
       getToken(ctx: Context): string {
         const raw = bearerToken(authorizationHeader(ctx), authHeaderTypes);
         try {
+          const { key, client } = tokens.inspect(raw);
           // koa-jwt takes a request's secret from ctx.state.secret before its `secret` option.
-          ctx.state.secret = tokens.keyOf(raw).verifying;
+          ctx.state.secret = key.verifying;
+          ctx.state.clientToken = client;
         } catch (err) {
           throw rejection(err);
         }
         return raw;
       },
       // koa-jwt's last hook before it accepts a token: simplejwt's claim checks, then revocation; or,
-      // for a machine client's token (its signed header says at+jwt), RFC 9068's and the client's cutoff.
-      async isRevoked(_ctx: Context, payload: object, token: string): Promise<boolean> {
-        if (tokens.isClientToken(token)) {
+      // for a machine client's token (its signed header says at+jwt: getToken looked), RFC 9068's and
+      // the client's cutoff. Not async: memory answers an ordinary request with no promise made here.
+      isRevoked(ctx: Context, payload: object): boolean | Promise<boolean> {
+        if (ctx.state.clientToken === true) {
           const claims = tokens.checkClientClaims(payload);
-          if (await revocations.isClientRevoked(claims.client_id, claims.iat)) throw new TokenError(TOKEN_MESSAGES.blacklisted);
-          clientPayloads.add(payload);
-          return false;
+          return answer(revocations.isClientRevoked(claims.client_id, claims.iat), () => clientPayloads.add(payload));
         }
         const claims = tokens.checkClaims(payload, 'access');
-        if (await revocations.isRevoked(claims, tokens.userIdOf(claims))) throw new TokenError(TOKEN_MESSAGES.blacklisted);
-        return false;
+        return answer(revocations.isRevoked(claims, tokens.userIdOf(claims)));
       },
       key: 'jwt',
       // Failures come to us (ctx.state.jwtOriginalError) to be answered in simplejwt's shapes.
@@ -164,20 +167,21 @@ export function createGuard({ tokens, authHeaderTypes, revocations }: GuardOptio
 
   const admit = (clients: boolean): Middleware =>
     async function guard(ctx, next) {
-      await verify(ctx, async () => {
-        if (ctx.state.jwtOriginalError !== undefined) throw rejection(ctx.state.jwtOriginalError);
-        const payload = ctx.state.jwt as object | undefined;
-        if (payload === undefined) throw notAuthenticated(); // koa-jwt accepted nothing: never let it through
-        if (clientPayloads.has(payload)) {
-          if (!clients) throw userTokenRequired();
-          const claims = payload as ClientClaims;
-          ctx.state.client = { clientId: claims.client_id, scopes: claims.scope?.split(' ') ?? [], claims };
-        } else {
-          const claims = payload as Claims;
-          ctx.state.auth = { userId: tokens.userIdOf(claims), claims };
-        }
-        await next();
-      });
+      // With passthrough koa-jwt always ends by calling its next: one shared no-op, and the route's
+      // own next runs here, after the checks (no closure per request).
+      await verify(ctx, verified);
+      if (ctx.state.jwtOriginalError !== undefined) throw rejection(ctx.state.jwtOriginalError);
+      const payload = ctx.state.jwt as object | undefined;
+      if (payload === undefined) throw notAuthenticated(); // koa-jwt accepted nothing: never let it through
+      if (clientPayloads.has(payload)) {
+        if (!clients) throw userTokenRequired();
+        const claims = payload as ClientClaims;
+        ctx.state.client = { clientId: claims.client_id, scopes: claims.scope?.split(' ') ?? [], claims };
+      } else {
+        const claims = payload as Claims;
+        ctx.state.auth = { userId: tokens.userIdOf(claims), claims };
+      }
+      return next();
     };
   const orClient = admit(true);
   const guard = Object.assign(admit(false), { orClient });
@@ -191,12 +195,13 @@ export interface Requirement extends Middleware {
   readonly check: (ctx: Context) => Promise<void>;
 }
 
-function requirement(check: (ctx: Context) => Promise<void>): Requirement {
-  const middleware: Middleware = async (ctx, next) => {
-    await check(ctx);
-    await next();
+/** `check` answers at once when it can (no promise: the token carries what it needs), else later. */
+function requirement(check: (ctx: Context) => void | Promise<void>): Requirement {
+  const middleware: Middleware = (ctx, next) => {
+    const pending = check(ctx);
+    return pending ? pending.then(() => next()) : next();
   };
-  return Object.assign(middleware, { check });
+  return Object.assign(middleware, { check: async (ctx: Context) => check(ctx) });
 }
 
 /** The caller must meet one of the requirements (say, a user, or a machine client with a scope). */
@@ -212,8 +217,8 @@ export function anyOf(...requirements: Requirement[]): Requirement {
       }
     }
     // The refusal that speaks to this kind of caller, rather than "you are the other kind".
-    const wrongKind = new Set(['user_token_required', 'client_token_required']);
-    throw refusals.find((e) => !wrongKind.has(String(e.body.code))) ?? refusals[0] ?? permissionDenied();
+    const wrongKind = new Set<ErrorCode | undefined>(['user_token_required', 'client_token_required']);
+    throw refusals.find((e) => !wrongKind.has(e.body.code)) ?? refusals[0] ?? permissionDenied();
   });
 }
 
@@ -222,16 +227,11 @@ export function anyOf(...requirements: Requirement[]): Requirement {
  * them). Behind guard.orClient; a user's token is refused (combine with anyOf to admit users too).
  */
 export function requireScope(...scopes: string[]): Requirement {
-  const challenge = `Bearer error="insufficient_scope", scope="${scopes.join(' ')}"`;
   return requirement(async (ctx) => {
     const client = ctx.state.client;
     if (!client) throw ctx.state.auth ? clientTokenRequired() : notAuthenticated();
     if (!scopes.every((s) => client.scopes.includes(s))) {
-      throw new ApiError(
-        403,
-        { detail: `This route needs the scope${scopes.length === 1 ? '' : 's'} ${scopes.join(' ')}.`, code: 'insufficient_scope' },
-        { 'WWW-Authenticate': challenge },
-      );
+      throw insufficientScope(scopes);
     }
   });
 }
@@ -275,15 +275,15 @@ export function requireGroup(db: Database, ...groups: string[]): Requirement {
  * release) is checked against the database: "User not found" / "User is inactive", simplejwt's words.
  */
 export function requireUser(db: Database): Requirement {
-  return requirement(async function loadUser(ctx) {
-    const auth = userOf(ctx);
-    if (typeof auth.claims.username === 'string') {
-      ctx.state.user = { id: auth.userId, username: auth.claims.username };
-      return;
-    }
-    const user = await findUserById(db, auth.userId);
-    if (!user) throw authenticationFailed('User not found', 'user_not_found');
-    if (!user.isActive) throw authenticationFailed('User is inactive', 'user_inactive');
+  const fromDatabase = async (ctx: Context, userId: number): Promise<void> => {
+    const user = await findUserById(db, userId);
+    if (!user) throw userNotFound();
+    if (!user.isActive) throw userInactive();
     ctx.state.user = { id: user.id, username: user.username };
+  };
+  return requirement(function loadUser(ctx) {
+    const auth = userOf(ctx);
+    if (typeof auth.claims.username !== 'string') return fromDatabase(ctx, auth.userId);
+    ctx.state.user = { id: auth.userId, username: auth.claims.username };
   });
 }

@@ -20,7 +20,7 @@ const SCOPES_CACHE_MS = 10_000;
 export interface AuthorizationServerMetadata {
   issuer: string;
   token_endpoint: string;
-  jwks_uri: string;
+  jwks_uri?: string;
   scopes_supported: string[];
   response_types_supported: string[];
   grant_types_supported: string[];
@@ -28,13 +28,16 @@ export interface AuthorizationServerMetadata {
   service_documentation: string;
 }
 
-export function authorizationServerMetadata(clients: ClientSettings, scopes: string[]): AuthorizationServerMetadata {
+/** publicKeys: the tokens are signed with a private key whose public half the JWKS serves. With an
+ *  HMAC key the JWKS is empty and nobody else can verify a token, so no jwks_uri is named (RFC 8414
+ *  makes it optional) rather than one that leads to no key. */
+export function authorizationServerMetadata(clients: ClientSettings, scopes: string[], publicKeys: boolean): AuthorizationServerMetadata {
   // ISSUER has no path (config.ts), so the endpoints sit at its origin.
   const at = (path: string) => new URL(path, clients.issuer).href;
   return {
     issuer: clients.issuer,
     token_endpoint: at(`${CLIENT_TOKEN_PATH}/`),
-    jwks_uri: at('/.well-known/jwks.json'),
+    ...(publicKeys ? { jwks_uri: at('/.well-known/jwks.json') } : {}),
     scopes_supported: scopes,
     // Required by RFC 8414; there is no authorization endpoint, so none.
     response_types_supported: [],
@@ -44,7 +47,7 @@ export function authorizationServerMetadata(clients: ClientSettings, scopes: str
   };
 }
 
-export function oauthMetadataRoutes(router: Router, deps: { db: Database; clients: ClientSettings; clock: Clock }): void {
+export function oauthMetadataRoutes(router: Router, deps: { db: Database; clients: ClientSettings; clock: Clock; publicKeys: boolean }): void {
   let cached: { at: number; scopes: Promise<string[]> } | undefined;
   const scopes = (): Promise<string[]> => {
     const now = deps.clock();
@@ -59,7 +62,7 @@ export function oauthMetadataRoutes(router: Router, deps: { db: Database; client
     METADATA_PATH,
     endpoint({
       GET: async (ctx) => {
-        const document = authorizationServerMetadata(deps.clients, await scopes());
+        const document = authorizationServerMetadata(deps.clients, await scopes(), deps.publicKeys);
         ctx.set('Cache-Control', `public, max-age=${MAX_AGE_SECONDS}`);
         sendJson(ctx, 200, document);
       },

@@ -8,11 +8,13 @@ import type { JwtSettings } from '../config';
 import type { Database } from '../db/database';
 import { createBodyReader } from '../http/body';
 import { endpoint } from '../http/endpoint';
-import { ApiError } from '../http/errors';
+import { ApiError, clientClosed, loginOverloaded, noActiveAccount, noRefreshCookie, throttled, tokenNotValid } from '../http/errors';
+import { noStore } from '../http/no-store';
 import { sendJson } from '../http/respond';
 import { validated } from '../http/validation';
 import { recordEvent } from '../events/outbox';
-import { clearRefreshCookie, legacyRefreshCookie, noRefreshCookie, refreshCookie, setRefreshCookie, wantsCookie } from './cookie';
+import { clientOf } from './caller';
+import { clearRefreshCookie, legacyRefreshCookie, refreshCookie, setRefreshCookie, wantsCookie } from './cookie';
 import type { AuthEvents } from './events';
 import * as families from './families';
 import { HashAborted, HashQueueFull, type PasswordHasher } from './passwords';
@@ -40,18 +42,6 @@ export interface TokenRouteDeps {
   events: AuthEvents;
 }
 
-/** DRF's Throttled, with Retry-After. */
-function throttled(seconds: number): ApiError {
-  return new ApiError(
-    429,
-    { detail: `Request was throttled. Expected available in ${seconds} second${seconds === 1 ? '' : 's'}.`, code: 'throttled' },
-    { 'Retry-After': String(seconds) },
-  );
-}
-
-/** Every hashing slot is busy and the line is full: come back shortly rather than wait for minutes. */
-const overloaded = () =>
-  new ApiError(503, { detail: 'Too many logins are being checked; try again shortly.', code: 'login_overloaded' }, { 'Retry-After': '1' });
 
 /** Aborts when the client goes away before its answer, so its queued password hash is never run. */
 function clientGone(ctx: Context): AbortSignal {
@@ -61,14 +51,6 @@ function clientGone(ctx: Context): AbortSignal {
   });
   return gone.signal;
 }
-
-const noActiveAccount = (withCode: boolean) =>
-  new ApiError(401, {
-    detail: 'No active account found with the given credentials',
-    ...(withCode ? { code: 'no_active_account' } : {}),
-  });
-
-const tokenNotValid = (message: string) => new ApiError(401, { detail: message, code: 'token_not_valid' });
 
 function refused(refusal: families.Refusal): ApiError {
   switch (refusal) {
@@ -81,23 +63,6 @@ function refused(refusal: families.Refusal): ApiError {
       return tokenNotValid(TOKEN_MESSAGES.invalidOrExpired);
   }
 }
-
-/**
- * Who is calling, for the session list and the security events: ctx.ip is the address the trusted
- * proxy saw (TRUST_PROXY_HOPS); the request id ties an event to the logs.
- */
-export const clientOf = (ctx: Context): families.Client => ({
-  userAgent: ctx.get('User-Agent').slice(0, 512),
-  ip: ctx.ip.slice(0, 64),
-  requestId: ctx.state.requestId,
-});
-
-// RFC 6749 §5.1: token responses must not be cached.
-export const noStore: Middleware = async (ctx, next) => {
-  await next();
-  ctx.set('Cache-Control', 'no-store');
-  ctx.set('Pragma', 'no-cache');
-};
 
 export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
   const { db, tokens, hasher, settings, clock, maxBodyBytes } = deps;
@@ -130,6 +95,22 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     }
   }
 
+  /** A refused refresh: counted and logged (events.ts), then answered. */
+  const refusedRefresh = (ctx: Context, refusal: families.Refusal) => {
+    deps.events.refreshRefused(ctx, refusal);
+    return refused(refusal);
+  };
+
+  /**
+   * A new refresh token with its access token: in the body, or with the cookie transport the refresh
+   * token in the cookie and only the access token in the body. `pair` keeps simplejwt's key order.
+   */
+  function answerTokens(ctx: Context, cookie: boolean, refresh: { token: string; expiresAt: Date }, pair: TokenPair | RotatedPair): void {
+    if (!cookie) return sendJson(ctx, 200, pair);
+    setRefreshCookie(ctx, refresh.token, secondsUntil(refresh.expiresAt));
+    sendJson(ctx, 200, { access: pair.access } satisfies AccessOnly);
+  }
+
   // A refreshed access token names its session, ends with it, and keeps its login's time (auth_time).
   const accessExtras = (s: families.Renewal & { ok: true }) => ({ sid: s.familyId, username: s.username, notAfter: s.sessionEnds, loginAt: s.loginAt });
   const secondsUntil = (date: Date) => Math.floor((date.getTime() - clock()) / 1000);
@@ -149,9 +130,9 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
       const claims = tokens.verify(token, type);
       return { claims, userId: tokens.userIdOf(claims) };
     } catch (err) {
-      if (err instanceof TokenError) onInvalid?.();
-      if (err instanceof TokenError) throw tokenNotValid(err.message);
-      throw err;
+      if (!(err instanceof TokenError)) throw err;
+      onInvalid?.();
+      throw tokenNotValid(err.message);
     }
   }
 
@@ -169,8 +150,8 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     }
     const user = await authenticate(db, hasher, username, password, { updateLastLogin: settings.updateLastLogin, now, signal: clientGone(ctx) }).catch(
       (err: unknown) => {
-        if (err instanceof HashQueueFull) throw overloaded();
-        if (err instanceof HashAborted) throw new ApiError(499, { detail: 'The client closed the request.', code: 'client_closed' });
+        if (err instanceof HashQueueFull) throw loginOverloaded();
+        if (err instanceof HashAborted) throw clientClosed();
         throw err;
       },
     );
@@ -193,11 +174,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const claims = await loadUserClaims(db, user.id, settings.accessTokenClaims);
     const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username, notAfter: sessionEnds, loginAt: now, claims });
     deps.events.login(ctx, 'success');
-    if (cookie) {
-      setRefreshCookie(ctx, refresh.token, secondsUntil(refresh.expiresAt));
-      return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
-    }
-    sendJson(ctx, 200, { refresh: refresh.token, access: access.token } satisfies TokenPair);
+    answerTokens(ctx, cookie, refresh, { refresh: refresh.token, access: access.token } satisfies TokenPair);
   }
 
   async function refresh(ctx: Context) {
@@ -212,12 +189,13 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const ref = { jti: claims.jti, userId };
     // Counted against the token's family, and only when the token could be used.
     const wait = await throttle.refreshWaitSeconds(db, ref, now, deps.throttle);
-    if (wait > 0) deps.events.refresh(ctx, 'throttled');
-    if (wait > 0) throw throttled(wait);
+    if (wait > 0) {
+      deps.events.refresh(ctx, 'throttled');
+      throw throttled(wait);
+    }
     if (!settings.rotateRefreshTokens) {
       const outcome = await families.use(db, ref, now, clientOf(ctx));
-      if (!outcome.ok) deps.events.refreshRefused(ctx, outcome.refusal);
-      if (!outcome.ok) throw refused(outcome.refusal);
+      if (!outcome.ok) throw refusedRefresh(ctx, outcome.refusal);
       const record = await loadUserClaims(db, userId, settings.accessTokenClaims);
       const access = tokens.sign('access', userId, now.getTime(), { ...accessExtras(outcome), claims: record });
       deps.events.refresh(ctx, 'refreshed');
@@ -233,18 +211,13 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
       client: clientOf(ctx),
       reuseIntervalSeconds: settings.refreshReuseInterval,
     });
-    if (!outcome.ok) deps.events.refreshRefused(ctx, outcome.refusal);
-    if (!outcome.ok) throw refused(outcome.refusal);
+    if (!outcome.ok) throw refusedRefresh(ctx, outcome.refusal);
     const next = tokens.sign('refresh', userId, outcome.issuedAt.getTime(), { jti: outcome.jti, notAfter: outcome.expiresAt });
     // Read again at every refresh, so a change to the user's record reaches the next access token.
     const record = await loadUserClaims(db, userId, settings.accessTokenClaims);
     const access = tokens.sign('access', userId, now.getTime(), { ...accessExtras(outcome), claims: record });
     deps.events.refresh(ctx, outcome.reissued ? 'reissued' : 'rotated');
-    if (cookie) {
-      setRefreshCookie(ctx, next.token, secondsUntil(next.expiresAt));
-      return sendJson(ctx, 200, { access: access.token } satisfies AccessOnly);
-    }
-    sendJson(ctx, 200, { access: access.token, refresh: next.token } satisfies RotatedPair);
+    answerTokens(ctx, cookie, next, { access: access.token, refresh: next.token } satisfies RotatedPair);
   }
 
   /** A machine client's access token (RFC 9068): valid, and not of a deleted client or an old secret. */

@@ -6,15 +6,16 @@ import type { Middleware } from 'koa';
 import type { Database } from '../db/database';
 import { endpoint } from '../http/endpoint';
 import type { AuthEvents } from './events';
-import { ApiError } from '../http/errors';
+import { notFound } from '../http/errors';
+import { noStore } from '../http/no-store';
 import { sendJson } from '../http/respond';
 import { requireRecentLogin } from './recent-login';
-import { clientOf, noStore } from './routes';
+import { clientOf } from './caller';
 import { SessionPath } from './schemas';
 import { endSession, listSessions } from './sessions';
 import type { Clock } from './tokens';
 
-const noSuchSession = () => new ApiError(404, { detail: 'Not found.', code: 'not_found' });
+const noSuchSession = notFound;
 
 export interface SessionRouteDeps {
   db: Database;

@@ -1,23 +1,24 @@
 // Sessions per device: a family (one login) is a session. Its owner lists the live ones and ends any of
 // them; an ended session's access tokens stop at once (revoking the family notifies every worker).
 // Every end is a `session.ended` event (app/events/), also the end a session simply reaches.
-import { Op, literal } from 'sequelize';
+import { col, fn, literal, Op, type Transaction } from 'sequelize';
 import type { Database } from '../db/database';
 import { recordEvent } from '../events/outbox';
 import type { Client } from './families';
 import type { Session } from './schemas';
 
+// Raw fragments here are whole subqueries with their own aliases, compared with a column Sequelize
+// names itself (`id IN (…)`): none refers to the alias Sequelize gives the outer table.
+const usable = (db: Database, alias: string, now: Date) =>
+  `${alias}.rotated_at IS NULL AND ${alias}.revoked_at IS NULL AND ${alias}.expires_at > ${db.sequelize.escape(now.toISOString())}`;
+
 // Live: not revoked, not past the session's end, and holding a refresh token that can still be used.
-const hasUsableToken = (db: Database, now: Date) =>
-  literal(
-    `EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = "TokenFamily".id
-       AND t.rotated_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > ${db.sequelize.escape(now.toISOString())})`,
-  );
+const hasUsableToken = (db: Database, now: Date) => ({ id: { [Op.in]: literal(`(SELECT t.family_id FROM refresh_tokens t WHERE ${usable(db, 't', now)})`) } });
 
 /** The user's live sessions, most recently used first; `current` marks the one with id `currentId`. */
 export async function listSessions(db: Database, userId: number, currentId: string | undefined, now: Date): Promise<Session[]> {
   const rows = await db.models.TokenFamily.findAll({
-    where: { userId, revokedAt: null, expiresAt: { [Op.gt]: now }, [Op.and]: [hasUsableToken(db, now)] },
+    where: { userId, revokedAt: null, expiresAt: { [Op.gt]: now }, ...hasUsableToken(db, now) },
     order: [['lastUsedAt', 'DESC'], ['id', 'ASC']],
   });
   return rows.map((f) => ({
@@ -51,18 +52,24 @@ export async function endSession(db: Database, userId: number, sessionId: string
 const reachedItsEnd = (db: Database, now: Date, since: Date | undefined) => {
   const at = db.sequelize.escape(now.toISOString());
   const after = since ? `AND t.expires_at > ${db.sequelize.escape(since.toISOString())}` : '';
-  return literal(`(
-    "TokenFamily".expires_at <= ${at}
-    OR ("TokenFamily".id IN (SELECT t.family_id FROM refresh_tokens t
-                             WHERE t.rotated_at IS NULL AND t.revoked_at IS NULL AND t.expires_at <= ${at} ${after})
-        AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = "TokenFamily".id
-                          AND t.rotated_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > ${at})))`);
+  const lastExpired = literal(`(SELECT t.family_id FROM refresh_tokens t
+    WHERE t.rotated_at IS NULL AND t.revoked_at IS NULL AND t.expires_at <= ${at} ${after}
+      AND NOT EXISTS (SELECT 1 FROM refresh_tokens u WHERE u.family_id = t.family_id AND ${usable(db, 'u', now)}))`);
+  return { [Op.or]: [{ expiresAt: { [Op.lte]: now } }, { id: { [Op.in]: lastExpired } }] };
 };
 
-// When it ended: its absolute end, or when its last usable refresh token expired, whichever came first.
-const endedAt = literal(`LEAST("TokenFamily".expires_at, COALESCE(
-  (SELECT max(t.expires_at) FROM refresh_tokens t WHERE t.family_id = "TokenFamily".id AND t.rotated_at IS NULL AND t.revoked_at IS NULL),
-  "TokenFamily".expires_at))`);
+/** When each family ended: its absolute end, or when its last unrotated refresh token expired, whichever came first. */
+async function endTimes(db: Database, families: { id: string; expiresAt: Date }[], transaction: Transaction): Promise<Map<string, Date>> {
+  const last = (await db.models.RefreshToken.findAll({
+    attributes: ['familyId', [fn('max', col('expires_at')), 'lastExpiry']],
+    where: { familyId: families.map((f) => f.id), rotatedAt: null, revokedAt: null },
+    group: ['familyId'],
+    raw: true,
+    transaction,
+  })) as unknown as { familyId: string; lastExpiry: Date | string }[];
+  const lastOf = new Map(last.map((r) => [r.familyId, new Date(r.lastExpiry)]));
+  return new Map(families.map((f) => [f.id, new Date(Math.min(f.expiresAt.getTime(), (lastOf.get(f.id) ?? f.expiresAt).getTime()))]));
+}
 
 /**
  * Announces, once each, the sessions that reached their end without being revoked (a revoked one was
@@ -80,8 +87,8 @@ export async function announceEndedSessions(db: Database, now: Date, options: { 
   for (let found = limit; found === limit; total += found) {
     found = await db.sequelize.transaction(async (transaction) => {
       const ended = await TokenFamily.findAll({
-        where: { revokedAt: null, endAnnouncedAt: null, [Op.and]: [reachedItsEnd(db, now, options.since)] },
-        attributes: ['id', 'userId', 'lastIp', 'lastUserAgent', [endedAt, 'endedAt']],
+        where: { revokedAt: null, endAnnouncedAt: null, ...reachedItsEnd(db, now, options.since) },
+        attributes: ['id', 'userId', 'lastIp', 'lastUserAgent', 'expiresAt'],
         include: [{ model: User, as: 'user', attributes: ['username'] }],
         order: [['id', 'ASC']],
         limit,
@@ -91,10 +98,11 @@ export async function announceEndedSessions(db: Database, now: Date, options: { 
       });
       if (ended.length === 0) return 0;
       await TokenFamily.update({ endAnnouncedAt: now }, { where: { id: ended.map((f) => f.id) }, transaction });
+      const endedAt = await endTimes(db, ended, transaction);
       for (const f of ended) {
         await recordEvent(db, transaction, {
           type: 'session.ended',
-          at: new Date(f.get('endedAt') as Date | string),
+          at: endedAt.get(f.id)!,
           recordedAt: now,
           user: { id: f.userId, ...(f.user ? { username: f.user.username } : {}) },
           sessionId: f.id,

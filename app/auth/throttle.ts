@@ -18,6 +18,7 @@
 import { createHash } from 'node:crypto';
 import { Op } from 'sequelize';
 import type { Database } from '../db/database';
+import { statement } from '../db/statement';
 import { USABLE, type RefreshTokenRef } from './families';
 
 export interface ThrottleSettings {
@@ -64,50 +65,64 @@ export const clientKeys = (clientId: string, address: string): LoginKeys => ({
 
 export type Reservation = { ok: true } | { ok: false; waitSeconds: number; bound: 'address' | 'account' };
 
-// $1 address key, $2 account key, $3 known key, $4 now, $5 quiet seconds, $6 free attempts, $7 max
-// delay, $8 known-address seconds, $9 account budget, $10 account window seconds.
-const QUIET = `t.updated_at <= $4::timestamptz - make_interval(secs => $5)`;
-const COUNTED = `CASE WHEN ${QUIET} THEN 1 ELSE t.count + 1 END`;
-// When attempt n + 1 may come, once n are counted: no wait within the free attempts, then 1 s, 2 s,
-// 4 s … up to the cap (test/integration/throttle.test.ts reads the waits back).
-const blockedAfter = (n: string) =>
-  `CASE WHEN ${n} + 1 - $6 <= 0 THEN NULL
-        ELSE $4::timestamptz + make_interval(secs => least(power(2, least(${n} - $6, 30)), $7)) END`;
-const WINDOW_OVER = `t.started_at <= $4::timestamptz - make_interval(secs => $10)`;
+interface ReserveParams extends Record<string, unknown> {
+  addressKey: string;
+  accountKey: string;
+  knownKey: string;
+  now: Date;
+  quietSeconds: number;
+  freeAttempts: number;
+  maxDelaySeconds: number;
+  knownAddressSeconds: number;
+  accountBudget: number;
+  accountWindowSeconds: number;
+}
+
 // One statement, written by hand because it must be one: it counts the attempt for its address
 // (refused while the address must wait), then, unless the address logged into this account before,
 // against the account's shared budget (refused when spent). Both records are locked and updated
 // atomically (INSERT … ON CONFLICT DO UPDATE … WHERE re-checks the newest row under its lock).
-const RESERVE = `
+const RESERVE = statement<ReserveParams>((p) => {
+  const now = `${p.now}::timestamptz`;
+  const quiet = `t.updated_at <= ${now} - make_interval(secs => ${p.quietSeconds})`;
+  const counted = `CASE WHEN ${quiet} THEN 1 ELSE t.count + 1 END`;
+  // When attempt n + 1 may come, once n are counted: no wait within the free attempts, then 1 s, 2 s,
+  // 4 s … up to the cap (test/integration/throttle.test.ts reads the waits back).
+  const blockedAfter = (n: string) =>
+    `CASE WHEN ${n} + 1 - ${p.freeAttempts} <= 0 THEN NULL
+          ELSE ${now} + make_interval(secs => least(power(2, least(${n} - ${p.freeAttempts}, 30)), ${p.maxDelaySeconds})) END`;
+  const windowOver = `t.started_at <= ${now} - make_interval(secs => ${p.accountWindowSeconds})`;
+  return `
   WITH known AS (
-    SELECT EXISTS (SELECT 1 FROM auth_known_addresses WHERE key = $3 AND seen_at > $4::timestamptz - make_interval(secs => $8)) AS yes
+    SELECT EXISTS (SELECT 1 FROM auth_known_addresses WHERE key = ${p.knownKey} AND seen_at > ${now} - make_interval(secs => ${p.knownAddressSeconds})) AS yes
   ),
   address AS (
     INSERT INTO auth_throttle AS t (key, count, started_at, updated_at, blocked_until)
-    VALUES ($1, 1, $4, $4, ${blockedAfter('1')})
+    VALUES (${p.addressKey}, 1, ${p.now}, ${p.now}, ${blockedAfter('1')})
     ON CONFLICT (key) DO UPDATE SET
-      count = ${COUNTED},
-      started_at = CASE WHEN ${QUIET} THEN $4 ELSE t.started_at END,
-      updated_at = $4,
-      blocked_until = ${blockedAfter(COUNTED)}
-    WHERE ${QUIET} OR t.blocked_until IS NULL OR t.blocked_until <= $4
+      count = ${counted},
+      started_at = CASE WHEN ${quiet} THEN ${p.now} ELSE t.started_at END,
+      updated_at = ${p.now},
+      blocked_until = ${blockedAfter(counted)}
+    WHERE ${quiet} OR t.blocked_until IS NULL OR t.blocked_until <= ${p.now}
     RETURNING t.count
   ),
   account AS (
     INSERT INTO auth_throttle AS t (key, count, started_at, updated_at)
-    SELECT $2, 1, $4, $4 WHERE $9 > 0 AND NOT (SELECT yes FROM known) AND EXISTS (SELECT 1 FROM address)
+    SELECT ${p.accountKey}, 1, ${p.now}, ${p.now} WHERE ${p.accountBudget} > 0 AND NOT (SELECT yes FROM known) AND EXISTS (SELECT 1 FROM address)
     ON CONFLICT (key) DO UPDATE SET
-      count = CASE WHEN ${WINDOW_OVER} THEN 1 ELSE t.count + 1 END,
-      started_at = CASE WHEN ${WINDOW_OVER} THEN $4 ELSE t.started_at END,
-      updated_at = $4
-    WHERE ${WINDOW_OVER} OR t.count < $9
+      count = CASE WHEN ${windowOver} THEN 1 ELSE t.count + 1 END,
+      started_at = CASE WHEN ${windowOver} THEN ${p.now} ELSE t.started_at END,
+      updated_at = ${p.now}
+    WHERE ${windowOver} OR t.count < ${p.accountBudget}
     RETURNING t.count
   )
   SELECT (SELECT count FROM address) AS address_count,
          (SELECT yes FROM known) AS known,
          (SELECT count FROM account) AS account_count,
-         (SELECT blocked_until FROM auth_throttle WHERE key = $1) AS address_blocked_until,
-         (SELECT started_at FROM auth_throttle WHERE key = $2) AS account_started_at`;
+         (SELECT blocked_until FROM auth_throttle WHERE key = ${p.addressKey}) AS address_blocked_until,
+         (SELECT started_at FROM auth_throttle WHERE key = ${p.accountKey}) AS account_started_at`;
+});
 
 /** Counts a login attempt before its password is hashed; refused while its address waits or the account's shared budget is spent. */
 export async function reserveLoginAttempt(db: Database, keys: LoginKeys, now: Date, s: ThrottleSettings): Promise<Reservation> {
@@ -117,11 +132,21 @@ export async function reserveLoginAttempt(db: Database, keys: LoginKeys, now: Da
     account_count: number | null;
     address_blocked_until: Date | null;
     account_started_at: Date | null;
-  }>(RESERVE, [
-    keys.address, keys.account, keys.known, now,
-    s.loginQuietSeconds, s.loginFreeAttempts, s.loginMaxDelaySeconds, s.loginKnownAddressSeconds,
-    s.loginAccountBudget, s.loginAccountWindowSeconds,
-  ]);
+  }>(
+    RESERVE.text,
+    RESERVE.values({
+      addressKey: keys.address,
+      accountKey: keys.account,
+      knownKey: keys.known,
+      now,
+      quietSeconds: s.loginQuietSeconds,
+      freeAttempts: s.loginFreeAttempts,
+      maxDelaySeconds: s.loginMaxDelaySeconds,
+      knownAddressSeconds: s.loginKnownAddressSeconds,
+      accountBudget: s.loginAccountBudget,
+      accountWindowSeconds: s.loginAccountWindowSeconds,
+    }),
+  );
   const secondsUntil = (at: Date | null | undefined) => Math.max(1, Math.ceil(((at?.getTime() ?? 0) - now.getTime()) / 1000));
   if (row!.address_count === null) return { ok: false, bound: 'address', waitSeconds: secondsUntil(row!.address_blocked_until) };
   if (s.loginAccountBudget > 0 && !row!.known && row!.account_count === null) {

@@ -116,10 +116,21 @@ const MAX_GROUP_NAME_LENGTH = 150;
 export const newJti = (): string => randomUUID().replaceAll('-', '');
 
 const B64URL_SEGMENT = /^[A-Za-z0-9_-]+$/;
+const B64URL_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
-/** Whether a segment is base64url in its one canonical form: no padding, no other alphabet, no stray bits. */
-function canonical(segment: string): boolean {
-  return B64URL_SEGMENT.test(segment) && segment.length % 4 !== 1 && Buffer.from(segment, 'base64url').toString('base64url') === segment;
+/**
+ * Whether a segment is base64url in its one canonical form: no padding, no other alphabet, no stray
+ * bits. The same answer as decoding and encoding it again (test/unit/tokens.test.ts holds them equal),
+ * without doing either on every request: a last character that carries 4 (length ≡ 2 mod 4) or 2
+ * (≡ 3) unused bits must have them zero.
+ */
+export function isCanonicalBase64url(segment: string): boolean {
+  if (!B64URL_SEGMENT.test(segment)) return false;
+  const rest = segment.length % 4;
+  if (rest === 1) return false;
+  if (rest === 0) return true;
+  const last = B64URL_ALPHABET.indexOf(segment[segment.length - 1]!);
+  return (last & (rest === 2 ? 0x0f : 0x03)) === 0;
 }
 
 export interface TokenService {
@@ -135,6 +146,8 @@ export interface TokenService {
   keyFor(header: Readonly<Record<string, unknown>>): Key;
   /** Preflight, the header parsed, and the key it names: a TokenError for anything else, never another error. */
   keyOf(token: string): Key;
+  /** keyOf, and whether the header says it is a machine client's token (the guard's one look at it). */
+  inspect(token: string): InspectedToken;
   /** jsonwebtoken's options: algorithms from the key set, audience, issuer, leeway, our clock. */
   readonly verifyOptions: VerifyOptions;
   /** simplejwt's checks on a payload jsonwebtoken has verified. */
@@ -148,6 +161,18 @@ export interface TokenService {
   /** Whether a token's header says it is a machine client's (typ at+jwt), without verifying it. */
   isClientToken(token: string): boolean;
 }
+
+/** What a token's header tells before verification: the key to verify it with, and its kind. */
+export interface InspectedToken {
+  readonly key: Key;
+  /** The header's typ is at+jwt: a machine client's access token (RFC 9068). */
+  readonly client: boolean;
+}
+
+// Headers whose key was found, by the header segment's exact text: every token one key signs has the
+// same header, so an ordinary request neither decodes nor parses it. Refused headers are never kept;
+// the bound only stops odd (but valid) headers from growing it: when full, it starts again.
+const MAX_KNOWN_HEADERS = 256;
 
 const isSeconds = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
@@ -194,7 +219,7 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
   function preflight(token: string): void {
     if (token.length > MAX_TOKEN_LENGTH) throw invalid();
     const parts = token.split('.');
-    if (parts.length !== 3 || !parts.every(canonical)) throw invalid();
+    if (parts.length !== 3 || !parts.every(isCanonicalBase64url)) throw invalid();
   }
 
   function keyFor(header: Readonly<Record<string, unknown>>): Key {
@@ -222,7 +247,21 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
     return header as Record<string, unknown>;
   }
 
-  const keyOf = (token: string): Key => keyFor(headerOf(token));
+  const knownHeaders = new Map<string, InspectedToken>();
+  function inspect(token: string): InspectedToken {
+    const known = knownHeaders.get(token.slice(0, token.indexOf('.')));
+    if (known) {
+      preflight(token); // the rest of the token is new every time
+      return known;
+    }
+    const header = headerOf(token);
+    const inspected: InspectedToken = Object.freeze({ key: keyFor(header), client: isClientTokenHeader(header) });
+    if (knownHeaders.size >= MAX_KNOWN_HEADERS) knownHeaders.clear();
+    knownHeaders.set(token.slice(0, token.indexOf('.')), inspected);
+    return inspected;
+  }
+
+  const keyOf = (token: string): Key => inspect(token).key;
 
   function checkClaims(payload: unknown, type: TokenType | undefined): Claims {
     if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) throw invalid();
@@ -319,10 +358,12 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
   }
 
   function verify(token: string, type: TokenType | undefined): Claims {
-    const header = headerOf(token);
-    // A machine client's token is no user's token, whatever its claims.
-    if (isClientTokenHeader(header)) throw new TokenError(TOKEN_MESSAGES.wrongType);
-    const key = keyFor(header);
+    // A machine client's token is no user's token, whatever its claims (nor its key).
+    const known = knownHeaders.get(token.slice(0, token.indexOf('.')));
+    if (known) preflight(token);
+    else if (isClientTokenHeader(headerOf(token))) throw new TokenError(TOKEN_MESSAGES.wrongType);
+    const { key, client } = known ?? inspect(token);
+    if (client) throw new TokenError(TOKEN_MESSAGES.wrongType);
     let payload: unknown;
     try {
       // jsonwebtoken parses the payload only here, and every failure of its (a payload that is not
@@ -335,5 +376,5 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
     return checkClaims(payload, type);
   }
 
-  return { settings, sign, verify, userIdOf, preflight, keyFor, keyOf, verifyOptions, checkClaims, signClient, verifyClient, checkClientClaims, isClientToken };
+  return { settings, sign, verify, userIdOf, preflight, keyFor, keyOf, inspect, verifyOptions, checkClaims, signClient, verifyClient, checkClientClaims, isClientToken };
 }

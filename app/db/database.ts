@@ -1,10 +1,9 @@
 // The Sequelize instance (one connection pool per process) and the models on it (models.ts).
 import { createHash } from 'node:crypto';
-import type pg from 'pg';
 import { Sequelize } from 'sequelize';
 import { NO_OUTBOX, type OutboxSettings } from '../events/outbox';
-import { isDatabaseUnavailable, isUnavailableSqlState } from './availability';
 import { defineModels } from './models';
+import { rawPool } from './pool';
 
 export interface DatabaseOptions {
   url: string;
@@ -21,10 +20,6 @@ export interface DatabaseOptions {
    */
   queryTimeoutMs?: number;
 }
-
-// Sequelize's own mark for a connection its pool must not lend again: its postgres dialect sets it
-// on a socket error, and validate() reads it each time the pool hands a connection out.
-type PoolConnection = pg.Client & { _invalid?: boolean };
 
 /** Thrown when the pool reached a server still in recovery (a standby): it cannot take our writes. */
 export class StandbyError extends Error {
@@ -54,16 +49,7 @@ export function createDatabase(options: DatabaseOptions) {
   });
   const models = defineModels(sequelize);
 
-  // A connection that answered "unavailable" (57P01 admin shutdown, 25006 a standby, …; see
-  // availability.ts) is never lent again, whichever path sent the statement (the ORM or rows()).
-  // pg reports every error message of the server on its connection's 'errorMessage' (Sequelize
-  // listens there too); errors of the socket itself end the client, and Sequelize drops it.
-  sequelize.addHook('afterConnect', (connection) => {
-    const client = connection as PoolConnection;
-    client.connection.on('errorMessage', (msg: { code?: unknown }) => {
-      if (isUnavailableSqlState(msg.code)) client._invalid = true;
-    });
-  });
+  const pool = rawPool(sequelize);
 
   // How many statements this process has sent (through the models and hand-written), for tests that
   // prove a path sends none.
@@ -85,24 +71,7 @@ export function createDatabase(options: DatabaseOptions) {
   /** A parameterised statement ($1, $2, …) returning its rows. */
   async function rows<T extends object>(sql: string, values: unknown[]): Promise<T[]> {
     statements += 1;
-    return withConnection(async (client) => (await client.query<T>({ name: nameOf(sql), text: sql, values })).rows);
-  }
-
-  // A connection of the pool, given back after `use`, or destroyed when `use` failed because the
-  // database is unavailable: such a connection is dead, or on a server we must not use.
-  async function withConnection<T>(use: (client: PoolConnection) => Promise<T>): Promise<T> {
-    const client = (await sequelize.connectionManager.getConnection({ type: 'write' })) as PoolConnection;
-    let result: T;
-    try {
-      result = await use(client);
-    } catch (err) {
-      // Not awaited: ending a black-holed connection can take as long as TCP does.
-      if (isDatabaseUnavailable(err) || client._invalid) void sequelize.connectionManager.destroyConnection(client).catch(() => {});
-      else sequelize.connectionManager.releaseConnection(client);
-      throw err;
-    }
-    sequelize.connectionManager.releaseConnection(client);
-    return result;
+    return pool.withConnection(async (client) => (await client.query<T>({ name: nameOf(sql), text: sql, values })).rows);
   }
 
   /**
@@ -112,7 +81,7 @@ export function createDatabase(options: DatabaseOptions) {
    */
   async function checkPrimary(): Promise<void> {
     statements += 1;
-    await withConnection(async (client) => {
+    await pool.withConnection(async (client) => {
       const { rows: [row] } = await client.query<{ recovery: boolean }>('SELECT pg_is_in_recovery() AS recovery');
       if (row?.recovery) throw new StandbyError();
     });
@@ -124,6 +93,8 @@ export function createDatabase(options: DatabaseOptions) {
     /** Read by recordEvent (app/events/outbox.ts), inside the domain functions' transactions. */
     outbox: options.outbox ?? NO_OUTBOX,
     rows,
+    /** The pool's counters (metrics). */
+    poolStats: pool.stats,
     checkPrimary,
     statementCount: () => statements,
     close: () => sequelize.close(),

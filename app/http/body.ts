@@ -6,7 +6,7 @@
 import { bodyParser } from '@koa/bodyparser';
 import busboy from 'busboy';
 import type { Context } from 'koa';
-import { ApiError } from './errors';
+import { ApiError, badRequest, parseError, requestTooLarge, unsupportedMediaType } from './errors';
 
 export type Fields = Record<string, unknown>;
 
@@ -17,8 +17,6 @@ const MULTIPART_TYPE = 'multipart/form-data';
 function unsupported(contentType: string): ApiError {
   return new ApiError(415, { detail: `Unsupported media type "${contentType}" in request.` });
 }
-
-const tooLarge = (limit: number) => new ApiError(413, { detail: `Request body is larger than ${limit} bytes.`, code: 'request_too_large' });
 
 function hasBody(ctx: Context): boolean {
   const length = ctx.get('content-length');
@@ -32,16 +30,16 @@ function bodyError(err: unknown, limit: number): ApiError {
   const e = err as { type?: unknown; status?: unknown; message?: unknown };
   switch (e.type) {
     case 'entity.too.large':
-      return tooLarge(limit);
+      return requestTooLarge(limit);
     case 'request.size.invalid':
-      return new ApiError(400, { detail: 'Request body length does not match Content-Length.', code: 'bad_request' });
+      return badRequest('Request body length does not match Content-Length.');
     case 'encoding.unsupported':
     case 'charset.unsupported':
-      return new ApiError(415, { detail: String(e.message), code: 'unsupported_media_type' });
+      return unsupportedMediaType(String(e.message));
   }
   // inflation: a Content-Encoding other than gzip, deflate or identity.
-  if (e.status === 415) return new ApiError(415, { detail: String(e.message), code: 'unsupported_media_type' });
-  return new ApiError(400, { detail: 'Request body could not be read.', code: 'bad_request' });
+  if (e.status === 415) return unsupportedMediaType(String(e.message));
+  return badRequest('Request body could not be read.');
 }
 
 function parseMultipart(ctx: Context, limit: number): Promise<Fields> {
@@ -51,7 +49,7 @@ function parseMultipart(ctx: Context, limit: number): Promise<Fields> {
     try {
       bb = busboy({ headers: ctx.req.headers, limits: { fieldSize: limit, fields: 100, files: 0, parts: 100 } });
     } catch {
-      reject(new ApiError(400, { detail: 'Multipart form parse error - missing or invalid boundary', code: 'parse_error' }));
+      reject(parseError('Multipart form parse error - missing or invalid boundary'));
       return;
     }
     let received = 0;
@@ -62,14 +60,14 @@ function parseMultipart(ctx: Context, limit: number): Promise<Fields> {
     };
     ctx.req.on('data', (chunk: Buffer) => {
       received += chunk.length;
-      if (received > limit) fail(tooLarge(limit));
+      if (received > limit) fail(requestTooLarge(limit));
     });
     bb.on('field', (name, value, info) => {
-      if (info.valueTruncated) fail(tooLarge(limit));
+      if (info.valueTruncated) fail(requestTooLarge(limit));
       fields[name] = value;
     });
     // files: 0 makes busboy skip file parts; credentials are text fields.
-    bb.on('error', () => fail(new ApiError(400, { detail: 'Multipart form parse error', code: 'parse_error' })));
+    bb.on('error', () => fail(parseError('Multipart form parse error')));
     bb.on('close', () => resolve(fields));
     ctx.req.pipe(bb);
   });
@@ -121,7 +119,7 @@ export function createBodyReader(limit: number): BodyReader {
       parsed = true;
     });
     // The bodyparser answers 499 itself, without parsing, when the client has already gone.
-    if (!parsed) throw new ApiError(400, { detail: 'Request body could not be read.', code: 'bad_request' });
+    if (!parsed) throw badRequest('Request body could not be read.');
     return { data: ctx.request.body, raw: ctx.request.rawBody ?? '' };
   }
 

@@ -5,7 +5,7 @@
 import cors from '@koa/cors';
 import type { Middleware } from 'koa';
 import { TRANSPORT_HEADER } from '../auth/cookie';
-import { ApiError } from './errors';
+import { corsOriginNotAllowed } from './errors';
 
 const PREFLIGHT_MAX_AGE_SECONDS = 600;
 
@@ -16,7 +16,7 @@ export function corsPolicy(allowedOrigins: readonly string[]): Middleware {
       const origin = ctx.get('Origin');
       if (allowed.has(origin)) return origin;
       if (ctx.method === 'OPTIONS' && origin !== '' && ctx.get('Access-Control-Request-Method') !== '') {
-        throw new ApiError(403, { detail: 'Cross-origin requests from this origin are not allowed.', code: 'cors_origin_not_allowed' });
+        throw corsOriginNotAllowed();
       }
       return ''; // no CORS headers: a browser keeps the answer from the page
     },

@@ -6,9 +6,9 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type Router from '@koa/router';
 import type { Context } from 'koa';
-import { getAbsoluteFSPath } from 'swagger-ui-dist';
+import getAbsoluteFSPath from 'swagger-ui-dist/absolute-path.js';
 import { endpoint } from './endpoint';
-import { ApiError } from './errors';
+import { notFound } from './errors';
 
 export const DOCS_CSP =
   "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
@@ -65,7 +65,7 @@ export function docsRoutes(router: Router): void {
     endpoint({
       GET: (ctx) => {
         const asset = assets.get(String(ctx.params.asset));
-        if (!asset) throw new ApiError(404, { detail: 'Not found.', code: 'not_found' });
+        if (!asset) throw notFound();
         send(ctx, asset.type, asset.body);
       },
     }),

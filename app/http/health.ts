@@ -4,6 +4,7 @@ import type { RevocationFeed } from '../auth/revocations';
 import type { Clock } from '../auth/tokens';
 import type { Database } from '../db/database';
 import { endpoint } from './endpoint';
+import type { ErrorCode } from './errors';
 import { sendJson } from './respond';
 
 const READY_TIMEOUT_MS = 2_000;
@@ -68,7 +69,8 @@ export function healthRoutes(router: Router, deps: ReadinessDeps): void {
         const r = await readiness();
         if (r.ready) return sendJson(ctx, 200, { status: 'ok', database: r.database, revocations: r.revocations });
         const detail = r.database === 'ok' ? 'The revocation feed is reconnecting.' : 'The database is not answering.';
-        sendJson(ctx, 503, { detail, code: r.database === 'ok' ? 'revocations_unavailable' : 'database_unavailable', database: r.database, revocations: r.revocations });
+        const code: ErrorCode = r.database === 'ok' ? 'revocations_unavailable' : 'database_unavailable';
+        sendJson(ctx, 503, { detail, code, database: r.database, revocations: r.revocations });
       },
     }),
   );

@@ -5,6 +5,7 @@ import { chmodSync, rmSync } from 'node:fs';
 import http, { STATUS_CODES } from 'node:http';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
+import { badRequest, headersTooLarge, requestTimeout } from './errors';
 import { SECURITY_HEADERS } from './security-headers';
 
 // nginx accepts at most 4 × 8 KiB of request headers (large_client_header_buffers); Node's default
@@ -25,12 +26,8 @@ function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
     socket.destroy();
     return;
   }
-  const [status, body] =
-    err.code === 'HPE_HEADER_OVERFLOW'
-      ? [431, { detail: 'Request headers are too large.', code: 'headers_too_large' }]
-      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? [408, { detail: 'The request took too long to arrive.', code: 'request_timeout' }]
-        : [400, { detail: 'Malformed HTTP request.', code: 'bad_request' }];
+  const { status, body } =
+    err.code === 'HPE_HEADER_OVERFLOW' ? headersTooLarge() : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? requestTimeout() : badRequest('Malformed HTTP request.');
   socket.end(rawJson(status, body));
 }
 
@@ -41,7 +38,7 @@ export function createHttpServer(
   // Node's own check for a missing Host answers a bare 400; ours answers in JSON, like every error.
   const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, requireHostHeader: false }, (req, res) => {
     if (req.httpVersion === '1.1' && req.headers.host === undefined) {
-      const body = JSON.stringify({ detail: 'The request has no Host header.', code: 'bad_request' });
+      const body = JSON.stringify(badRequest('The request has no Host header.').body);
       res.writeHead(400, { 'Content-Type': 'application/json', ...SECURITY_HEADERS, 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
       res.end(body);
       return;

@@ -20,6 +20,13 @@ export function routeLabel(template: unknown): string {
 }
 
 export function requestMetrics(recorder: RequestRecorder): Middleware {
+  // Each template's label, made once (the router's templates are a fixed set).
+  const labels = new Map<unknown, string>();
+  const labelOf = (template: unknown): string => {
+    let label = labels.get(template);
+    if (label === undefined) labels.set(template, (label = routeLabel(template)));
+    return label;
+  };
   return async function measure(ctx, next) {
     const started = performance.now();
     try {
@@ -28,7 +35,7 @@ export function requestMetrics(recorder: RequestRecorder): Middleware {
       // @koa/router leaves the matched layer's path here; its types declare it on RouterContext only.
       const template = (ctx as { _matchedRoute?: unknown })._matchedRoute;
       const method = METHODS.has(ctx.method) ? ctx.method : 'other';
-      recorder.request(method, routeLabel(template), ctx.status, (performance.now() - started) / 1000);
+      recorder.request(method, typeof template === 'string' ? labelOf(template) : 'unmatched', ctx.status, (performance.now() - started) / 1000);
     }
   };
 }

@@ -10,6 +10,7 @@ import { GROUPS_CLAIM_MAX_BYTES } from '../auth/user-claims';
 import * as s from '../auth/schemas';
 import type { UserClaim } from '../config';
 import { endpoint } from './endpoint';
+import { ERROR_CODES } from './errors';
 import { sendJson } from './respond';
 
 /** DRF's validation errors: each field (or non_field_errors) with its messages. */
@@ -20,7 +21,7 @@ export const FieldErrors = z
 export const ErrorBody = z
   .object({
     detail: z.string(),
-    code: z.string().optional().meta({ description: 'Machine-readable: token_not_valid, no_active_account, throttled, not_authenticated, …' }),
+    code: z.enum(ERROR_CODES).optional().meta({ description: 'Machine-readable: what went wrong (app/http/errors.ts lists every code, nginx\'s included).' }),
     messages: z
       .array(z.object({ token_class: z.string(), token_type: z.string(), message: z.string() }))
       .optional()
@@ -60,7 +61,7 @@ export const AuthorizationServerMetadata = z
   .object({
     issuer: z.string(),
     token_endpoint: z.string(),
-    jwks_uri: z.string(),
+    jwks_uri: z.string().optional(),
     scopes_supported: z.array(z.string()),
     response_types_supported: z.array(z.string()),
     grant_types_supported: z.array(z.string()),

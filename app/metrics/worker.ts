@@ -4,15 +4,17 @@
 // `worker` (PM2's instance number) and `pid`, and never summed. The collector (collector.ts) reads
 // both from every worker and merges them into one scrape.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-
-/** The Sequelize pool's counters (sequelize.connectionManager.pool, a sequelize-pool Pool). */
-export interface PoolStats {
-  readonly size: number;
-  readonly available: number;
-  readonly using: number;
-  readonly waiting: number;
-  readonly maxSize: number;
-}
+import {
+  API_REVOCATION_REASONS,
+  CLIENT_GRANT_OUTCOMES,
+  LOGIN_OUTCOMES,
+  REFRESH_OUTCOMES,
+  type ClientGrantOutcome,
+  type LoginOutcome,
+  type RefreshOutcome,
+  type RevocationReason,
+} from '../auth/outcomes';
+import type { PoolStats } from '../db/pool';
 
 /** What the revocation feed tells about itself (app/auth/revocations.ts). */
 export interface FeedStats {
@@ -26,13 +28,6 @@ export interface WorkerIdentity {
   pid: number;
 }
 
-export type LoginOutcome = 'success' | 'failure' | 'throttled';
-/** A client credentials grant (POST /api/oauth/token/): issued, or the OAuth error it was answered with. */
-export type ClientGrantOutcome = 'success' | 'invalid_client' | 'invalid_scope' | 'invalid_request' | 'unsupported_grant_type' | 'throttled';
-export const CLIENT_GRANT_OUTCOMES: readonly ClientGrantOutcome[] = ['success', 'invalid_client', 'invalid_scope', 'invalid_request', 'unsupported_grant_type', 'throttled'];
-// reissued: a parent presented again within REFRESH_REUSE_INTERVAL got its child again (two tabs, a retry).
-export type RefreshOutcome = 'rotated' | 'reissued' | 'refreshed' | 'reused' | 'revoked' | 'invalid' | 'throttled';
-export type RevocationReason = 'logout' | 'logout_all' | 'logout_others' | 'session_ended' | 'reuse';
 /** What answered a revocation check the feed could not vouch for (app/auth/revocation-check.ts). */
 export type UnvouchedSource = 'database' | 'memory';
 
@@ -88,10 +83,10 @@ export function createWorkerMetrics(identity: WorkerIdentity, sources: { pool: (
     registers: [shared],
   });
   // Every outcome from the start, so rate() has a zero to start from instead of a missing series.
-  for (const o of ['success', 'failure', 'throttled'] satisfies LoginOutcome[]) logins.inc({ outcome: o }, 0);
+  for (const o of LOGIN_OUTCOMES) logins.inc({ outcome: o }, 0);
   for (const o of CLIENT_GRANT_OUTCOMES) clientGrants.inc({ outcome: o }, 0);
-  for (const o of ['rotated', 'reissued', 'reused', 'revoked', 'invalid', 'throttled'] satisfies RefreshOutcome[]) refreshes.inc({ outcome: o }, 0);
-  for (const r of ['logout', 'logout_all', 'logout_others', 'session_ended', 'reuse'] satisfies RevocationReason[]) revocations.inc({ reason: r }, 0);
+  for (const o of REFRESH_OUTCOMES) refreshes.inc({ outcome: o }, 0);
+  for (const r of API_REVOCATION_REASONS) revocations.inc({ reason: r }, 0);
 
   const pool = (name: string, help: string, read: (p: PoolStats) => number) =>
     new Gauge({
@@ -137,19 +132,24 @@ export function createWorkerMetrics(identity: WorkerIdentity, sources: { pool: (
   });
   for (const a of ['database', 'memory'] satisfies UnvouchedSource[]) unvouched.inc({ answered_by: a }, 0);
 
-  // Children by label values: the hot path looks one up instead of hashing a label object per request.
-  const requestChildren = new Map<string, { count: Counter.Internal; time: Histogram.Internal<'method' | 'route'> }>();
+  // Children by label values: the hot path looks one up (method, then route, then status: no key
+  // string built per request) instead of hashing a label object per request.
+  type Children = { count: Counter.Internal; time: Histogram.Internal<'method' | 'route'> };
+  const requestChildren = new Map<string, Map<string, Map<number, Children>>>();
 
   return {
     shared,
     own,
     /** One answered request. */
     request(method: string, route: string, status: number, seconds: number): void {
-      const key = `${method} ${route} ${status}`;
-      let child = requestChildren.get(key);
+      let byRoute = requestChildren.get(method);
+      if (!byRoute) requestChildren.set(method, (byRoute = new Map()));
+      let byStatus = byRoute.get(route);
+      if (!byStatus) byRoute.set(route, (byStatus = new Map()));
+      let child = byStatus.get(status);
       if (!child) {
         child = { count: requests.labels(method, route, String(status)), time: duration.labels(method, route) };
-        requestChildren.set(key, child);
+        byStatus.set(status, child);
       }
       child.count.inc();
       child.time.observe(seconds);

@@ -323,7 +323,7 @@ describe('a page of another origin', () => {
       expect(withHeader).toMatch(/TypeError/);
 
       // nginx saw the preflight and refused it (the app's 403), and no POST.
-      await expect.poll(() => logged('OPTIONS', 403)).toBe(preflightsBefore + 1);
+      await expect.poll(() => logged('OPTIONS', 403), { timeout: 5_000 }).toBe(preflightsBefore + 1); // the access log is flushed each second
       expect(await logged('POST', 400)).toBe(postsBefore);
 
       // Without it: the request goes (a simple request, the cookie attached), the cookie is ignored
@@ -337,7 +337,7 @@ describe('a page of another origin', () => {
         }
       }, refreshUrl);
       expect(plain).toMatch(/TypeError/);
-      await expect.poll(() => logged('POST', 400)).toBe(postsBefore + 1);
+      await expect.poll(() => logged('POST', 400), { timeout: 5_000 }).toBe(postsBefore + 1);
 
       // A form post navigates to the answer: the field error, no token.
       await attacker.evaluate((url) => {

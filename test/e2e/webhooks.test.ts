@@ -144,7 +144,9 @@ describe('security events from the compose stack', () => {
     // request's late answer reached anyone the receiver cannot tell: the last delivery counts.)
     expect(inFlight).toBe(names.length);
     expect(new Set(ids).size).toBe(names.length);
-    expect(ids).toHaveLength(2 * names.length);
+    // At least twice each: held, then after the restart (a loaded runner may time one out and send it
+    // a third time — at least once — still under the same id).
+    for (const id of new Set(ids)) expect(ids.filter((x) => x === id).length, id).toBeGreaterThanOrEqual(2);
     for (const id of new Set(ids)) expect(all.findLast((d) => d.id === id)!.acknowledged).toBe(true);
     process.stdout.write(`e2e killed mid-batch: ${names.length} events, ${inFlight} in flight at the kill, ${ids.length} deliveries, ${new Set(ids).size} distinct ids\n`);
   });

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashSecret, parseScopes, secretMatches } from '../../app/auth/clients';
 import { anyOf, createGuard, requireScope } from '../../app/auth/guard';
 import { generateKey } from '../../app/auth/keys';
+import { authorizationServerMetadata } from '../../app/auth/oauth-metadata';
 import { RevocationStore } from '../../app/auth/revocations';
 import { createTokenService, TokenError } from '../../app/auth/tokens';
 import { loadConfig } from '../../app/config';
@@ -179,5 +180,14 @@ describe('guard.orClient and the requirements', () => {
     expect((await get('/any', user)).json.code).toBe('client_token_required');
     revocations.cutClient('c1', Math.floor(Date.now() / 1000) + 1);
     expect((await get('/any', withX)).json.messages[0].message).toBe('Token is blacklisted');
+  });
+});
+
+describe('the authorization server metadata (RFC 8414)', () => {
+  const clients = () => loadConfig({ ...BASE, ISSUER: 'https://auth.example.com' }).config.clients!;
+  it('names the JWKS only when it holds a public key: with an HMAC key nobody else can verify a token', () => {
+    expect(authorizationServerMetadata(clients(), ['a:read'], true).jwks_uri).toBe('https://auth.example.com/.well-known/jwks.json');
+    expect(authorizationServerMetadata(clients(), ['a:read'], false)).not.toHaveProperty('jwks_uri');
+    expect(authorizationServerMetadata(clients(), ['a:read'], false).token_endpoint).toBe('https://auth.example.com/api/oauth/token/');
   });
 });

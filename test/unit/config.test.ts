@@ -2,7 +2,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../app/config';
+import { readFileSync } from 'node:fs';
+import { CONFIG_VARIABLES, ConfigError, loadCollectorConfig, loadConfig, loadProcessConfig } from '../../app/config';
+import { ROOT } from '../support/images';
 import { thrown } from '../support/thrown';
 
 const base = { DATABASE_URL: 'postgres://u:p@db:5432/app' };
@@ -213,4 +215,58 @@ describe('loadConfig', () => {
     expect(fail({ ...base, ACCESS_TOKEN_LIFETIME: '0' })).toMatch(/ACCESS_TOKEN_LIFETIME/);
     expect(fail({ ...base, AUTH_HEADER_TYPES: 'Bea rer"' })).toMatch(/AUTH_HEADER_TYPES/);
   });
+});
+
+describe('loadProcessConfig (what ecosystem.config.js gives PM2)', () => {
+  const run = (env: Record<string, string | undefined>, cpus = 4) => loadProcessConfig(env, cpus);
+  const fail = (env: Record<string, string | undefined>, cpus = 4) => thrown(() => run(env, cpus), ConfigError).message;
+
+  it('runs a worker per CPU, shares the CPUs out for hashing, and starts the collector by default', () => {
+    expect(run({ SIGNING_KEY: 'k' })).toMatchObject({ env: 'production', workers: 4, hashConcurrency: 1, webhooks: false });
+    expect(run({ SIGNING_KEY: 'k' }).metricsSocketDir).toMatch(/koa-auth-stack-metrics$/);
+    expect(run({ SIGNING_KEY: 'k', WEB_CONCURRENCY: '3' }, 8)).toMatchObject({ workers: 3, hashConcurrency: 3 });
+    expect(run({ WEB_CONCURRENCY: '1', PASSWORD_HASH_CONCURRENCY: '2' }, 8)).toMatchObject({ workers: 1, hashConcurrency: 2 });
+  });
+
+  it('reads an empty value as unset, as compose passes `${NAME:-}`', () => {
+    expect(run({ SIGNING_KEY: 'k', WEB_CONCURRENCY: '', METRICS_PORT: '', WEBHOOK_URL: '', NODE_ENV: '' })).toMatchObject({ env: 'production', workers: 4, webhooks: false });
+    expect(run({ SIGNING_KEY: 'k', METRICS_PORT: '' }).metricsSocketDir).toBeDefined();
+  });
+
+  it('turns the collector off with METRICS_PORT=0 and the webhook sender on with WEBHOOK_URL', () => {
+    expect(run({ WEB_CONCURRENCY: '1', METRICS_PORT: '0' }).metricsSocketDir).toBeUndefined();
+    expect(run({ WEB_CONCURRENCY: '1', METRICS_SOCKET_DIR: '/run/m' }).metricsSocketDir).toBe('/run/m');
+    expect(run({ WEB_CONCURRENCY: '1', WEBHOOK_URL: 'https://siem.example.com/hook' }).webhooks).toBe(true);
+  });
+
+  it('refuses more than one worker without a shared key, and bad values, in the app’s own words', () => {
+    expect(fail({ WEB_CONCURRENCY: '2' })).toMatch(/^Invalid configuration:\n {2}SIGNING_KEY: is required \(or SIGNING_KEY_FILE\) when running more than one worker \(generate one with: npm run cli -- genkey HS256\)/);
+    expect(fail({}, 2)).toMatch(/SIGNING_KEY: is required/);
+    expect(run({ SIGNING_KEY_FILE: '/run/secrets/k', WEB_CONCURRENCY: '2' }).workers).toBe(2);
+    expect(fail({ WEB_CONCURRENCY: '0' })).toMatch(/WEB_CONCURRENCY: expected a whole number from 1 to 1024 \(got "0"\)/);
+    expect(fail({ WEB_CONCURRENCY: '1', METRICS_PORT: 'x', WEBHOOK_URL: 'nope' })).toMatch(/METRICS_PORT: expected a whole number[^]*WEBHOOK_URL: expected URLs/);
+  });
+
+  it('gives the collector the same port, and refuses 0 there', () => {
+    expect(loadCollectorConfig({ METRICS_SOCKET_DIR: '/run/m', METRICS_PORT: '' }).port).toBe(9464);
+    expect(thrown(() => loadCollectorConfig({ METRICS_SOCKET_DIR: '/run/m', METRICS_PORT: '0' }), ConfigError).message).toMatch(/METRICS_PORT: is 0/);
+  });
+});
+
+describe('the deployment files', () => {
+  // Settings whose value the file chooses on purpose rather than the app's default.
+  // SHUTDOWN_DELAY/TIMEOUT: the Swarm's nginx learns of a stopping task late (stack.yml says why).
+  const chosen = new Set(['NODE_ENV', 'HTTP_BIND', 'SIGNING_KEY', 'SHUTDOWN_DELAY', 'SHUTDOWN_TIMEOUT']);
+  for (const file of ['docker-compose.yml', 'deploy/swarm/stack.yml']) {
+    it(`${file} passes the app's settings through only when set, restating no default`, () => {
+      const text = readFileSync(`${ROOT}/${file}`, 'utf8');
+      const passed = [...text.matchAll(/^\s+([A-Z_]+): \$\{([A-Z_]+)(:?-)([^}]*)\}$/gm)].filter((m) => CONFIG_VARIABLES.includes(m[1]!));
+      expect(passed.length).toBeGreaterThan(10);
+      for (const [line, name, from, , fallback] of passed) {
+        if (chosen.has(name!)) continue;
+        expect(from, line).toBe(name);
+        expect(fallback, line).toBe('');
+      }
+    });
+  }
 });

@@ -5,6 +5,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { API_REVOCATION_REASONS, CLIENT_GRANT_OUTCOMES, LOGIN_OUTCOMES, REFRESH_OUTCOMES } from '../../app/auth/outcomes';
 import { routeLabel } from '../../app/http/metrics';
 import { createCollector } from '../../app/metrics/collector';
 import { createDeliveryMetrics } from '../../app/metrics/delivery';
@@ -169,5 +170,23 @@ describe('the webhook delivery process in the container scrape', () => {
     expect(sample(text, 'process_resident_memory_bytes', { worker: 'webhooks', pid: '201' })).toBeGreaterThan(0);
     expect(reads).toBe(1);
     for (const e of endpoints) await e.close();
+  });
+});
+
+describe('the zero series', () => {
+  it('start every outcome and reason the auth layer declares at 0, so rate() has a start', async () => {
+    const text = await worker('0', 1).shared.metrics();
+    const seeded: [string, string, readonly string[]][] = [
+      ['auth_logins_total', 'outcome', LOGIN_OUTCOMES],
+      ['auth_refreshes_total', 'outcome', REFRESH_OUTCOMES],
+      ['auth_client_grants_total', 'outcome', CLIENT_GRANT_OUTCOMES],
+      ['auth_revocations_total', 'reason', API_REVOCATION_REASONS],
+    ];
+    for (const [name, label, values] of seeded) {
+      for (const value of values) expect(sample(text, name, { [label]: value }), `${name}{${label}="${value}"}`).toBe(0);
+    }
+    expect(REFRESH_OUTCOMES).toContain('refreshed');
+    expect(REFRESH_OUTCOMES).toContain('reissued');
+    expect(sample(text, 'auth_refreshes_total', { outcome: 'no_such_outcome' })).toBeUndefined(); // the check can fail
   });
 });

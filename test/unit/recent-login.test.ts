@@ -1,6 +1,7 @@
 // A recent login (auth_time) for listing and ending sessions: the age bound, and tokens without one.
 import { describe, expect, it } from 'vitest';
-import { isRecentLogin, reauthenticationRequired, requireRecentLogin } from '../../app/auth/recent-login';
+import { isRecentLogin, requireRecentLogin } from '../../app/auth/recent-login';
+import { reauthenticationRequired } from '../../app/http/errors';
 import type { Claims } from '../../app/auth/tokens';
 import { ApiError } from '../../app/http/errors';
 import { thrown } from '../support/thrown';

@@ -1,5 +1,6 @@
+import { fc, test } from '@fast-check/vitest';
 import { describe, expect, it } from 'vitest';
-import { createTokenService, TokenError } from '../../app/auth/tokens';
+import { createTokenService, isCanonicalBase64url, TokenError } from '../../app/auth/tokens';
 import { loadConfig } from '../../app/config';
 import { decodeJwt, signHs } from '../support/http';
 import { UNPARSABLE_TOKENS } from '../support/hostile';
@@ -17,6 +18,24 @@ const message = (f: () => unknown) => thrown(f, TokenError).message;
 const ok = { token_type: 'access', exp: S0 + 300, iat: S0, jti: 'a'.repeat(32), user_id: 1 };
 const sign = (p: object, header?: Record<string, unknown>) => signHs(p, KEY, header);
 const without = (k: string) => Object.fromEntries(Object.entries(ok).filter(([key]) => key !== k));
+
+describe('canonical base64url', () => {
+  // The definition: decoding and encoding again gives the segment back (no padding, no other
+  // alphabet, no stray bits); the check on every request must agree with it without doing either.
+  const byRoundTrip = (s: string) => /^[A-Za-z0-9_-]+$/.test(s) && s.length % 4 !== 1 && Buffer.from(s, 'base64url').toString('base64url') === s;
+  const alphabet = fc.constantFrom(...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/= .'.split(''));
+  test.prop([fc.string({ unit: alphabet, maxLength: 12 })], { numRuns: 2000 })('agrees with decoding and encoding again', (s) => {
+    expect(isCanonicalBase64url(s)).toBe(byRoundTrip(s));
+  });
+  test.prop([fc.uint8Array({ maxLength: 40 }), fc.integer({ min: 0, max: 63 })])('accepts every encoding, refuses it with stray bits', (bytes, noise) => {
+    const s = Buffer.from(bytes).toString('base64url');
+    expect(isCanonicalBase64url(s)).toBe(s.length > 0);
+    if (s.length % 4 === 0 || s.length === 0) return;
+    const alphabetText = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const altered = s.slice(0, -1) + alphabetText[(alphabetText.indexOf(s.at(-1)!) & ~(s.length % 4 === 2 ? 0x0f : 0x03)) | (noise & (s.length % 4 === 2 ? 0x0f : 0x03))];
+    expect(isCanonicalBase64url(altered)).toBe(altered === s);
+  });
+});
 
 describe('token service', () => {
   it('signs simplejwt claims in order, with the header {"alg":"HS256","typ":"JWT"}', () => {
@@ -109,6 +128,20 @@ describe('token service', () => {
     // jku / x5u are never fetched: a header naming them changes nothing.
     expect(s.verify(sign(ok, { alg: 'HS256', typ: 'JWT', jku: 'https://evil.example/jwks' }), 'access').jti).toBe(ok.jti);
     expect(message(() => s.verify(sign({ ...ok, pad: 'x'.repeat(5000) }), 'access'))).toBe('Token is invalid or expired');
+  });
+
+  it('knows a header it has seen, and still refuses what the rest of the token gets wrong', () => {
+    const s = service();
+    const first = s.inspect(sign(ok));
+    const again = sign({ ...ok, jti: 'b'.repeat(32) });
+    expect(s.inspect(again)).toBe(first); // the same header: looked up, not parsed again
+    expect(s.verify(again, 'access').jti).toBe('b'.repeat(32));
+    const [h, p, sig] = again.split('.') as [string, string, string];
+    for (const bad of [`${h}.${p}=.${sig}`, `${h}.${p}`, `${h}.${p}.${sig}.x`, `${h}.${p}.${sig.slice(0, -1)}+`, `${h}.${'A'.repeat(5000)}.${sig}`]) {
+      expect(() => s.inspect(bad), bad).toThrow(TokenError);
+      expect(message(() => s.verify(bad, 'access'))).toBe('Token is invalid or expired');
+    }
+    expect(message(() => s.verify(`${h}.${p}.${sig.slice(0, -2)}AA`, 'access'))).toBe('Token is invalid or expired'); // the signature
   });
 
   it('refuses a header or payload that does not parse as an invalid token, never another error', () => {
