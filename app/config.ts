@@ -158,6 +158,8 @@ const schema = z.object({
   // longer, or nginx reuses a socket Node is closing and answers 502.
   KEEP_ALIVE_TIMEOUT: duration('a duration').prefault('65s'),
   SHUTDOWN_TIMEOUT: duration('a duration').prefault('10s'),
+  // Behind a proxy that learns of a stopping replica late (nginx follow mode on Swarm: stack.yml).
+  SHUTDOWN_DELAY: durationOrZero('a duration').prefault('0'),
   MAX_BODY_BYTES: int(64, 10 * 1024 * 1024).prefault('65536'),
   PASSWORD_HASH_CONCURRENCY: int(1, 256).optional(),
   // Logins that may wait for a hashing slot, per worker; more get 503 + Retry-After at once.
@@ -486,6 +488,8 @@ function configFrom(e: Settings, derived: Derived) {
     proxyHops: e.TRUST_PROXY_HOPS,
     keepAliveTimeoutMs: e.KEEP_ALIVE_TIMEOUT * 1000,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT * 1000,
+    /** How long a stopping worker keeps accepting before it drains (0: it stops accepting at once). */
+    shutdownDelayMs: e.SHUTDOWN_DELAY * 1000,
     maxBodyBytes: e.MAX_BODY_BYTES,
     /** Password hashes run at once in this process (PM2 sets it to the CPUs per worker). */
     hashConcurrency: e.PASSWORD_HASH_CONCURRENCY ?? availableParallelism(),

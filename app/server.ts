@@ -6,7 +6,7 @@ import { createApp } from './app';
 import { ConfigError, loadConfig, type Config } from './config';
 import type { Database } from './db/database';
 import { pendingMigrations } from './db/migrator';
-import { createHttpServer, listenOnSocket } from './http/listen';
+import { createHttpServer, drainServers, listenOnSocket } from './http/listen';
 import { createLogger } from './logger';
 import { serveReport } from './metrics/report';
 import { createServices } from './services';
@@ -81,11 +81,7 @@ export async function start(config: Config, logger: Logger, worker = '0'): Promi
 
   async function stop(): Promise<void> {
     closing = true;
-    const drained = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-    for (const s of servers) s.closeIdleConnections();
-    const timer = setTimeout(() => servers.forEach((s) => s.closeAllConnections()), config.shutdownTimeoutMs);
-    await drained;
-    clearTimeout(timer);
+    await drainServers(servers, { delayMs: config.shutdownDelayMs, timeoutMs: config.shutdownTimeoutMs });
     await metricsEndpoint?.close(); // after the last request: its final counts
     await services.close();
   }

@@ -91,3 +91,20 @@ export async function listenOnSocket(server: http.Server, path: string, mayClean
   }
   chmodSync(path, 0o666);
 }
+
+/**
+ * Stops HTTP servers gracefully. First they keep accepting for `delayMs`: a proxy that learns from
+ * DNS that this process is leaving (nginx's follow mode on Docker Swarm, which removes a task's
+ * name 2 s before it stops it) may still send here for a moment, and a connection that reaches a
+ * closed listener is reset with its request unread, which the proxy cannot tell from a request
+ * that ran. Then they stop accepting, idle keep-alive connections close, requests in flight finish,
+ * and what is left after `timeoutMs` is cut.
+ */
+export async function drainServers(servers: http.Server[], { delayMs, timeoutMs }: { delayMs: number; timeoutMs: number }): Promise<void> {
+  if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+  const drained = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  for (const s of servers) s.closeIdleConnections();
+  const timer = setTimeout(() => servers.forEach((s) => s.closeAllConnections()), timeoutMs);
+  await drained;
+  clearTimeout(timer);
+}

@@ -43,12 +43,16 @@ const get = (engine: Engine, path: string, headers: Record<string, string> = {})
 const post = (engine: Engine, path: string, json: unknown, headers: Record<string, string> = {}) =>
   tls.request(url(engine), 'POST', path, { json, headers });
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
+/** Polls `probe` until it returns a value; on timeout, the error holds `explain()`'s account of why not. */
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000, explain?: () => Promise<string>): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe().catch(() => undefined);
     if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${swarm.logs()}`);
+    if (Date.now() > deadline) {
+      const why = explain ? await explain().catch((err: unknown) => `(no account: ${String(err)})`) : '';
+      throw new Error(`timed out waiting for ${what}\n${why}\n${swarm.logs()}`);
+    }
     await sleep(250);
   }
 }
@@ -297,6 +301,29 @@ async function patroni(on: Engine[] = swarm.engines): Promise<Member[]> {
   throw new Error(`no Patroni member answered: ${String(last)}`);
 }
 
+/**
+ * The database tier as an operator would look at it when a member does not come back: the cluster
+ * as patronictl sees it, the swarm's tasks of the members and etcd, and on `engine` every member
+ * and etcd container (stopped ones too) with the end of its log.
+ */
+async function databaseTier(engine: Engine): Promise<string> {
+  const parts: string[] = [];
+  parts.push(`patronictl: ${await patroni().then(describeCluster, (err: unknown) => String(err))}`);
+  for (const service of ['patroni', 'etcd-1', 'etcd-2', 'etcd-3', 'haproxy']) {
+    const ps = await swarm.manager.tryDocker(['service', 'ps', '--no-trunc', '--format', '{{.Name}} {{.Node}} desired={{.DesiredState}} {{.CurrentState}} {{.Error}}', `${STACK}_${service}`]);
+    parts.push(`--- service ps ${service} ---\n${(ps.stdout + ps.stderr).trim()}`);
+  }
+  const containers = await engine.tryDocker(['ps', '-a', '--format', '{{.ID}} {{.Names}} {{.Status}}']);
+  parts.push(`--- containers on node ${engine.index} ---\n${containers.stdout.trim()}`);
+  for (const line of containers.stdout.split('\n').filter((l) => /_(patroni|etcd-\d)\./.test(l))) {
+    const logs = await engine.tryDocker(['logs', '-t', '--tail', '300', line.split(' ')[0]!]);
+    // Not pg_controldata's listing or a traceback's frames: Patroni's and Postgres' own lines.
+    const own = (logs.stdout + logs.stderr).split('\n').filter((l) => !/^\S+Z {2}/.test(l));
+    parts.push(`--- ${line} ---\n${own.slice(-60).join('\n')}`);
+  }
+  return parts.join('\n');
+}
+
 const hostOf = (m: Member) => m.Host.replace(/:\d+$/, '');
 const describeCluster = (members: Member[]) => members.map((m) => `${m.Member.slice(0, 6)}@${hostOf(m)} ${m.Role} ${m.State} TL${m.TL ?? '?'}`).join(', ');
 
@@ -457,6 +484,14 @@ describe('the stack on a three-engine Docker Swarm', () => {
     expect(after.filter((t) => before.some((b) => b.id === t.id))).toEqual([]); // every task replaced
     await nginxFollows(after, swarm.engines);
     log(`rolling update: ${updateSeconds.toFixed(1)} s, ${outcomes.length} requests, ${failed(outcomes).length} failed`);
+    for (const o of failed(outcomes)) {
+      // What the failing node's nginx said about it (its error log and the request's access-log line).
+      const said = (await swarm.containerLogs(node(o.node), 'nginx', o.at - 3_000).catch(() => ''))
+        .split('\n')
+        .filter((l) => /\[(error|warn|crit)\]|"status":(?!200)\d{3}|koa-auth-stack:/.test(l))
+        .slice(0, 20);
+      log(`rolling update: failed ${JSON.stringify({ after: o.at - started, node: o.node, status: o.status, detail: o.detail })}; nginx on node ${o.node}:\n${said.join('\n')}`);
+    }
     expect(failed(outcomes)).toEqual([]);
     expect(outcomes.length).toBeGreaterThan(0);
   });
@@ -553,19 +588,30 @@ describe('the stack on a three-engine Docker Swarm', () => {
     // The node comes back: its member rejoins as a replica of the new leader, on its timeline.
     const restoredAt = Date.now();
     await swarm.restore(victim);
+    // How the return went, step by step: the node in the swarm, its member tasks, the old leader.
+    const steps: string[] = [];
+    let lastStep = '';
     const rejoined = await until(
       'the old leader to rejoin as a replica',
       async () => {
-        const members = healthy(await patroni(survivors));
+        const cluster = await patroni(survivors);
+        const step = `node ${await swarm.nodeState(victim)}; member tasks ${await swarm.taskHistory('patroni', victim)}; old leader ${describeCluster(cluster.filter((m) => m.Member === oldLeader.Member)) || 'not listed'}`;
+        if (step !== lastStep) steps.push(`+${((Date.now() - restoredAt) / 1000).toFixed(1)} s ${(lastStep = step)}`);
+        const members = healthy(cluster);
         const old = members?.find((m) => m.Member === oldLeader.Member);
         return old && old.Role !== 'Leader' && ['running', 'streaming'].includes(old.State) ? members : undefined;
       },
       240_000,
+      async () => `${steps.join('\n')}\n${await databaseTier(victim)}`,
     );
     const rejoinSeconds = (Date.now() - restoredAt) / 1000;
+    log(`drill: the return of node ${victim.index}:\n${steps.join('\n')}`);
     const oldTask = (await swarm.tasks('patroni')).find((t) => t.engine === victim);
     const rewound = oldTask ? /pg_rewind/.test(await swarm.containerLogs(victim, 'patroni', restoredAt - 5_000).catch(() => '')) : false;
     log(`drill: node ${victim.index} back; rejoined after ${rejoinSeconds.toFixed(1)} s${rewound ? ' (pg_rewind)' : ''}: ${describeCluster(rejoined)}`);
+    // The member task the node had when it was cut off, and the one Swarm gave it on its return.
+    const members = await victim.tryDocker(['ps', '-a', '--filter', `label=com.docker.swarm.service.name=${STACK}_patroni`, '--format', '{{.Names}} {{.Status}}']);
+    log(`drill: member containers on node ${victim.index}: ${members.stdout.trim().split('\n').join('; ')}`);
 
     // Every acknowledged write, one by one, in the new leader's database.
     const check = await acknowledgedWrites(ledger, rejoined.find((m) => m.Role === 'Leader')!);

@@ -32,6 +32,10 @@ export interface Swarm extends Machines {
   tasks(service: string): Promise<Task[]>;
   /** Waits until `service` has `replicas` tasks running (and none starting or stopping). */
   waitForTasks(service: string, replicas: number, timeoutMs?: number): Promise<Task[]>;
+  /** The swarm's view of an engine's node: its state and availability (docker node inspect). */
+  nodeState(engine: Engine): Promise<string>;
+  /** A service's tasks on one engine's node, newest first: desired and current state, ages left out. */
+  taskHistory(service: string, engine: Engine): Promise<string>;
   /** The upstream servers one node's nginx has now (follow mode's server list). */
   nginxUpstream(engine: Engine): Promise<string[]>;
   /** The log of a service's container on one engine (e.g. its nginx), since a moment (ms since the epoch). */
@@ -162,6 +166,22 @@ export async function startSwarm(options: SwarmOptions): Promise<Swarm> {
         }
         const ps = await manager.tryDocker(['service', 'ps', '--no-trunc', serviceName(service)]);
         throw new Error(`${service}: ${replicas} running tasks expected, have ${JSON.stringify(last.map((t) => t.state))}\n${ps.stdout}\n${machines.logs()}`);
+      },
+      async nodeState(engine: Engine): Promise<string> {
+        return (await manager.docker(['node', 'inspect', '--format', '{{.Status.State}}/{{.Spec.Availability}}', nodeIds.get(engine.index)!])).trim();
+      },
+      async taskHistory(service: string, engine: Engine): Promise<string> {
+        const ps = await manager.docker(['service', 'ps', '--no-trunc', '--filter', `node=${nodeIds.get(engine.index)!}`, '--format', '{{.ID}}|{{.DesiredState}}|{{.CurrentState}}|{{.Error}}', serviceName(service)]);
+        return ps
+          .split('\n')
+          .filter(Boolean)
+          .map((line) => {
+            const [id, desired, current, error] = line.split('|');
+            // "Running 5 seconds ago": the state without its age, so that a listing changes only with the state.
+            const state = (current ?? '').replace(/\s+(about |less than )?(an?|\d+) \w+ ago$/i, '');
+            return `${id!.slice(0, 6)} ${desired}→${state}${error ? ` (${error})` : ''}`;
+          })
+          .join(', ');
       },
       async containerLogs(engine: Engine, service: string, since?: number): Promise<string> {
         const id = (await engine.docker(['ps', '-q', '--filter', `label=com.docker.swarm.service.name=${serviceName(service)}`])).trim();

@@ -7,7 +7,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createHttpServer, listenOnSocket } from '../../app/http/listen';
+import { createHttpServer, drainServers, listenOnSocket } from '../../app/http/listen';
 
 let dir: string;
 const servers: http.Server[] = [];
@@ -91,5 +91,39 @@ describe('a stop as server.ts makes it (close, then closeIdleConnections)', () =
     while (!fresh.received().endsWith('ok')) await new Promise((resolve) => setImmediate(resolve));
     expect(fresh.received()).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
     fresh.c.destroy();
+  });
+});
+
+describe('drainServers', () => {
+  const fetchOnce = (port: number) =>
+    new Promise<number>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      }).on('error', reject);
+    });
+
+  it('keeps accepting new connections for the delay, then refuses them', async () => {
+    const s = createHttpServer((_req, res) => res.end('ok'), { keepAliveTimeoutMs: 60_000 });
+    servers.push(s);
+    await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+    const port = (s.address() as net.AddressInfo).port;
+    let done = false;
+    const drained = drainServers([s], { delayMs: 300, timeoutMs: 1_000 }).then(() => (done = true));
+    // Within the delay: a proxy that has not yet heard of the stop is still answered.
+    expect(await fetchOnce(port)).toBe(200);
+    expect(done).toBe(false);
+    await drained;
+    await expect(fetchOnce(port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+  });
+
+  it('stops accepting at once without a delay', async () => {
+    const s = createHttpServer((_req, res) => res.end('ok'), { keepAliveTimeoutMs: 60_000 });
+    servers.push(s);
+    await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+    const port = (s.address() as net.AddressInfo).port;
+    const drained = drainServers([s], { delayMs: 0, timeoutMs: 1_000 });
+    await expect(fetchOnce(port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    await drained;
   });
 });

@@ -14,6 +14,18 @@ if [ "$(id -u)" = 0 ]; then
   exec setpriv --reuid=postgres --regid=postgres --init-groups "${BASH_SOURCE[0]}" "$@"
 fi
 
+# One member per data volume. When a node comes back from a partition, Swarm has already given its
+# tasks up and starts new ones there while the old ones are still stopping (stop_grace_period): the
+# new member would otherwise run a second Postgres on the old one's files (another container's
+# postmaster.pid looks stale from here). The lock is held for this container's life (Patroni keeps
+# the descriptor; its Postgres does not inherit it) and the kernel drops it when the container ends.
+exec 9>>"$data/.kas-member.lock"
+if ! flock -n 9; then
+  echo "kas-patroni: the member before this one still uses $data; waiting for it to stop" >&2
+  flock 9
+  echo "kas-patroni: $data is free" >&2
+fi
+
 # The configuration holds the passwords: readable by this user only.
 umask 077
 python3 /usr/local/lib/kas-patroni/configure.py "$PATRONICTL_CONFIG_FILE"
