@@ -599,7 +599,9 @@ describe('the stack on a three-engine Docker Swarm', () => {
         if (step !== lastStep) steps.push(`+${((Date.now() - restoredAt) / 1000).toFixed(1)} s ${(lastStep = step)}`);
         const members = healthy(cluster);
         const old = members?.find((m) => m.Member === oldLeader.Member);
-        return old && old.Role !== 'Leader' && ['running', 'streaming'].includes(old.State) ? members : undefined;
+        const leader = members?.find((m) => m.Role === 'Leader');
+        // A replica of the new leader: on its timeline (a member still on the old one has not rewound).
+        return old && leader && old.Role !== 'Leader' && ['running', 'streaming'].includes(old.State) && old.TL === leader.TL ? members : undefined;
       },
       240_000,
       async () => `${steps.join('\n')}\n${await databaseTier(victim)}`,
