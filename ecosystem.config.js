@@ -65,8 +65,9 @@ module.exports = {
       wait_ready: true,
       // Above the slowest start: the worker waits up to DB_CONNECT_TIMEOUT (30 s) for the database.
       listen_timeout: 40_000,
-      // Above the drain: in-flight requests get SHUTDOWN_TIMEOUT (10 s) before connections are cut.
-      kill_timeout: 15_000,
+      // Above a worker's whole stop: SHUTDOWN_DELAY, then SHUTDOWN_TIMEOUT for in-flight requests
+      // before connections are cut, and a margin (15 s with the defaults).
+      kill_timeout: settings.killTimeoutMs,
       // Restart a worker that crashes, with backoff; do not give up on a flapping database.
       exp_backoff_restart_delay: 200,
       max_restarts: 1000,

@@ -370,6 +370,11 @@ function databasePassword(url: string): string | undefined {
   }
 }
 
+// The shipped compose and stack files give a stopping container this long (stop_grace_period)
+// before Docker's SIGKILL; PM2 needs a little of it after the workers' drain.
+const STOP_GRACE_PERIOD_MS = 30_000;
+const PM2_MARGIN_MS = 5_000;
+
 /** Reads the given environment (normally process.env). Throws ConfigError naming every bad variable. */
 export function loadConfig(env: Record<string, string | undefined>): LoadedConfig {
   const e = parseEnv(schema, env);
@@ -458,6 +463,11 @@ export function loadConfig(env: Record<string, string | undefined>): LoadedConfi
       if (!e.WEBHOOK_ALLOW_HTTP) throw invalid('WEBHOOK_URL', `must be https:// when NODE_ENV=production (or set WEBHOOK_ALLOW_HTTP=true for a receiver on a private network): ${plain.join(', ')}`);
       warnings.push(`WEBHOOK_ALLOW_HTTP: security events go to ${plain.join(', ')} unencrypted`);
     }
+  }
+  if ((e.SHUTDOWN_DELAY + e.SHUTDOWN_TIMEOUT) * 1000 + PM2_MARGIN_MS > STOP_GRACE_PERIOD_MS) {
+    warnings.push(
+      `SHUTDOWN_DELAY + SHUTDOWN_TIMEOUT is ${e.SHUTDOWN_DELAY + e.SHUTDOWN_TIMEOUT} s: raise stop_grace_period above ${e.SHUTDOWN_DELAY + e.SHUTDOWN_TIMEOUT + PM2_MARGIN_MS / 1000} s (the shipped files give ${STOP_GRACE_PERIOD_MS / 1000} s), or Docker kills a stopping worker before its requests finish`,
+    );
   }
   if (e.WEBHOOK_CONNECT_TIMEOUT > e.WEBHOOK_TIMEOUT) throw invalid('WEBHOOK_CONNECT_TIMEOUT', 'must not exceed WEBHOOK_TIMEOUT');
   if (e.WEBHOOK_RETRY_BASE_DELAY > e.WEBHOOK_RETRY_MAX_DELAY) throw invalid('WEBHOOK_RETRY_BASE_DELAY', 'must not exceed WEBHOOK_RETRY_MAX_DELAY');
@@ -592,7 +602,10 @@ const processSchema = z.object({
   SIGNING_KEY_FILE: schema.shape.SIGNING_KEY_FILE,
   ALGORITHM: schema.shape.ALGORITHM,
   WEBHOOK_URL: schema.shape.WEBHOOK_URL,
+  SHUTDOWN_DELAY: schema.shape.SHUTDOWN_DELAY,
+  SHUTDOWN_TIMEOUT: schema.shape.SHUTDOWN_TIMEOUT,
 });
+
 
 /**
  * What PM2 runs in this container (ecosystem.config.js): how many workers, each one's hashing share,
@@ -613,6 +626,8 @@ export function loadProcessConfig(env: Record<string, string | undefined>, cpus:
     /** The directory the workers offer their metrics in; undefined: METRICS_PORT=0, no collector. */
     metricsSocketDir: e.METRICS_PORT === 0 ? undefined : (e.METRICS_SOCKET_DIR ?? path.join(tmpdir(), 'koa-auth-stack-metrics')),
     webhooks: e.WEBHOOK_URL.length > 0,
+    /** PM2's kill_timeout: a worker's whole stop (SHUTDOWN_DELAY, then the drain), and a margin. */
+    killTimeoutMs: (e.SHUTDOWN_DELAY + e.SHUTDOWN_TIMEOUT) * 1000 + PM2_MARGIN_MS,
   };
 }
 

@@ -8,7 +8,7 @@
 // pieces the guard (koa-jwt) composes too, so a token is held to one set of rules wherever it arrives:
 //   preflight   before any parsing: the length bound, three canonical unpadded base64url segments;
 //   headerOf    the one place a token's header is parsed (strict UTF-8 JSON, an object; anything else,
-//               whatever it throws, is an invalid token); keyOf is it, then keyFor;
+//               whatever it throws, is an invalid token); inspect is it, then keyFor, remembered;
 //   keyFor      from the header: no `crit`, the key its `kid` names, and that key's one algorithm;
 //   (jsonwebtoken: the signature, exp/nbf with LEEWAY, aud, iss, the algorithm allow-list)
 //   checkClaims simplejwt's claim checks, exp required and bounded, iat not in the future, sizes.
@@ -144,9 +144,10 @@ export interface TokenService {
   preflight(token: string): void;
   /** The key that verifies a token with this header, or a TokenError. */
   keyFor(header: Readonly<Record<string, unknown>>): Key;
-  /** Preflight, the header parsed, and the key it names: a TokenError for anything else, never another error. */
-  keyOf(token: string): Key;
-  /** keyOf, and whether the header says it is a machine client's token (the guard's one look at it). */
+  /**
+   * Preflight, the header parsed, the key it names, and whether it is a machine client's token (the
+   * guard's one look at it): a TokenError for anything else, never another error.
+   */
   inspect(token: string): InspectedToken;
   /** jsonwebtoken's options: algorithms from the key set, audience, issuer, leeway, our clock. */
   readonly verifyOptions: VerifyOptions;
@@ -248,20 +249,24 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
   }
 
   const knownHeaders = new Map<string, InspectedToken>();
+  const headerSegment = (token: string) => token.slice(0, token.indexOf('.'));
+
+  // A parsed header's key and kind, kept for the next token with the same header segment.
+  function remember(segment: string, header: Record<string, unknown>): InspectedToken {
+    const inspected: InspectedToken = Object.freeze({ key: keyFor(header), client: isClientTokenHeader(header) });
+    if (knownHeaders.size >= MAX_KNOWN_HEADERS) knownHeaders.clear();
+    knownHeaders.set(segment, inspected);
+    return inspected;
+  }
+
   function inspect(token: string): InspectedToken {
-    const known = knownHeaders.get(token.slice(0, token.indexOf('.')));
+    const known = knownHeaders.get(headerSegment(token));
     if (known) {
       preflight(token); // the rest of the token is new every time
       return known;
     }
-    const header = headerOf(token);
-    const inspected: InspectedToken = Object.freeze({ key: keyFor(header), client: isClientTokenHeader(header) });
-    if (knownHeaders.size >= MAX_KNOWN_HEADERS) knownHeaders.clear();
-    knownHeaders.set(token.slice(0, token.indexOf('.')), inspected);
-    return inspected;
+    return remember(headerSegment(token), headerOf(token));
   }
-
-  const keyOf = (token: string): Key => inspect(token).key;
 
   function checkClaims(payload: unknown, type: TokenType | undefined): Claims {
     if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) throw invalid();
@@ -342,8 +347,10 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
     return checkClientClaims(payload);
   }
 
-  // On every guarded request: the header alone is parsed, by the one parser (the payload is koa-jwt's).
+  // The verify route's dispatch: a known header from memory, else the one parser (never a throw).
   function isClientToken(token: string): boolean {
+    const known = knownHeaders.get(headerSegment(token));
+    if (known) return known.client;
     try {
       return isClientTokenHeader(headerOf(token));
     } catch {
@@ -359,10 +366,15 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
 
   function verify(token: string, type: TokenType | undefined): Claims {
     // A machine client's token is no user's token, whatever its claims (nor its key).
-    const known = knownHeaders.get(token.slice(0, token.indexOf('.')));
-    if (known) preflight(token);
-    else if (isClientTokenHeader(headerOf(token))) throw new TokenError(TOKEN_MESSAGES.wrongType);
-    const { key, client } = known ?? inspect(token);
+    let inspected = knownHeaders.get(headerSegment(token));
+    if (inspected) preflight(token);
+    else {
+      // Parsed once; the kind is told before the key is looked for.
+      const header = headerOf(token);
+      if (isClientTokenHeader(header)) throw new TokenError(TOKEN_MESSAGES.wrongType);
+      inspected = remember(headerSegment(token), header);
+    }
+    const { key, client } = inspected;
     if (client) throw new TokenError(TOKEN_MESSAGES.wrongType);
     let payload: unknown;
     try {
@@ -376,5 +388,5 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
     return checkClaims(payload, type);
   }
 
-  return { settings, sign, verify, userIdOf, preflight, keyFor, keyOf, inspect, verifyOptions, checkClaims, signClient, verifyClient, checkClientClaims, isClientToken };
+  return { settings, sign, verify, userIdOf, preflight, keyFor, inspect, verifyOptions, checkClaims, signClient, verifyClient, checkClientClaims, isClientToken };
 }

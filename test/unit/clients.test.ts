@@ -71,6 +71,16 @@ describe('RFC 9068 access tokens', () => {
     expect(() => tokens.verify(machine, 'access')).toThrow('Token has wrong type');
     expect(() => tokens.verifyClient(user)).toThrow(TokenError);
     expect(tokens.isClientToken(user)).toBe(false);
+    // The same answers once the headers are remembered (a fresh service sees each header first in verify).
+    const fresh = createTokenService(config.jwt, () => now, config.clients);
+    expect(() => fresh.verify(machine, 'access')).toThrow('Token has wrong type');
+    expect(() => fresh.verify(machine, 'access')).toThrow('Token has wrong type');
+    expect(fresh.isClientToken(machine)).toBe(true);
+    expect(fresh.verify(user, 'access').user_id).toBe(7);
+    expect(fresh.isClientToken(user)).toBe(false);
+    expect(fresh.inspect(machine).client).toBe(true);
+    expect(() => fresh.verify(machine, undefined)).toThrow('Token has wrong type'); // now from memory
+    expect(fresh.isClientToken(machine)).toBe(true);
     // A payload of a user token is refused by the client checks even if a header were to say at+jwt.
     expect(() => tokens.checkClientClaims(decodeJwt(user).payload)).toThrow(TokenError);
   });

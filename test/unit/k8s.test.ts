@@ -9,7 +9,7 @@ import Ajv from 'ajv';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { CONFIG_VARIABLES, loadCollectorConfig } from '../../app/config';
+import { CONFIG_VARIABLES, loadCollectorConfig, loadProcessConfig } from '../../app/config';
 import type { Database } from '../../app/db/database';
 import { healthRoutes } from '../../app/http/health';
 import { ROOT } from '../support/images';
@@ -368,8 +368,9 @@ describe('deploy/k8s, what ties it together', () => {
   });
 
   it('gives the app longer to stop than the preStop pause and PM2’s drain together', () => {
-    const ecosystem = readFileSync(path.join(ROOT, 'ecosystem.config.js'), 'utf8');
-    const killTimeoutMs = Number(/kill_timeout:\s*([\d_]+)/.exec(ecosystem)![1]!.replace(/_/g, ''));
+    // PM2's kill_timeout as ecosystem.config.js takes it, with the settings the manifests give the app.
+    const settings = Object.fromEntries(Object.entries(byName('ConfigMap', 'kas-settings')!.data as Record<string, string>).filter(([k]) => k.startsWith('SHUTDOWN_')));
+    const { killTimeoutMs } = loadProcessConfig({ SIGNING_KEY: 'k', ...settings }, 1);
     const pod = byName('Deployment', 'kas-app')!.spec.template.spec;
     const pause = pod.containers[0].lifecycle.preStop.sleep.seconds as number;
     expect(pause).toBeGreaterThan(0);

@@ -149,10 +149,10 @@ describe('token service', () => {
     const cases = [...UNPARSABLE_TOKENS, { name: 'signed, payload not JSON', token: sign('{"a":' as unknown as object) }];
     for (const { name, token } of cases) {
       expect(message(() => s.verify(token, undefined)), name).toBe('Token is invalid or expired');
-      if (name.includes('header')) expect(() => s.keyOf(token), name).toThrow(TokenError);
+      if (name.includes('header')) expect(() => s.inspect(token), name).toThrow(TokenError);
     }
     // The one header parser: strict UTF-8 JSON, an object; a well-formed one names its key.
-    expect(s.keyOf(sign(ok)).alg).toBe('HS256');
+    expect(s.inspect(sign(ok)).key.alg).toBe('HS256');
   });
 
   it('reads user ids as positive Postgres integers only', () => {
