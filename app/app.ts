@@ -19,13 +19,13 @@ import type { Config } from './config';
 import type { Database } from './db/database';
 import { corsPolicy } from './http/cors';
 import { docsRoutes } from './http/docs';
-import { errorHandler } from './http/errors';
+import { errorAnswers } from './http/errors';
+import { requestFrame } from './http/frame';
 import { healthRoutes } from './http/health';
 import { openApiDocument, schemaRoutes } from './http/openapi';
-import { requestLogging } from './http/logging';
+import { requestLog } from './http/logging';
 import { untrustedProxyWarning } from './http/proxy';
 import { requestMetrics } from './http/metrics';
-import { SECURITY_HEADERS } from './http/security-headers';
 import type { WorkerMetrics } from './metrics/worker';
 
 export interface AppDeps {
@@ -68,14 +68,14 @@ export function createApp(deps: AppDeps): Koa {
   schemaRoutes(router, openApiDocument({ authScheme: config.jwt.authHeaderTypes[0]!, clients: config.clients !== undefined, claims: config.jwt.accessTokenClaims }));
   docsRoutes(router);
 
-  app.use(requestLogging(logger, config.slowRequestMs));
-  app.use(requestMetrics(metrics));
+  app.use(
+    requestFrame({
+      log: requestLog(logger, config.slowRequestMs),
+      errors: errorAnswers({ logger, authScheme: config.jwt.authHeaderTypes[0]! }),
+      record: requestMetrics(metrics),
+    }),
+  );
   if (config.proxyHops === 0) app.use(untrustedProxyWarning(logger));
-  app.use(errorHandler({ logger, authScheme: config.jwt.authHeaderTypes[0]! }));
-  app.use(async (ctx, next) => {
-    ctx.set(SECURITY_HEADERS);
-    await next();
-  });
   app.use(corsPolicy(config.corsAllowedOrigins));
   app.use(router.routes());
   return app;

@@ -11,7 +11,7 @@ const PREFLIGHT_MAX_AGE_SECONDS = 600;
 
 export function corsPolicy(allowedOrigins: readonly string[]): Middleware {
   const allowed = new Set(allowedOrigins);
-  return cors({
+  const policy = cors({
     origin(ctx) {
       const origin = ctx.get('Origin');
       if (allowed.has(origin)) return origin;
@@ -25,4 +25,11 @@ export function corsPolicy(allowedOrigins: readonly string[]): Middleware {
     allowHeaders: ['Authorization', 'Content-Type', TRANSPORT_HEADER],
     maxAge: PREFLIGHT_MAX_AGE_SECONDS,
   });
+  // A request with no Origin is no CORS request: what @koa/cors does for it (Vary, then on), without
+  // the awaits it makes first; most requests (nginx's, mobile apps', services') are such.
+  return function corsOrNot(ctx, next) {
+    if (ctx.get('Origin') !== '') return policy(ctx, next);
+    ctx.vary('Origin');
+    return next();
+  };
 }

@@ -13,7 +13,8 @@ export function endpoint(handlers: Partial<Record<Method, Middleware>>): Middlew
   const methods = Object.keys(handlers) as Method[];
   const allowed = [...methods, ...(methods.includes('GET') ? ['HEAD'] : []), 'OPTIONS'];
   const allow = allowed.join(', ');
-  const dispatch: Middleware = async function dispatch(ctx, next) {
+  // Not async: koa-compose turns a throw into a rejection, and the handler's promise is returned as it is.
+  const dispatch: Middleware = function dispatch(ctx, next) {
     ctx.set('Allow', allow);
     ctx.vary('Accept'); // added to, not replacing, CORS's Vary: Origin
     const method = ctx.method === 'HEAD' ? 'GET' : (ctx.method as Method);
@@ -21,7 +22,7 @@ export function endpoint(handlers: Partial<Record<Method, Middleware>>): Middlew
     if (handler) return handler(ctx, next);
     if (ctx.method === 'OPTIONS') {
       ctx.status = 204;
-      return;
+      return undefined;
     }
     throw new ApiError(405, { detail: `Method "${ctx.method}" not allowed.` });
   };

@@ -157,18 +157,26 @@ function isHttpError(err: unknown): err is { status: number; expose: boolean; me
     (err as { expose?: unknown }).expose === true;
 }
 
-export function errorHandler({ logger, authScheme }: ErrorOptions): Middleware {
+/** How a request that failed is answered, and the 404 for one nothing answered (requestFrame's). */
+export interface ErrorAnswers {
+  /** After the routes: nothing answered is the one 404 body. */
+  finish(ctx: Context): void;
+  /** Whatever was thrown, as our JSON answer: 4xx for the request's faults, 503, or a logged 500. */
+  fail(ctx: Context, err: unknown): void;
+}
+
+export function errorAnswers({ logger, authScheme }: ErrorOptions): ErrorAnswers {
   const render = (ctx: Context, { status, body, headers }: ApiError) => {
     ctx.set(headers);
     // An error that names its own challenge keeps it (OAuth's token endpoint answers Basic).
     if (status === 401 && headers['WWW-Authenticate'] === undefined) ctx.set('WWW-Authenticate', `${authScheme} realm="api"`);
     sendJson(ctx, status, body);
   };
-  return async function errors(ctx, next) {
-    try {
-      await next();
+  return {
+    finish(ctx) {
       if (ctx.status === 404 && ctx.body == null) render(ctx, notFound());
-    } catch (err) {
+    },
+    fail(ctx, err) {
       if (err instanceof ApiError) return render(ctx, err);
       if (isHttpError(err) && err.status >= 400 && err.status < 500) {
         return render(ctx, coded(err.status, KOA_CODES[err.status] ?? 'client_error', err.message));
@@ -180,6 +188,19 @@ export function errorHandler({ logger, authScheme }: ErrorOptions): Middleware {
       // Never a stack trace to the client; the log has it, under the request's id.
       logger.error({ request_id: ctx.state.requestId, err }, 'unhandled error');
       render(ctx, serverError());
+    },
+  };
+}
+
+/** errorAnswers as a middleware of its own, for an app without requestFrame (tests, a sub-app). */
+export function errorHandler(options: ErrorOptions): Middleware {
+  const answers = errorAnswers(options);
+  return async function errors(ctx, next) {
+    try {
+      await next();
+      answers.finish(ctx);
+    } catch (err) {
+      answers.fail(ctx, err);
     }
   };
 }

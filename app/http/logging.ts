@@ -5,7 +5,7 @@
 // app's is found beside nginx's. Only method, path, status and time are logged: never headers, query
 // strings or bodies, where tokens and passwords travel.
 import { randomUUID } from 'node:crypto';
-import type { Middleware } from 'koa';
+import type { Context } from 'koa';
 import type { Logger } from 'pino';
 
 declare module 'koa' {
@@ -18,21 +18,28 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 // Docker and nginx probe these every few seconds; a healthy answer is not worth a log line.
 const PROBES = new Set(['/healthz', '/readyz']);
 
-export function requestLogging(logger: Logger, slowMs: number): Middleware {
-  return async function logRequest(ctx, next) {
-    const started = performance.now();
-    const incoming = ctx.get('x-request-id');
-    const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID().replaceAll('-', '');
-    ctx.state.requestId = requestId;
-    ctx.set('X-Request-Id', requestId);
-    try {
-      await next();
-    } finally {
-      const ms = Math.round((performance.now() - started) * 100) / 100;
+/** The request's id and its log line (requestFrame's). */
+export interface RequestLog {
+  /** The request's id, from nginx or new: on ctx.state and the X-Request-Id header. */
+  begin(ctx: Context): void;
+  /** The log line, when the level and the time call for one. */
+  end(ctx: Context, ms: number): void;
+}
+
+export function requestLog(logger: Logger, slowMs: number): RequestLog {
+  return {
+    begin(ctx) {
+      const incoming = ctx.get('x-request-id');
+      const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID().replaceAll('-', '');
+      ctx.state.requestId = requestId;
+      ctx.set('X-Request-Id', requestId);
+    },
+    end(ctx, elapsed) {
+      const ms = Math.round(elapsed * 100) / 100;
       const level = ms >= slowMs ? 'info' : 'debug';
       if (logger.isLevelEnabled(level) && !(PROBES.has(ctx.path) && ctx.status < 300)) {
-        logger[level]({ request_id: requestId, method: ctx.method, path: ctx.path, status: ctx.status, ms, ip: ctx.ip }, level === 'info' ? 'slow request' : 'request');
+        logger[level]({ request_id: ctx.state.requestId, method: ctx.method, path: ctx.path, status: ctx.status, ms, ip: ctx.ip }, level === 'info' ? 'slow request' : 'request');
       }
-    }
+    },
   };
 }

@@ -1,7 +1,7 @@
-// Counts and times every answered request by method, route template and status. Placed outside the
-// error handler, so it sees the final status; it records before Koa writes the response, so a client
+// Counts and times every answered request by method, route template and status. requestFrame records
+// after the error answer, so it sees the final status, and before Koa writes the response, so a client
 // that has its answer is already counted (a scrape right after N requests shows N).
-import type { Middleware } from 'koa';
+import type { Context } from 'koa';
 
 export interface RequestRecorder {
   request(method: string, route: string, status: number, seconds: number): void;
@@ -19,7 +19,8 @@ export function routeLabel(template: unknown): string {
   return template.startsWith('/api/') && !template.endsWith('/') ? `${template}/` : template;
 }
 
-export function requestMetrics(recorder: RequestRecorder): Middleware {
+/** Records a request that has its answer (requestFrame's): method, route template, status, time. */
+export function requestMetrics(recorder: RequestRecorder): (ctx: Context, seconds: number) => void {
   // Each template's label, made once (the router's templates are a fixed set).
   const labels = new Map<unknown, string>();
   const labelOf = (template: unknown): string => {
@@ -27,15 +28,10 @@ export function requestMetrics(recorder: RequestRecorder): Middleware {
     if (label === undefined) labels.set(template, (label = routeLabel(template)));
     return label;
   };
-  return async function measure(ctx, next) {
-    const started = performance.now();
-    try {
-      await next();
-    } finally {
-      // @koa/router leaves the matched layer's path here; its types declare it on RouterContext only.
-      const template = (ctx as { _matchedRoute?: unknown })._matchedRoute;
-      const method = METHODS.has(ctx.method) ? ctx.method : 'other';
-      recorder.request(method, typeof template === 'string' ? labelOf(template) : 'unmatched', ctx.status, (performance.now() - started) / 1000);
-    }
+  return function record(ctx, seconds) {
+    // @koa/router leaves the matched layer's path here; its types declare it on RouterContext only.
+    const template = (ctx as { _matchedRoute?: unknown })._matchedRoute;
+    const method = METHODS.has(ctx.method) ? ctx.method : 'other';
+    recorder.request(method, typeof template === 'string' ? labelOf(template) : 'unmatched', ctx.status, seconds);
   };
 }

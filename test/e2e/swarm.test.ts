@@ -51,7 +51,8 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
     if (value !== undefined) return value;
     if (Date.now() > deadline) {
       const why = explain ? await explain().catch((err: unknown) => `(no account: ${String(err)})`) : '';
-      throw new Error(`timed out waiting for ${what}\n${why}\n${swarm.logs()}`);
+      // The engines' logs first and the account last: CI shows the tail of a failure.
+      throw new Error(`timed out waiting for ${what}\n${swarm.logs()}\n--- why ---\n${why}\ntimed out waiting for ${what}`);
     }
     await sleep(250);
   }
@@ -308,7 +309,6 @@ async function patroni(on: Engine[] = swarm.engines): Promise<Member[]> {
  */
 async function databaseTier(engine: Engine): Promise<string> {
   const parts: string[] = [];
-  parts.push(`patronictl: ${await patroni().then(describeCluster, (err: unknown) => String(err))}`);
   for (const service of ['patroni', 'etcd-1', 'etcd-2', 'etcd-3', 'haproxy']) {
     const ps = await swarm.manager.tryDocker(['service', 'ps', '--no-trunc', '--format', '{{.Name}} {{.Node}} desired={{.DesiredState}} {{.CurrentState}} {{.Error}}', `${STACK}_${service}`]);
     parts.push(`--- service ps ${service} ---\n${(ps.stdout + ps.stderr).trim()}`);
@@ -321,6 +321,8 @@ async function databaseTier(engine: Engine): Promise<string> {
     const own = (logs.stdout + logs.stderr).split('\n').filter((l) => !/^\S+Z {2}/.test(l));
     parts.push(`--- ${line} ---\n${own.slice(-60).join('\n')}`);
   }
+  // Last: a failure's tail is what CI shows.
+  parts.push(`patronictl: ${await patroni().then(describeCluster, (err: unknown) => String(err))}`);
   return parts.join('\n');
 }
 
@@ -604,7 +606,7 @@ describe('the stack on a three-engine Docker Swarm', () => {
         return old && leader && old.Role !== 'Leader' && ['running', 'streaming'].includes(old.State) && old.TL === leader.TL ? members : undefined;
       },
       240_000,
-      async () => `${steps.join('\n')}\n${await databaseTier(victim)}`,
+      async () => `${await databaseTier(victim)}\n--- the return, step by step ---\n${steps.join('\n')}`,
     );
     const rejoinSeconds = (Date.now() - restoredAt) / 1000;
     log(`drill: the return of node ${victim.index}:\n${steps.join('\n')}`);

@@ -6,6 +6,12 @@ set -Eeuo pipefail
 data=/var/lib/postgresql/data
 
 if [ "$(id -u)" = 0 ]; then
+  # A name whose tasks are on a lost node can go unanswered by Docker's DNS: give up on a look-up in
+  # 2 s, not glibc's 2 x 5 s, or Patroni's loop (which looks up every etcd member) outlives the
+  # leader key's TTL and the leader loses its key to a stall.
+  if ! grep -q '^options.*timeout:' /etc/resolv.conf 2>/dev/null; then
+    echo 'options timeout:1 attempts:2' >> /etc/resolv.conf || echo "kas-patroni: /etc/resolv.conf is read-only; look-ups keep glibc's timeouts" >&2
+  fi
   mkdir -p "$data" /var/run/postgresql
   chown postgres:postgres "$data" /var/run/postgresql /etc/patroni
   chmod 0700 "$data"

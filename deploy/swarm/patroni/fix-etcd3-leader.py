@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Backports Patroni's fix for a leader that steals the leader key back (patroni#2689, #2693; 3.0.3).
+
+Debian 12's Patroni 3.0.2 renews the leader key with an unconditional put: a leader whose loop
+stalled past the key's TTL (a DNS look-up of a lost node's etcd can take 10 s) gets a new lease and
+writes its name over the key another member took meanwhile. Two primaries follow, and what the new
+one acknowledged is rewound away. As upstream: the key is renewed only while it holds our name, or
+created only while nobody holds it; otherwise the lock is lost and Patroni demotes.
+Applied at image build; a Patroni that already has the fix is left as it is.
+"""
+import sys
+
+import patroni.dcs.etcd3 as etcd3
+
+BUGGY = """                try:
+                    self._run_and_handle_exceptions(self._client.put, self.leader_path,
+                                                    self._name, self._lease, retry=_retry)
+                except ReturnFalseException:
+                    pass
+        return bool(self._lease)
+"""
+
+FIXED = """                fields = {'key': base64_encode(self.leader_path), 'value': base64_encode(self._name),
+                          'lease': self._lease}
+                request_put = {'request_put': fields}
+                # Still ours (our name): renew it under the new lease. Else only if nobody holds it.
+                ours = {'key': fields['key'], 'target': 'VALUE', 'value': fields['value']}
+                free = {'key': fields['key'], 'target': 'CREATE', 'create_revision': '0'}
+                try:
+                    return bool(self._run_and_handle_exceptions(self._client.txn, ours, request_put, retry=_retry)
+                                or self._run_and_handle_exceptions(self._client.txn, free, request_put, retry=_retry))
+                except ReturnFalseException:
+                    return False
+        return bool(self._lease)
+"""
+
+path = etcd3.__file__
+source = open(path).read()
+if BUGGY not in source:
+    if "'target': 'VALUE'" in source:
+        print(f'{path}: has the leader key fix already')
+        sys.exit(0)
+    sys.exit(f'{path}: neither the known 3.0.2 code nor the fix; review deploy/swarm/patroni/fix-etcd3-leader.py')
+open(path, 'w').write(source.replace(BUGGY, FIXED))
+print(f'{path}: leader key renewed only while ours or free (patroni#2689)')
