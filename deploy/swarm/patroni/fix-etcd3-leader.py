@@ -6,7 +6,8 @@ stalled past the key's TTL (a DNS look-up of a lost node's etcd can take 10 s) g
 writes its name over the key another member took meanwhile. Two primaries follow, and what the new
 one acknowledged is rewound away. As upstream: the key is renewed only while it holds our name, or
 created only while nobody holds it; otherwise the lock is lost and Patroni demotes.
-Applied at image build; a Patroni that already has the fix is left as it is.
+Applied at image build; a Patroni that already has the fix is left as it is. The e2e test
+test/e2e/patroni-leader-key.test.ts runs the scenario against etcd, fixed and (as a control) not.
 """
 import sys
 
@@ -34,12 +35,22 @@ FIXED = """                fields = {'key': base64_encode(self.leader_path), 'va
         return bool(self._lease)
 """
 
-path = etcd3.__file__
-source = open(path).read()
-if BUGGY not in source:
-    if "'target': 'VALUE'" in source:
-        print(f'{path}: has the leader key fix already')
-        sys.exit(0)
-    sys.exit(f'{path}: neither the known 3.0.2 code nor the fix; review deploy/swarm/patroni/fix-etcd3-leader.py')
-open(path, 'w').write(source.replace(BUGGY, FIXED))
-print(f'{path}: leader key renewed only while ours or free (patroni#2689)')
+
+
+def main():
+    path = etcd3.__file__
+    source = open(path).read()
+    if BUGGY not in source:
+        if FIXED in source:
+            print(f'{path}: has the leader key fix already')
+            return
+        if "'target': 'VALUE'" in source:
+            print(f'{path}: has upstream\'s leader key fix (Patroni 3.0.3 or later)')
+            return
+        sys.exit(f'{path}: neither the known 3.0.2 code nor a fix; review deploy/swarm/patroni/fix-etcd3-leader.py')
+    open(path, 'w').write(source.replace(BUGGY, FIXED))
+    print(f'{path}: leader key renewed only while ours or free (patroni#2689)')
+
+
+if __name__ == '__main__':
+    main()

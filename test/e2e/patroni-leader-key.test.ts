@@ -1,0 +1,64 @@
+// Patroni's leader key against a real etcd, in the Patroni image the swarm runs (deploy/swarm/patroni):
+// a leader whose loop stalled past its lease (as a DNS look-up of a lost node's etcd did in the
+// swarm drill) must not take the key back from the member that replaced it. Debian's Patroni 3.0.2
+// did (patroni#2689): two primaries, and what the new one acknowledged rewound away. The image
+// carries the backported fix (fix-etcd3-leader.py); the same scenario on the unpatched code is the
+// control that shows the test would catch the bug.
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { images, ROOT } from '../support/images';
+import { run } from '../support/stack';
+
+const id = randomBytes(4).toString('hex');
+const NETWORK = `kas-leader-key-${id}`;
+const ETCD = `kas-leader-key-etcd-${id}`;
+const IMAGE = `koa-auth-stack-patroni:${process.env.APP_TAG || 'latest'}`;
+const SCRIPT = path.join(ROOT, 'test/support/patroni-leader-key.py');
+
+async function docker(args: string[]): Promise<string> {
+  const r = await run('docker', args, { env: { ...process.env, DOCKER_BUILDKIT: '0' } });
+  if (r.code !== 0) throw new Error(`docker ${args.slice(0, 3).join(' ')} failed (${r.code}):\n${r.stderr.slice(-3000)}`);
+  return r.stdout;
+}
+
+/** The scenario (test/support/patroni-leader-key.py) in the Patroni image: its one line of JSON. */
+async function scenario(...args: string[]): Promise<{ renewed?: boolean; holder?: string | null; upstream?: true }> {
+  const out = await docker(['run', '--rm', '--network', NETWORK, '--entrypoint', 'python3', '-v', `${SCRIPT}:/scenario.py:ro`, IMAGE, '/scenario.py', `${ETCD}:2379`, ...args]);
+  return JSON.parse(out.trim().split('\n').at(-1)!) as { renewed?: boolean; holder?: string | null; upstream?: true };
+}
+
+describe('Patroni leader key (etcd v3)', () => {
+  beforeAll(async () => {
+    const { POSTGRES_IMAGE, ETCD_IMAGE } = images();
+    await docker(['build', '-q', '-t', IMAGE, '--build-arg', `POSTGRES_IMAGE=${POSTGRES_IMAGE}`, path.join(ROOT, 'deploy/swarm/patroni')]);
+    await docker(['network', 'create', NETWORK]);
+    await docker(['run', '-d', '--name', ETCD, '--network', NETWORK,
+      '-e', 'ETCD_NAME=etcd', '-e', 'ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:2379', '-e', `ETCD_ADVERTISE_CLIENT_URLS=http://${ETCD}:2379`,
+      '-e', 'ETCD_DATA_DIR=/tmp/etcd', '-e', 'ETCDCTL_API=3', ETCD_IMAGE]);
+    // Until etcd answers (expect.poll belongs to tests, not hooks): a deadline, never a fixed wait.
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const health = await run('docker', ['exec', ETCD, 'etcdctl', 'endpoint', 'health']);
+      if (health.code === 0) break;
+      if (Date.now() > deadline) throw new Error(`etcd did not come up:\n${health.stderr}\n${(await run('docker', ['logs', '--tail', '30', ETCD])).stderr}`);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }, 600_000);
+
+  afterAll(async () => {
+    await run('docker', ['rm', '-f', ETCD]);
+    await run('docker', ['network', 'rm', NETWORK]);
+  });
+
+  it('a leader back from a stall longer than its lease does not take the key from its successor', async () => {
+    expect(await scenario()).toEqual({ renewed: false, holder: 'new-leader' });
+  }, 120_000);
+
+  it('(control) Debian’s unpatched 3.0.2 code does: the scenario catches the bug', async () => {
+    const control = await scenario('unpatched');
+    // A newer Patroni (the official image's PGDG packages) has upstream's fix and no 3.0.2 code.
+    if (control.upstream) return;
+    expect(control).toEqual({ renewed: true, holder: 'old-leader' });
+  }, 120_000);
+});
