@@ -3,12 +3,13 @@ import type http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { createApp } from './app';
-import { ConfigError, loadConfig, type Config } from './config';
+import type { Config } from './config';
 import type { Database } from './db/database';
 import { pendingMigrations } from './db/migrator';
 import { createHttpServer, drainServers, listenOnSocket } from './http/listen';
 import { createLogger } from './logger';
 import { serveReport } from './metrics/report';
+import { loadConfigOrExit, startOrExit, stopOnSignal } from './process';
 import { createServices } from './services';
 
 /** Waits for the database to answer, retrying with backoff, so a worker never reports ready too early. */
@@ -89,16 +90,7 @@ export async function start(config: Config, logger: Logger, worker = '0'): Promi
 }
 
 async function run(): Promise<void> {
-  let loaded;
-  try {
-    loaded = loadConfig(process.env);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
-      process.exit(78); // EX_CONFIG: PM2 and Docker show it; restarting will not help
-    }
-    throw err;
-  }
+  const loaded = loadConfigOrExit(process.env);
   const { config, warnings } = loaded;
   // PM2 numbers its cluster workers in NODE_APP_INSTANCE; it tags every log line.
   const worker = process.env.NODE_APP_INSTANCE ?? '0';
@@ -110,36 +102,11 @@ async function run(): Promise<void> {
   logger.info({ address, node: process.version, execArgv: process.execArgv }, 'listening');
   process.send?.('ready'); // PM2 wait_ready: only now does a reload move on to the next worker
 
-  let stopping = false;
-  const shutdown = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'draining');
-    const exit = (code: number) => logger.flush(() => process.exit(code));
-    stop().then(
-      () => {
-        logger.info('stopped');
-        exit(0);
-      },
-      (err: unknown) => {
-        logger.error({ err }, 'unclean stop');
-        exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  // PM2 on Windows and some versions send a 'shutdown' message instead of a signal.
-  process.on('message', (msg) => {
-    if (msg === 'shutdown') shutdown('shutdown message');
-  });
+  stopOnSignal(logger, { stopping: 'draining', stopped: 'stopped' }, stop);
 }
 
 export function main(): void {
-  run().catch((err: unknown) => {
-    process.stderr.write(`failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  });
+  startOrExit(run, 'the API worker');
 }
 
 // PM2 runs dist/server.js directly; scripts/run.js (npm run serve) calls main() itself.
