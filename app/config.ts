@@ -606,7 +606,6 @@ const processSchema = z.object({
   SHUTDOWN_TIMEOUT: schema.shape.SHUTDOWN_TIMEOUT,
 });
 
-
 /**
  * What PM2 runs in this container (ecosystem.config.js): how many workers, each one's hashing share,
  * whether the metrics collector and the webhook sender run. `cpus`: the CPUs the container may use.

@@ -6,7 +6,7 @@
 // control that shows the test would catch the bug.
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { images, ROOT } from '../support/images';
 import { run } from '../support/stack';
 
@@ -36,14 +36,14 @@ describe('Patroni leader key (etcd v3)', () => {
     await docker(['run', '-d', '--name', ETCD, '--network', NETWORK,
       '-e', 'ETCD_NAME=etcd', '-e', 'ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:2379', '-e', `ETCD_ADVERTISE_CLIENT_URLS=http://${ETCD}:2379`,
       '-e', 'ETCD_DATA_DIR=/tmp/etcd', '-e', 'ETCDCTL_API=3', ETCD_IMAGE]);
-    // Until etcd answers (expect.poll belongs to tests, not hooks): a deadline, never a fixed wait.
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      const health = await run('docker', ['exec', ETCD, 'etcdctl', 'endpoint', 'health']);
-      if (health.code === 0) break;
-      if (Date.now() > deadline) throw new Error(`etcd did not come up:\n${health.stderr}\n${(await run('docker', ['logs', '--tail', '30', ETCD])).stderr}`);
-      await new Promise((resolve) => setTimeout(resolve, 250));
-    }
+    // Until etcd answers: polled with a deadline (expect.poll belongs to tests, vi.waitFor to hooks).
+    await vi.waitFor(
+      async () => {
+        const health = await run('docker', ['exec', ETCD, 'etcdctl', 'endpoint', 'health']);
+        if (health.code !== 0) throw new Error(`etcd is not up yet: ${health.stderr.trim()}`);
+      },
+      { timeout: 60_000, interval: 250 },
+    );
   }, 600_000);
 
   afterAll(async () => {
