@@ -1,7 +1,7 @@
 // A guarded request's CPU cost in one worker, and where it goes (issue 19):
 //
 //   npm run build && npm run bench:guard-cpu -- [--requests 20000] [--rounds 3] [--connections 32]
-//       [--paths floor,me,verify] [--root DIR …] [--profile DIR] [--tcp] [--env K=V …] [--json FILE]
+//       [--paths floor,me,verify,login] [--root DIR …] [--profile DIR] [--tcp] [--env K=V …] [--json FILE]
 //
 // Starts a Postgres (testcontainers; or DATABASE_URL, a scratch database), migrates it, creates a
 // user, starts one worker per --root as PM2 starts it (node with that checkout's ecosystem node_args,
@@ -263,6 +263,10 @@ async function scenarioFor(t: Target, name: string): Promise<Scenario> {
   if (r.status !== 200) throw new Error(`login: ${r.status} ${r.text}`);
   const { access } = JSON.parse(r.text) as { access: string };
   const verifyBody = JSON.stringify({ token: access });
+  if (name === 'login') {
+    // A whole login: the throttle, one argon2id hash (on libuv's threads, counted in the process's CPU), the session.
+    return { name, send: () => request(t, 'POST', '/api/token/', { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) }, body) };
+  }
   return name === 'verify'
     ? {
         name,
