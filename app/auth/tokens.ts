@@ -260,12 +260,13 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
   }
 
   function inspect(token: string): InspectedToken {
-    const known = knownHeaders.get(headerSegment(token));
+    const segment = headerSegment(token);
+    const known = knownHeaders.get(segment);
     if (known) {
       preflight(token); // the rest of the token is new every time
       return known;
     }
-    return remember(headerSegment(token), headerOf(token));
+    return remember(segment, headerOf(token));
   }
 
   function checkClaims(payload: unknown, type: TokenType | undefined): Claims {
@@ -366,13 +367,14 @@ export function createTokenService(settings: JwtSettings, clock: Clock, clients?
 
   function verify(token: string, type: TokenType | undefined): Claims {
     // A machine client's token is no user's token, whatever its claims (nor its key).
-    let inspected = knownHeaders.get(headerSegment(token));
+    const segment = headerSegment(token);
+    let inspected = knownHeaders.get(segment);
     if (inspected) preflight(token);
     else {
       // Parsed once; the kind is told before the key is looked for.
       const header = headerOf(token);
       if (isClientTokenHeader(header)) throw new TokenError(TOKEN_MESSAGES.wrongType);
-      inspected = remember(headerSegment(token), header);
+      inspected = remember(segment, header);
     }
     const { key, client } = inspected;
     if (client) throw new TokenError(TOKEN_MESSAGES.wrongType);
