@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
+import { parse } from 'yaml';
 import { CONFIG_VARIABLES, ConfigError, loadCollectorConfig, loadConfig, loadProcessConfig } from '../../app/config';
 import { ROOT } from '../support/images';
 import { thrown } from '../support/thrown';
@@ -273,6 +274,19 @@ describe('the deployment files', () => {
     'deploy/swarm/stack.yml': new Set(['SIGNING_KEY', 'HTTP_BIND']),
   };
   for (const file of ['docker-compose.yml', 'deploy/swarm/stack.yml']) {
+    it(`${file} gives the app longer to stop than PM2's kill timeout`, () => {
+      const app = (parse(readFileSync(`${ROOT}/${file}`, 'utf8'), { merge: true }) as { services: { app: { stop_grace_period: string; environment: Record<string, string> } } }).services.app;
+      // The file's own value of each shutdown setting: its `${NAME:-fallback}`, or the app's default.
+      const shutdown = Object.fromEntries(
+        ['SHUTDOWN_DELAY', 'SHUTDOWN_TIMEOUT'].map((name) => [name, /:-([^}]*)\}/.exec(app.environment[name] ?? '')?.[1] ?? '']),
+      );
+      const { killTimeoutMs } = loadProcessConfig({ SIGNING_KEY: 'k', ...shutdown }, 1);
+      const grace = /^(\d+)s$/.exec(app.stop_grace_period);
+      expect(grace, app.stop_grace_period).not.toBeNull();
+      expect(Number(grace![1]) * 1000).toBeGreaterThan(killTimeoutMs);
+      expect(loadConfig({ ...base, ...shutdown }).warnings.join('\n')).not.toMatch(/stop_grace_period/);
+    });
+
     it(`${file} passes the app's settings through only when set, restating no default`, () => {
       const text = readFileSync(`${ROOT}/${file}`, 'utf8');
       const passed = [...text.matchAll(/^\s+([A-Z_]+): \$\{([A-Z_]+)(:?-)([^}]*)\}$/gm)].filter((m) => CONFIG_VARIABLES.includes(m[1]!));
