@@ -195,8 +195,13 @@ describe('Prometheus (--profile monitoring)', () => {
         return feed.map((s: { metric: Record<string, string> }) => s.metric.worker).sort();
       }, { timeout: 30_000, interval: 2_000 })
       .toEqual(['0', '1']);
-    const logins = (await api(`/api/v1/query?query=${encodeURIComponent('auth_logins_total{outcome="failure"}')}`)).result;
-    expect(Number(logins[0].value[1])).toBeGreaterThanOrEqual(1);
+    // Summed over the workers: the failed login reached one of them, not necessarily the first series.
+    await expect
+      .poll(async () => {
+        const logins = (await api(`/api/v1/query?query=${encodeURIComponent('sum(auth_logins_total{outcome="failure"})')}`)).result;
+        return logins.length === 1 ? Number(logins[0].value[1]) : 0;
+      }, { timeout: 30_000, interval: 2_000 })
+      .toBeGreaterThanOrEqual(1);
   });
 
   it('has loaded the alert rules; one replayed refresh token fires RefreshTokenReuse, and nothing else fires', async () => {
