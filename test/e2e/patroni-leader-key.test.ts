@@ -8,19 +8,13 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { images, ROOT } from '../support/images';
+import { buildPatroniImage, docker, PATRONI_IMAGE as IMAGE } from '../support/patroni-pair';
 import { run } from '../support/stack';
 
 const id = randomBytes(4).toString('hex');
 const NETWORK = `kas-leader-key-${id}`;
 const ETCD = `kas-leader-key-etcd-${id}`;
-const IMAGE = `koa-auth-stack-patroni:${process.env.APP_TAG || 'latest'}`;
 const SCRIPT = path.join(ROOT, 'test/support/patroni-leader-key.py');
-
-async function docker(args: string[]): Promise<string> {
-  const r = await run('docker', args, { env: { ...process.env, DOCKER_BUILDKIT: '0' } });
-  if (r.code !== 0) throw new Error(`docker ${args.slice(0, 3).join(' ')} failed (${r.code}):\n${r.stderr.slice(-3000)}`);
-  return r.stdout;
-}
 
 /** The scenario (test/support/patroni-leader-key.py) in the Patroni image: its one line of JSON. */
 async function scenario(...args: string[]): Promise<{ renewed?: boolean; holder?: string | null; upstream?: true }> {
@@ -30,8 +24,8 @@ async function scenario(...args: string[]): Promise<{ renewed?: boolean; holder?
 
 describe('Patroni leader key (etcd v3)', () => {
   beforeAll(async () => {
-    const { POSTGRES_IMAGE, ETCD_IMAGE } = images();
-    await docker(['build', '-q', '-t', IMAGE, '--build-arg', `POSTGRES_IMAGE=${POSTGRES_IMAGE}`, path.join(ROOT, 'deploy/swarm/patroni')]);
+    const { ETCD_IMAGE } = images();
+    await buildPatroniImage();
     await docker(['network', 'create', NETWORK]);
     await docker(['run', '-d', '--name', ETCD, '--network', NETWORK,
       '-e', 'ETCD_NAME=etcd', '-e', 'ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:2379', '-e', `ETCD_ADVERTISE_CLIENT_URLS=http://${ETCD}:2379`,

@@ -593,28 +593,14 @@ describe('the stack on a three-engine Docker Swarm', () => {
     // How the return went, step by step: the node in the swarm, its member tasks, the old leader.
     const steps: string[] = [];
     let lastStep = '';
-    // Patroni 3.0.2 cannot always rewind a leader that demoted itself while cut off and whose task
-    // Swarm then replaced: the new member follows on the old timeline and stays behind it (README,
-    // "Patroni on Swarm"). An operator rebuilds it with `patronictl reinit`; so does the drill, once,
-    // after 45 s of that, and says so.
-    let behindSince: number | undefined;
-    let reinitialized = false;
+    // The old leader demoted itself while cut off and Swarm replaced its task: the image's rewind
+    // check fix (deploy/swarm/patroni/fix-rewind-check.py) has it rewound, with no operator step.
     const rejoined = await until(
       'the old leader to rejoin as a replica',
       async () => {
         const cluster = await patroni(survivors);
         const step = `node ${await swarm.nodeState(victim)}; member tasks ${await swarm.taskHistory('patroni', victim)}; old leader ${describeCluster(cluster.filter((m) => m.Member === oldLeader.Member)) || 'not listed'}`;
         if (step !== lastStep) steps.push(`+${((Date.now() - restoredAt) / 1000).toFixed(1)} s ${(lastStep = step)}`);
-        const listed = cluster.find((m) => m.Member === oldLeader.Member);
-        const leaderNow = cluster.find((m) => m.Role === 'Leader');
-        const behind = listed?.State === 'running' && listed.TL !== undefined && leaderNow?.TL !== undefined && listed.TL < leaderNow.TL;
-        behindSince = behind ? (behindSince ?? Date.now()) : undefined;
-        if (!reinitialized && behindSince !== undefined && Date.now() - behindSince > 45_000) {
-          reinitialized = true;
-          const member = (await swarm.tasks('patroni')).find((t) => t.state === 'running' && survivors.includes(t.engine))!;
-          const out = await swarm.exec(member, ['patronictl', 'reinit', 'kas', oldLeader.Member, '--force']).catch((err: unknown) => String(err));
-          steps.push(`+${((Date.now() - restoredAt) / 1000).toFixed(1)} s still on TL${listed!.TL} behind the leader's TL${leaderNow!.TL}: patronictl reinit: ${out.trim().split('\n').slice(-2).join(' ')}`);
-        }
         const members = healthy(cluster);
         const old = members?.find((m) => m.Member === oldLeader.Member);
         const leader = members?.find((m) => m.Role === 'Leader');
@@ -628,7 +614,7 @@ describe('the stack on a three-engine Docker Swarm', () => {
     log(`drill: the return of node ${victim.index}:\n${steps.join('\n')}`);
     const oldTask = (await swarm.tasks('patroni')).find((t) => t.engine === victim);
     const rewound = oldTask ? /pg_rewind/.test(await swarm.containerLogs(victim, 'patroni', restoredAt - 5_000).catch(() => '')) : false;
-    log(`drill: node ${victim.index} back; rejoined after ${rejoinSeconds.toFixed(1)} s${rewound ? ' (pg_rewind)' : ''}${reinitialized ? ' (rebuilt: patronictl reinit)' : ''}: ${describeCluster(rejoined)}`);
+    log(`drill: node ${victim.index} back; rejoined after ${rejoinSeconds.toFixed(1)} s${rewound ? ' (pg_rewind)' : ''}: ${describeCluster(rejoined)}`);
     // The member task the node had when it was cut off, and the one Swarm gave it on its return.
     const members = await victim.tryDocker(['ps', '-a', '--filter', `label=com.docker.swarm.service.name=${STACK}_patroni`, '--format', '{{.Names}} {{.Status}}']);
     log(`drill: member containers on node ${victim.index}: ${members.stdout.trim().split('\n').join('; ')}`);
@@ -640,7 +626,7 @@ describe('the stack on a three-engine Docker Swarm', () => {
         `(${ledger.ambiguous} unanswered writes left undecided); missing: ${JSON.stringify(check.missing.slice(0, 10))}`,
     );
     log(
-      `DRILL: election ${electionSeconds.toFixed(1)} s, ready ${readySeconds.toFixed(1)} s, rejoin ${rejoinSeconds.toFixed(1)} s${reinitialized ? ' after a reinit' : ''}; ` +
+      `DRILL: election ${electionSeconds.toFixed(1)} s, ready ${readySeconds.toFixed(1)} s, rejoin ${rejoinSeconds.toFixed(1)} s; ` +
         `guarded reads ${failed(readsAfterCut).length}/${readsAfterCut.length} failed (last 20 s: ${failed(lastReads).length}/${lastReads.length}); ` +
         `writes acknowledged ${check.logins + check.refreshes + check.logouts}, missing ${check.missing.length}`,
     );
