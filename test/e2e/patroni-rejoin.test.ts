@@ -23,9 +23,12 @@ const FORKED_OFF = 'new timeline 2 forked off current database system timeline 1
  * again on it. (The tests run concurrently: each passes its own `expect`.)
  */
 async function demotedLeaderKilled(expect: ExpectStatic, pair: PatroniPair, restart: Parameters<PatroniPair['startMember']>[1]): Promise<void> {
+  const began = Date.now();
+  const phase = (what: string) => console.log(`[${pair.network} ${((Date.now() - began) / 1000).toFixed(1)} s] ${what}`);
   await pair.startEtcd();
   await pair.startMember('a');
   await expect.poll(() => pair.sql('a', 'SELECT NOT pg_is_in_recovery()'), { timeout: 120_000, interval: 1000 }).toBe('t');
+  phase('a leads');
   await pair.startMember('b');
   await expect.poll(() => pair.streams('a', 'b'), { timeout: 120_000, interval: 1000 }).toBe(true);
   await expect.poll(() => pair.sql('a', "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'b'"), { timeout: 60_000, interval: 1000 }).toBe('sync');
@@ -35,7 +38,10 @@ async function demotedLeaderKilled(expect: ExpectStatic, pair: PatroniPair, rest
   // comes; then wait until the standby has everything and nothing new came for 30 s. The bgwriter
   // logs a standby snapshot within 15 s (+ 10 s of hibernation) of the last important record,
   // and nothing after it: the next record `a` writes is its shutdown checkpoint.
+  phase('b is its synchronous standby');
   await pair.must('a', 'ALTER SYSTEM SET autovacuum = off');
+  // A cut-off primary's shutdown waits for its walsender to give up (60 s by default).
+  await pair.must('a', "ALTER SYSTEM SET wal_sender_timeout = '5s'");
   await pair.must('a', 'SELECT pg_reload_conf()');
   for (const database of ['postgres', 'app', 'template1']) await pair.must('a', 'VACUUM (FREEZE, ANALYZE)', database);
   await pair.must('a', 'CHECKPOINT');
@@ -51,10 +57,13 @@ async function demotedLeaderKilled(expect: ExpectStatic, pair: PatroniPair, rest
     return Date.now() - since;
   }, { timeout: 120_000, interval: 1000 }).toBeGreaterThan(30_000);
 
+  phase('quiet; a cut off');
   await docker(['network', 'disconnect', pair.network, pair.container('a')]);
   // `b` takes over on timeline 2; `a`, without etcd, demotes itself and runs read-only.
   await expect.poll(() => pair.sql('b', 'SELECT NOT pg_is_in_recovery() AND timeline_id = 2 FROM pg_control_checkpoint()'), { timeout: 120_000, interval: 1000 }).toBe('t');
+  phase('b leads on timeline 2');
   await expect.poll(() => pair.sql('a', 'SELECT pg_is_in_recovery()'), { timeout: 120_000, interval: 1000 }).toBe('t');
+  phase('a demoted; killed');
   await docker(['kill', '-s', 'KILL', pair.container('a')]);
   await docker(['rm', pair.container('a')]);
 
@@ -70,6 +79,7 @@ async function demotedLeaderKilled(expect: ExpectStatic, pair: PatroniPair, rest
   expect(lsn(control['Minimum recovery ending location']!)).toBe(lsn(fork[1]!));
 
   await pair.startMember('a', restart);
+  phase('a started again');
 }
 
 describe('an old leader stopped while demoted rejoins (Patroni rewind check)', () => {
