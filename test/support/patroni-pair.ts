@@ -30,17 +30,12 @@ export interface MemberOptions {
 
 export class PatroniPair {
   readonly network: string;
-  private readonly secrets: string;
+  private secrets = '';
+  /** Set by remove(): a test that outlived its timeout starts nothing after the clean-up. */
+  private removed = false;
 
   constructor(label: string) {
     this.network = `kas-${label}-${randomBytes(3).toString('hex')}`;
-    this.secrets = mkdtempSync(path.join(tmpdir(), `${this.network}-`));
-    chmodSync(this.secrets, 0o755); // mkdtemp's 0700 would keep the container's postgres user out
-    for (const name of ['superuser', 'replication', 'app']) {
-      const file = path.join(this.secrets, name);
-      writeFileSync(file, randomBytes(12).toString('hex'));
-      chmodSync(file, 0o644); // read by the container's postgres user
-    }
   }
 
   container(member: string): string {
@@ -52,6 +47,13 @@ export class PatroniPair {
   }
 
   async startEtcd(): Promise<void> {
+    this.secrets = mkdtempSync(path.join(tmpdir(), `${this.network}-`));
+    chmodSync(this.secrets, 0o755); // mkdtemp's 0700 would keep the container's postgres user out
+    for (const name of ['superuser', 'replication', 'app']) {
+      const file = path.join(this.secrets, name);
+      writeFileSync(file, randomBytes(12).toString('hex'));
+      chmodSync(file, 0o644); // read by the container's postgres user
+    }
     await docker(['network', 'create', this.network]);
     const etcd = this.container('etcd');
     await docker(['run', '-d', '--name', etcd, '--network', this.network,
@@ -61,6 +63,7 @@ export class PatroniPair {
 
   /** Starts (or starts again, on its volume) a member named `member`. */
   async startMember(member: string, options: MemberOptions = {}): Promise<void> {
+    if (this.removed) throw new Error(`${this.network} was removed`);
     const name = this.container(member);
     const args = ['run', '-d', '--name', name, '--hostname', name, '--network', this.network,
       '-v', `${this.volume(member)}:/var/lib/postgresql/data`, '-v', `${this.secrets}:/run/secrets/kas:ro`,
@@ -119,17 +122,18 @@ export class PatroniPair {
   }
 
   async remove(): Promise<void> {
+    this.removed = true;
     const names = ['etcd', 'a', 'b'];
     await run('docker', ['rm', '-f', ...names.map((m) => this.container(m))]);
     await run('docker', ['volume', 'rm', ...names.map((m) => this.volume(m))]);
     await run('docker', ['network', 'rm', this.network]);
-    rmSync(this.secrets, { recursive: true, force: true });
+    if (this.secrets) rmSync(this.secrets, { recursive: true, force: true });
   }
 }
 
 /** An LSN ("0/30000C0") as a number, to compare. */
-export function lsn(text: string): bigint {
-  const [hi, lo] = text.split('/');
+export function lsn(text: string | undefined): bigint {
+  const [hi, lo] = (text ?? '').split('/');
   if (hi === undefined || lo === undefined) throw new Error(`not an LSN: ${text}`);
   return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
 }

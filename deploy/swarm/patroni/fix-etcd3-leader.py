@@ -9,6 +9,7 @@ created only while nobody holds it; otherwise the lock is lost and Patroni demot
 Applied at image build; a Patroni that already has the fix is left as it is. The e2e test
 test/e2e/patroni-leader-key.test.ts runs the scenario against etcd, fixed and (as a control) not.
 """
+import py_compile
 import sys
 
 import patroni.dcs.etcd3 as etcd3
@@ -49,6 +50,7 @@ def main():
             return
         sys.exit(f'{path}: neither the known 3.0.2 code nor a fix; review deploy/swarm/patroni/fix-etcd3-leader.py')
     open(path, 'w').write(source.replace(BUGGY, FIXED))
+    py_compile.compile(path, doraise=True)  # else the postgres user recompiles it on every start
     print(f'{path}: leader key renewed only while ours or free (patroni#2689)')
 
 

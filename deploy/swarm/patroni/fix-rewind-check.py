@@ -13,12 +13,16 @@ the checkpoint record on start and then refuses the new timeline ("new timeline 
 database system timeline 1 before current recovery point"). The member runs as a replica that never
 follows, for good.
 
-The fix: a member in recovery is at least at the end of its latest checkpoint record, which replay
-reads before anything else; Patroni's own pg_waldump reading of a checkpoint's end (the one it uses
-for a former primary) gives that end. Applied at image build; the e2e test
+The window: until the read-only member's first restartpoint attempt (checkpoint_timeout, 5 min by
+default), which moves the minimum recovery point to the record's end, as a clean stop does.
+
+The fix: a member in recovery is past the start of its latest checkpoint record, which replay reads
+before anything else. The fork is a record boundary, so "checkpoint + 1" decides as the record's
+exact end would, with no pg_waldump. Applied at image build; the e2e test
 test/e2e/patroni-rejoin.test.ts runs the scenario with a real etcd and two members, fixed and (as a
 control) not.
 """
+import py_compile
 import sys
 
 import patroni.postgresql.rewind as rewind
@@ -35,12 +39,13 @@ FIXED = """                logger.error('Exception when parsing lsn %s: %r', lsn
         if in_recovery and lsn is not None:
             # kas (fix-rewind-check.py): replay reads the latest checkpoint record before anything
             # else; a standby started from a shutdown checkpoint keeps its minimum recovery point at
-            # that record's start until its first restartpoint.
+            # that record's start until its first restartpoint. The fork is a record boundary:
+            # past the record's start decides as its end would.
             try:
                 checkpoint = parse_lsn(data.get('Latest checkpoint location'))
                 if checkpoint >= lsn and int(data.get("Latest checkpoint's TimeLineID")) == timeline:
-                    lsn = max(lsn, self._get_checkpoint_end(timeline, checkpoint) or checkpoint + 1)
-            except (IndexError, TypeError, ValueError):
+                    lsn = checkpoint + 1
+            except (AttributeError, IndexError, TypeError, ValueError):
                 logger.exception('Failed to get the latest checkpoint from pg_controldata output')
 
         return in_recovery, timeline, lsn
@@ -56,7 +61,8 @@ def main():
     if source.count(BUGGY) != 1:
         sys.exit(f'{path}: not the known 3.0.2 code; review deploy/swarm/patroni/fix-rewind-check.py')
     open(path, 'w').write(source.replace(BUGGY, FIXED))
-    print(f'{path}: a member in recovery is at least at the end of its latest checkpoint record')
+    py_compile.compile(path, doraise=True)  # else the postgres user recompiles it on every start
+    print(f'{path}: a member in recovery is past the start of its latest checkpoint record')
 
 
 if __name__ == '__main__':
