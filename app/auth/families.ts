@@ -3,7 +3,8 @@
 // was stolen or replayed, and revokes the whole family. Only jtis are stored, never tokens.
 //
 // Everything goes through the models (app/db/models.ts) except the two statements of the refresh
-// endpoint, rotate and use: written by hand because a measurement says so (see USABLE below).
+// endpoint, rotate and use: written by hand because a measurement says so (see USABLE below). A
+// family is started by a login (logins.ts).
 import { literal, Op, type Transaction } from 'sequelize';
 import type { Database } from '../db/database';
 import { recordEvent } from '../events/outbox';
@@ -46,55 +47,6 @@ export interface RefreshTokenRef {
 export interface NewToken {
   jti: string;
   expiresAt: Date;
-}
-
-/**
- * Starts a family (a session, ending at `sessionEnds`) with its first refresh token: one nested create
- * through the association, in one transaction, so the family and its token exist together or not at
- * all. Records nothing, and answers false, when the user is inactive or gone, or its generation is no
- * longer `generation` (a password change, deactivation or logout-all since the login read it).
- */
-export async function startFamily(
-  db: Database,
-  input: { familyId: string; userId: number; generation: number; token: NewToken; now: Date; sessionEnds: Date; client: Client },
-): Promise<boolean> {
-  const { TokenFamily, User } = db.models;
-  return db.sequelize.transaction(async (transaction) => {
-    // The login read the user before it hashed the password; a password change, deactivation or
-    // logout-all since then moved the generation, and the session must not outlive it. The share
-    // lock holds such a change back until this session is recorded (so it revokes it), or, if the
-    // change came first, shows its new generation here.
-    const unchanged = await User.findOne({
-      where: { id: input.userId, tokenGeneration: input.generation, isActive: true },
-      attributes: ['id', 'username'],
-      lock: transaction.LOCK.SHARE,
-      transaction,
-    });
-    if (!unchanged) return false;
-    await TokenFamily.create(
-      {
-        id: input.familyId,
-        userId: input.userId,
-        createdAt: input.now,
-        expiresAt: input.sessionEnds,
-        lastUsedAt: input.now,
-        loginUserAgent: input.client.userAgent,
-        loginIp: input.client.ip,
-        lastUserAgent: input.client.userAgent,
-        lastIp: input.client.ip,
-        refreshTokens: [{ jti: input.token.jti, createdAt: input.now, expiresAt: input.token.expiresAt }],
-      },
-      { include: [{ association: 'refreshTokens' }], transaction },
-    );
-    await recordEvent(db, transaction, {
-      type: 'login.succeeded',
-      at: input.now,
-      user: { id: unchanged.id, username: unchanged.username },
-      sessionId: input.familyId,
-      origin: input.client,
-    });
-    return true;
-  });
 }
 
 // Hand-written, measured: the refresh endpoint's statements. `npm run bench:orm` (scripts/bench/orm.ts;
@@ -326,7 +278,7 @@ export async function revokeFamily(
 /**
  * Ends sessions of the user in one transaction: every live family (`keep` aside) is revoked, and the
  * user's generation moves, so a login in flight, which read the user before, records no session after
- * (startFamily). Without `keep` (logout everywhere) it also records "access tokens issued before now
+ * (logins.ts). Without `keep` (logout everywhere) it also records "access tokens issued before now
  * are void". Returns the number of sessions ended. Its `sessions.revoked` event names `session` (the
  * caller's) and the request (`client`).
  */

@@ -1,7 +1,6 @@
 // The token endpoints, wire-compatible with simplejwt's views: obtain, refresh, verify, blacklist;
 // and logout-all, which simplejwt lacks. Handlers are thin: parse, validate, call the domain
 // functions, answer.
-import { randomUUID } from 'node:crypto';
 import type Router from '@koa/router';
 import type { Context, Middleware } from 'koa';
 import type { JwtSettings } from '../config';
@@ -17,6 +16,7 @@ import { clientOf } from './caller';
 import { clearRefreshCookie, legacyRefreshCookie, refreshCookie, setRefreshCookie, wantsCookie } from './cookie';
 import type { AuthEvents } from './events';
 import * as families from './families';
+import { recordSuccessfulLogin } from './logins';
 import { HashAborted, HashQueueFull, type PasswordHasher } from './passwords';
 import { CookieRefreshRequest, LogoutAllQuery, ObtainRequest, RefreshRequest, VerifyRequest, type AccessOnly, type RotatedPair, type TokenPair } from './schemas';
 import { requireRecentLogin } from './recent-login';
@@ -148,7 +148,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
       await loginEvent(ctx, 'login.throttled', normalizeUsername(username), now, { retry_after: reservation.waitSeconds, bound: reservation.bound });
       throw throttled(reservation.waitSeconds);
     }
-    const user = await authenticate(db, hasher, username, password, { updateLastLogin: settings.updateLastLogin, now, signal: clientGone(ctx) }).catch(
+    const user = await authenticate(db, hasher, username, password, { signal: clientGone(ctx) }).catch(
       (err: unknown) => {
         if (err instanceof HashQueueFull) throw loginOverloaded();
         if (err instanceof HashAborted) throw clientClosed();
@@ -161,16 +161,13 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
       return noActiveAccount(false);
     };
     if (!user) throw await failed();
-    const familyId = randomUUID();
     const sessionEnds = secondsFrom(now, settings.sessionMaxLifetime);
     const refresh = tokens.sign('refresh', user.id, now.getTime(), { notAfter: sessionEnds });
     // Recorded only if the user is as the login read it: a password change, deactivation or
     // logout-all that landed while the password was being hashed wins.
-    const client = clientOf(ctx);
-    if (!(await families.startFamily(db, { familyId, userId: user.id, generation: user.generation, token: refresh, now, sessionEnds, client }))) {
-      throw await failed();
-    }
-    await throttle.loginSucceeded(db, keys, now);
+    const login = { userId: user.id, generation: user.generation, token: refresh, now, sessionEnds, client: clientOf(ctx) };
+    const familyId = await recordSuccessfulLogin(db, { ...login, lastLogin: settings.updateLastLogin, throttle: keys });
+    if (!familyId) throw await failed();
     const claims = await loadUserClaims(db, user.id, settings.accessTokenClaims);
     const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username, notAfter: sessionEnds, loginAt: now, claims });
     deps.events.login(ctx, 'success');

@@ -49,7 +49,7 @@ export async function authenticate(
   hasher: PasswordHasher,
   username: string,
   password: string,
-  options: { updateLastLogin: boolean; now: Date; signal?: AbortSignal },
+  options: { signal?: AbortSignal },
 ): Promise<Authenticated | null> {
   const { User } = db.models;
   const user = await User.findOne({
@@ -67,7 +67,6 @@ export async function authenticate(
     // Compare-and-set: a password change that lands meanwhile wins over the upgrade.
     await User.update({ passwordHash: await hasher.hash(password) }, { where: { id: user.id, passwordHash: user.passwordHash } });
   }
-  if (options.updateLastLogin) await User.update({ lastLogin: options.now }, { where: { id: user.id } });
   return { id: user.id, username: user.username, generation: user.tokenGeneration };
 }
 

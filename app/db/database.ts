@@ -1,6 +1,6 @@
 // The Sequelize instance (one connection pool per process) and the models on it (models.ts).
 import { createHash } from 'node:crypto';
-import { Sequelize } from 'sequelize';
+import { QueryTypes, Sequelize, type Transaction } from 'sequelize';
 import { NO_OUTBOX, type OutboxSettings } from '../events/outbox';
 import { defineModels } from './models';
 import { rawPool } from './pool';
@@ -68,8 +68,12 @@ export function createDatabase(options: DatabaseOptions) {
     return name;
   };
 
-  /** A parameterised statement ($1, $2, …) returning its rows. */
-  async function rows<T extends object>(sql: string, values: unknown[]): Promise<T[]> {
+  /**
+   * A parameterised statement ($1, $2, …) returning its rows. In a transaction (one that must also
+   * hold model writes) it goes through Sequelize, on the transaction's connection, unprepared.
+   */
+  async function rows<T extends object>(sql: string, values: unknown[], transaction?: Transaction): Promise<T[]> {
+    if (transaction) return sequelize.query<T>(sql, { bind: values, transaction, type: QueryTypes.SELECT }); // counted by the hook
     statements += 1;
     return pool.withConnection(async (client) => (await client.query<T>({ name: nameOf(sql), text: sql, values })).rows);
   }

@@ -54,6 +54,9 @@ const orNull = (s: string | undefined | null) => (s === undefined || s === null 
 
 export const newMessageId = (): string => `msg_${randomUUID().replaceAll('-', '')}`;
 
+/** Whether an event of this type is recorded: some receiver, and the type is wanted (WEBHOOK_EVENTS). */
+export const wantsEvent = (db: Database, type: EventType): boolean => db.outbox.endpoints.length > 0 && db.outbox.events.has(type);
+
 /**
  * Writes the event for every receiver, in `transaction` (the change's own; without one, on its own:
  * for events that change nothing, as a failed login). Returns its webhook-id, or undefined when it
@@ -61,7 +64,7 @@ export const newMessageId = (): string => `msg_${randomUUID().replaceAll('-', ''
  */
 export async function recordEvent(db: Database, transaction: Transaction | undefined, event: NewEvent): Promise<string | undefined> {
   const settings = db.outbox;
-  if (settings.endpoints.length === 0 || !settings.events.has(event.type)) return undefined;
+  if (!wantsEvent(db, event.type)) return undefined;
   const { User } = db.models;
   let userId: number | null = null;
   let username: string | null = null;

@@ -296,46 +296,49 @@ async function measure(base: string, s: Scenario): Promise<Load> {
 // --- the measurements around the load ------------------------------------------------------------
 
 /**
- * Max RSS per PM2 worker while `during` runs, sampled every second from /proc (pm2 itself is asked
- * only for the pids: a `pm2 jlist` a second would cost the machine more than the sample is worth).
+ * Peak RSS per PM2 worker while `during` runs: each worker's high-water mark (VmHWM) is reset to its
+ * current RSS before (`5 > /proc/PID/clear_refs`) and read after. Exact, where a sample a second
+ * missed short peaks; and two `docker exec`s a scenario, where sampling spent one a second (runc's
+ * CPU, on the cores the load shares).
  */
-async function workerRss<T>(during: Promise<T>): Promise<{ result: T; rssMb: number[] }> {
+async function workerRss<T>(during: () => Promise<T>): Promise<{ result: T; rssMb: number[] }> {
   const app = await container('app');
   const list = JSON.parse(await sh('docker', ['exec', app, 'pm2', 'jlist'])) as { name: string; pid: number }[];
   const pids = list.filter((p) => p.name === 'api').map((p) => p.pid);
-  const max = new Map<number, number>();
-  let done = false;
-  const sampler = (async () => {
-    while (!done) {
-      try {
-        const out = await sh('docker', ['exec', app, 'grep', '-H', 'VmRSS', ...pids.map((p) => `/proc/${p}/status`)]);
-        for (const m of out.matchAll(/\/proc\/(\d+)\/status:VmRSS:\s+(\d+) kB/g)) {
-          max.set(Number(m[1]), Math.max(max.get(Number(m[1])) ?? 0, Number(m[2]) * 1024));
-        }
-      } catch {
-        // a sample lost under load is fine
-      }
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-  })();
-  const result = await during;
-  done = true;
-  await sampler;
-  return { result, rssMb: [...max.values()].map((b) => b / 1e6) };
+  await sh('docker', ['exec', app, 'sh', '-c', pids.map((p) => `echo 5 > /proc/${p}/clear_refs`).join(' && ')]);
+  const result = await during();
+  // A worker that restarted during the run has no status file left: that fails the scenario.
+  const out = await sh('docker', ['exec', app, 'grep', '-H', 'VmHWM', ...pids.map((p) => `/proc/${p}/status`)]);
+  const peaks = [...out.matchAll(/\/proc\/\d+\/status:VmHWM:\s+(\d+) kB/g)].map((m) => (Number(m[1]) * 1024) / 1e6);
+  if (peaks.length !== pids.length) throw new Error(`worker RSS: ${peaks.length} of ${pids.length} workers read (${out})`);
+  return { result, rssMb: peaks };
 }
 
-async function hashTimeMs(): Promise<{ ms: number; cpus: number }> {
-  const script = `
+/**
+ * One argon2id hash at the app's parameters, in the app's container: its median time alone (the
+ * target's "cores ÷ one hash"), and how many the container's cores hash per second with one process
+ * per core hashing at once, as the workers do (two at once run slower than one each: memory
+ * bandwidth), the most any login rate could reach.
+ */
+async function hashRate(): Promise<{ ms: number; cpus: number; parallelPerSecond: number }> {
+  const hashes = (n: number) => `
     const { argon2Sync, randomBytes } = require('node:crypto');
+    const hash = () => argon2Sync('argon2id', { message: 'bench-password-1', nonce: randomBytes(16), memory: 19456, passes: 2, parallelism: 1, tagLength: 32 });
+    hash(); // untimed: the first also maps its 19 MiB
     const times = [];
-    for (let i = 0; i < 31; i++) {
+    for (let i = 0; i < ${n}; i++) {
       const t = process.hrtime.bigint();
-      argon2Sync('argon2id', { message: 'bench-password-1', nonce: randomBytes(16), memory: 19456, passes: 2, parallelism: 1, tagLength: 32 });
+      hash();
       times.push(Number(process.hrtime.bigint() - t) / 1e6);
     }
-    times.sort((a, b) => a - b);
-    console.log(JSON.stringify({ ms: times[15], cpus: require('node:os').availableParallelism() }));`;
-  return JSON.parse(await sh('docker', ['exec', await container('app'), 'node', '-e', script]));
+    console.log(JSON.stringify(times));`;
+  const app = await container('app');
+  const alone = JSON.parse(await sh('docker', ['exec', app, 'node', '-e', hashes(31)])) as number[];
+  const cpus = Number(await sh('docker', ['exec', app, 'node', '-p', 'require("node:os").availableParallelism()']));
+  // One process per core, started together; each one's rate over its own run, summed.
+  const runs = await Promise.all(Array.from({ length: cpus }, () => sh('docker', ['exec', app, 'node', '-e', hashes(16)])));
+  const parallelPerSecond = runs.map((r) => JSON.parse(r) as number[]).reduce((sum, times) => sum + times.length / (times.reduce((a, b) => a + b, 0) / 1000), 0);
+  return { ms: alone.sort((a, b) => a - b)[15]!, cpus, parallelPerSecond };
 }
 
 async function psql(sql: string): Promise<string> {
@@ -481,7 +484,7 @@ async function measureAll(hostCeiling: string) {
   const rows: Row[] = [];
   const ceilings: Load[] = []; // every host-ceiling run (GET /api/me/ at CONNECTIONS)
   let rss: number[] = [];
-  const watched = async (run: Promise<Load>) => {
+  const watched = async (run: () => Promise<Load>) => {
     const { result, rssMb } = await workerRss(run);
     rss.push(...rssMb);
     return result;
@@ -498,7 +501,7 @@ async function measureAll(hostCeiling: string) {
     for (let r = 0; r < ROUNDS; r++) {
       const ceiling = await measure(hostCeiling, me('unused'));
       ceilings.push(ceiling);
-      pairs.push([ceiling, stack ? await watched(measure(base, s)) : await measure(base, s)]);
+      pairs.push([ceiling, stack ? await watched(() => measure(base, s)) : await measure(base, s)]);
     }
     const load = median(pairs.map((p) => p[1]));
     const ratio = medianOf(pairs.map(([c, a]) => a.rps / c.rps));
@@ -527,7 +530,7 @@ async function measureAll(hostCeiling: string) {
     // Unix socket and TCP in turns, on the same app: the ratio is TCP's to the socket's.
     const s = me(await freshAccess());
     const pairs: [Load, Load][] = [];
-    for (let r = 0; r < ROUNDS; r++) pairs.push([await measure(url, s), await watched(measure(tcpUrl, s))]);
+    for (let r = 0; r < ROUNDS; r++) pairs.push([await measure(url, s), await watched(() => measure(tcpUrl, s))]);
     const load = median(pairs.map((p) => p[1]));
     const socket = median(pairs.map((p) => p[0]));
     const ratio = medianOf(pairs.map(([u, t]) => t.rps / u.rps));
@@ -536,21 +539,24 @@ async function measureAll(hostCeiling: string) {
   }
   if (ONLY.has('login')) await attempt('login', async () => {
     const loginS: Scenario = { method: 'POST', path: '/api/token/', body: JSON.stringify(USER), connections: 8 };
-    const logins: [number, Load][] = [];
-    for (let r = 0; r < ROUNDS; r++) logins.push([(await hashTimeMs()).ms, await watched(measure(url, loginS))]);
-    const cpus = (await hashTimeMs()).cpus;
+    const logins: [Awaited<ReturnType<typeof hashRate>>, Load][] = [];
+    for (let r = 0; r < ROUNDS; r++) logins.push([await hashRate(), await watched(() => measure(url, loginS))]);
+    const cpus = logins[0]![0].cpus;
     const load = median(logins.map((l) => l[1]));
-    const hashMs = medianOf(logins.map((l) => l[0]));
-    const ratio = medianOf(logins.map(([h, l]) => l.rps / (cpus / (h / 1000))));
-    rows.push({ name: 'POST /api/token/ (login)', via: 'nginx', conns: 8, load, reference: { ratio, what: `${cpus} CPUs / ${hashMs.toFixed(1)} ms hash = ${(cpus / (hashMs / 1000)).toFixed(0)}/s` }, rssMb: rssSince() });
-    console.error(`bench: login: ${load.rps.toFixed(0)} req/s, one hash ${hashMs.toFixed(1)} ms`);
+    const hashMs = medianOf(logins.map((l) => l[0].ms));
+    const parallel = medianOf(logins.map((l) => l[0].parallelPerSecond));
+    const ratio = medianOf(logins.map(([h, l]) => l.rps / (cpus / (h.ms / 1000))));
+    const ofParallel = medianOf(logins.map(([h, l]) => l.rps / h.parallelPerSecond));
+    const what = `${cpus} CPUs / ${hashMs.toFixed(1)} ms hash = ${(cpus / (hashMs / 1000)).toFixed(0)}/s (and ${(100 * ofParallel).toFixed(0)}% of the ${parallel.toFixed(0)}/s ${cpus} hashes at once reach)`;
+    rows.push({ name: 'POST /api/token/ (login)', via: 'nginx', conns: 8, load, reference: { ratio, what }, rssMb: rssSince() });
+    console.error(`bench: login: ${load.rps.toFixed(0)} req/s, one hash ${hashMs.toFixed(1)} ms, ${cpus} at once ${parallel.toFixed(0)}/s`);
   });
   let pgbenchTps: number | undefined;
   if (ONLY.has('refresh')) await attempt('refresh', async () => {
     const refreshes: Load[] = [];
     for (let r = 0; r < ROUNDS; r++) {
       const refresh: Scenario = { method: 'POST', path: '/api/token/refresh/', tokensFile: await mintRefreshTokens(userId, 4000 * DURATION), connections: 32 };
-      refreshes.push(await watched(measure(url, refresh)));
+      refreshes.push(await watched(() => measure(url, refresh)));
     }
     const pgbench: number[] = [];
     for (let r = 0; r < ROUNDS; r++) pgbench.push(await pgbenchRefresh(userId, 32));

@@ -4,8 +4,9 @@
 //       [--paths floor,me,verify,login] [--root DIR …] [--profile DIR] [--tcp] [--env K=V …] [--json FILE]
 //
 // Starts a Postgres (testcontainers; or DATABASE_URL, a scratch database), migrates it, creates a
-// user, starts one worker per --root as PM2 starts it (node with that checkout's ecosystem node_args,
-// ROOT/dist/server.js, production settings; "DIR --flag" replaces the node_args) and, with `floor`,
+// user, starts one worker per --root as PM2 starts it (node with the node_args and env that checkout's
+// ecosystem.config.js gives, ROOT/dist/server.js, production settings; "DIR --flag" replaces the
+// node_args, "DIR NAME=value" adds to the env) and, with `floor`,
 // a bare node:http server answering what GET /api/me/ answers (the least a request can cost). Then,
 // per path and round, the targets taking turns, sends --requests guarded requests with one valid
 // access token over --connections keep-alive connections (a Unix socket, as nginx reaches the app
@@ -17,7 +18,7 @@
 // share applied to the measured µs per request; --analyze FILE splits one profile. "Before" is
 // another checkout, built: `git archive main | tar -x -C /tmp/before`, node_modules linked, `npm run
 // build` there. Nothing here is asserted.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -35,7 +36,8 @@ const { values: opts } = parseArgs({
     paths: { type: 'string', default: 'floor,me,verify' },
     /**
      * A checkout to measure (built); repeat to compare several, taking turns. Default: this one. Node
-     * options may follow the directory, replacing the ecosystem's: "DIR --max-semi-space-size=16".
+     * options may follow the directory, replacing the ecosystem's, and settings, added to its env:
+     * "DIR --max-semi-space-size=16 MALLOC_ARENA_MAX=16".
      */
     root: { type: 'string', multiple: true, default: [path.resolve(__dirname, '../..')] },
     port: { type: 'string', default: '4191' },
@@ -49,10 +51,20 @@ const { values: opts } = parseArgs({
   },
 });
 const ROOTS = opts.root!.map((r) => r.trim().split(/\s+/)[0]!).map((r) => path.resolve(r));
-const NODE_ARGS = new Map(opts.root!.map((r, i) => [i, r.trim().split(/\s+/).slice(1)]));
-/** A checkout's node_args for the API's workers (read, not run: it wants a SIGNING_KEY for two workers). */
-const ecosystemNodeArgs = (root: string): string[] =>
-  [...(/node_args:\s*\[([^\]]*)\]/.exec(readFileSync(path.join(root, 'ecosystem.config.js'), 'utf8'))?.[1] ?? '').matchAll(/'([^']*)'/g)].map((m) => m[1]!);
+/** What follows a --root's directory: node options (replacing the ecosystem's) and NAME=value settings. */
+const OVERRIDES = new Map(
+  opts.root!.map((r, i) => {
+    const words = r.trim().split(/\s+/).slice(1);
+    const isEnv = (w: string) => /^[A-Za-z_][A-Za-z0-9_]*=/.test(w);
+    const env = Object.fromEntries(words.filter(isEnv).map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]));
+    return [i, { nodeArgs: words.filter((w) => !isEnv(w)), env }];
+  }),
+);
+/** How the checkout's PM2 file starts an API worker: its node_args and env, read by loading the file. */
+function ecosystemOf(root: string, env: NodeJS.ProcessEnv): { nodeArgs: string[]; env: Record<string, string> } {
+  const script = "const a = require('./ecosystem.config.js').apps[0]; console.log(JSON.stringify({ nodeArgs: a.node_args ?? [], env: a.env ?? {} }))";
+  return JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: root, env, encoding: 'utf8' })) as { nodeArgs: string[]; env: Record<string, string> };
+}
 const REQUESTS = Number(opts.requests);
 const ROUNDS = Number(opts.rounds);
 const CONNECTIONS = Number(opts.connections);
@@ -241,10 +253,13 @@ async function waitUp(t: Target): Promise<void> {
 async function startTarget(name: string, root: string | undefined, n: number, env: NodeJS.ProcessEnv, profileDir?: string): Promise<Target> {
   const socket = opts.tcp ? undefined : path.join(os.tmpdir(), `guard-cpu-${process.pid}-${n}.sock`);
   const port = PORT + n;
-  const own = NODE_ARGS.get(n - 1);
-  const nodeArgs = [...(own?.length ? own : root ? ecosystemNodeArgs(root) : []), ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])];
+  const own = OVERRIDES.get(n - 1);
+  const pm2 = root ? ecosystemOf(root, { ...env, ...own?.env }) : { nodeArgs: [], env: {} };
+  const nodeArgs = [...(own?.nodeArgs.length ? own.nodeArgs : pm2.nodeArgs), ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])];
+  // The worker's environment as the image and PM2 give it, then the bench's own (no metrics socket, --env), then the --root's.
+  const workerEnv = { ...env, ...pm2.env, METRICS_SOCKET_DIR: '', ...EXTRA_ENV, ...own?.env, PORT: String(port), ...(socket ? { LISTEN_SOCKET: socket } : {}) };
   const p = root
-    ? spawned([...nodeArgs, path.join(root, 'dist/server.js')], root, { ...env, PORT: String(port), ...(socket ? { LISTEN_SOCKET: socket } : {}) })
+    ? spawned([...nodeArgs, path.join(root, 'dist/server.js')], root, workerEnv)
     : spawned([...nodeArgs, '-e', FLOOR_SERVER], os.tmpdir(), { ...env, FLOOR_LISTEN: socket ?? String(port) });
   const t: Target = { name, socket, port, pid: () => p.child.pid!, stop: p.stop };
   try {
@@ -306,8 +321,8 @@ async function main() {
     DATABASE_URL: databaseUrl,
     SIGNING_KEY: 'guard-cpu-benchmark-key-Hq3vN8tZ1mWc6RxB0yLs5KfJ',
     HOST: '127.0.0.1',
-    PASSWORD_HASH_CONCURRENCY: '1',
     METRICS_SOCKET_DIR: '',
+    MALLOC_ARENA_MAX: '1', // as the image sets it (Dockerfile)
     ...EXTRA_ENV,
   };
   const targets: Target[] = [];

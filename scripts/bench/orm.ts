@@ -15,8 +15,9 @@
 //
 // Paths: rotate (POST /api/token/refresh/, rotating: claim the token, insert its child), use (the same
 // without rotation: a usability check), refreshThrottle (the per-account refresh count, also on every
-// refresh), lookup (the login's user lookup by username), startFamily (the login's family and first
-// token), login (lookup + argon2id verify + startFamily: what a login costs the database and CPU),
+// refresh), lookup (the login's user lookup by username), recordLogin (what a login writes after its
+// hash: last_login, the session and its first token, the throttle's success), login (the lookup +
+// argon2id verify + recordLogin: what a login costs the database and CPU),
 // userClaims (ACCESS_TOKEN_CLAIMS=is_staff,is_superuser,groups: the user record and its three groups)
 // and rotateClaims (the refresh with those claims: rotate, then userClaims; compare with rotate's
 // hand column for what the claims add to a refresh).
@@ -28,7 +29,8 @@ import { createDatabase, type Database } from '../../app/db/database';
 import { createMigrator } from '../../app/db/migrator';
 import * as families from '../../app/auth/families';
 import { createPasswordHasher } from '../../app/auth/passwords';
-import { refreshWaitSeconds } from '../../app/auth/throttle';
+import { recordSuccessfulLogin } from '../../app/auth/logins';
+import { loginKeys, refreshWaitSeconds } from '../../app/auth/throttle';
 import { loadUserClaims, loadUserClaimsByModels } from '../../app/auth/user-claims';
 import { authenticate } from '../../app/auth/users';
 import { images } from '../../test/support/images';
@@ -101,19 +103,30 @@ async function rotateOrm(db: Database, loop: Loop, now: Date, next: string): Pro
   });
 }
 
-async function startFamilyHand(db: Database, userId: number, jti: string, now: Date): Promise<void> {
-  await db.rows(
-    `WITH family AS (
-       INSERT INTO token_families (id, user_id, created_at, expires_at, last_used_at, login_user_agent, login_ip, last_user_agent, last_ip)
-       VALUES ($1, $2, $3, $5, $3, 'bench', '127.0.0.1', 'bench', '127.0.0.1') RETURNING id
-     )
-     INSERT INTO refresh_tokens (jti, family_id, created_at, expires_at)
-     SELECT $4, id, $3, $5 FROM family RETURNING jti`,
-    [randomUUID(), userId, now, jti, new Date(now.getTime() + DAY)],
-  );
+const hourFrom = (now: Date) => new Date(now.getTime() + 3_600_000);
+
+/** The app's record of a login (app/auth/logins.ts): one statement. */
+async function recordLogin(db: Database, userId: number, generation: number, now: Date, username: string): Promise<void> {
+  const login = { userId, generation, token: { jti: randomUUID(), expiresAt: hourFrom(now) }, now, sessionEnds: hourFrom(now), client: CLIENT };
+  must(await recordSuccessfulLogin(db, { ...login, lastLogin: true, throttle: loginKeys(username, CLIENT.ip) }), 'recordLogin');
 }
 
-const hourFrom = (now: Date) => new Date(now.getTime() + 3_600_000);
+/** The same record through the models, as the app wrote it until logins.ts: eight statements, four commits. */
+async function recordLoginByModels(db: Database, userId: number, generation: number, now: Date, username: string): Promise<void> {
+  const { KnownAddress, Throttle, TokenFamily, User } = db.models;
+  const keys = loginKeys(username, CLIENT.ip);
+  await User.update({ lastLogin: now }, { where: { id: userId } });
+  await db.sequelize.transaction(async (transaction) => {
+    const user = await User.findOne({ where: { id: userId, tokenGeneration: generation, isActive: true }, attributes: ['id', 'username'], lock: transaction.LOCK.SHARE, transaction });
+    must(user, 'recordLogin');
+    const session = { id: randomUUID(), userId, createdAt: now, expiresAt: hourFrom(now), lastUsedAt: now };
+    const client = { loginUserAgent: CLIENT.userAgent, loginIp: CLIENT.ip, lastUserAgent: CLIENT.userAgent, lastIp: CLIENT.ip };
+    const refreshTokens = [{ jti: randomUUID(), createdAt: now, expiresAt: hourFrom(now) }];
+    await TokenFamily.create({ ...session, ...client, refreshTokens }, { include: [{ association: 'refreshTokens' }], transaction });
+  });
+  await Throttle.destroy({ where: { key: keys.address } });
+  await KnownAddress.upsert({ key: keys.known, seenAt: now });
+}
 const lookupHand = async (db: Database, username: string) => {
   const [row] = await db.rows<{ id: number; password_hash: string }>(
     'SELECT id, username, password_hash, is_active FROM users WHERE username = $1',
@@ -185,24 +198,19 @@ const PATHS: Path[] = [
     },
   },
   {
-    name: 'startFamily',
-    hand: (db, loop) => startFamilyHand(db, loop.userId, randomUUID(), new Date()),
-    orm: async (db, loop) => {
-      const now = new Date();
-      await families.startFamily(db, { familyId: randomUUID(), userId: loop.userId, generation: 0, token: { jti: randomUUID(), expiresAt: hourFrom(now) }, now, sessionEnds: hourFrom(now), client: CLIENT });
-    },
+    name: 'recordLogin',
+    hand: (db, loop) => recordLogin(db, loop.userId, 0, new Date(), loop.username),
+    orm: (db, loop) => recordLoginByModels(db, loop.userId, 0, new Date(), loop.username),
   },
   {
     name: 'login',
     async hand(db, loop) {
-      const user = await lookupHand(db, loop.username);
-      must((await hasher.verify(PASSWORD, user.password_hash)).ok || null, 'login');
-      await startFamilyHand(db, user.id, randomUUID(), new Date());
+      const user = must(await authenticate(db, hasher, loop.username, PASSWORD, {}), 'login');
+      await recordLogin(db, user.id, user.generation, new Date(), loop.username);
     },
     async orm(db, loop) {
-      const now = new Date();
-      const user = must(await authenticate(db, hasher, loop.username, PASSWORD, { updateLastLogin: false, now }), 'login');
-      await families.startFamily(db, { familyId: randomUUID(), userId: user.id, generation: user.generation, token: { jti: randomUUID(), expiresAt: hourFrom(now) }, now, sessionEnds: hourFrom(now), client: CLIENT });
+      const user = must(await authenticate(db, hasher, loop.username, PASSWORD, {}), 'login');
+      await recordLoginByModels(db, user.id, user.generation, new Date(), loop.username);
     },
   },
   {
@@ -265,7 +273,8 @@ async function main(): Promise<void> {
       const user = await db.models.User.create({ username, passwordHash, isStaff: i % 2 === 0 });
       await db.models.UserGroup.bulkCreate(groups.map((g) => ({ userId: user.id, groupId: g.id })));
       const head = randomUUID();
-      await startFamilyHand(db, user.id, head, new Date());
+      const start = { userId: user.id, generation: 0, token: { jti: head, expiresAt: new Date(Date.now() + DAY) }, now: new Date(), sessionEnds: new Date(Date.now() + DAY) };
+      must(await recordSuccessfulLogin(db, { ...start, client: CLIENT, lastLogin: false, throttle: loginKeys(username, CLIENT.ip) }), 'a session to refresh');
       // The models' form's throttle record, in a window that lasts the whole run (the app's keeps its own).
       const key = createHash('sha256').update(username).digest('hex');
       await db.models.Throttle.create({ key, count: 0, startedAt: new Date(Date.now() + 3600_000), updatedAt: new Date() });

@@ -2,6 +2,8 @@
 import { QueryTypes } from 'sequelize';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { flushExpired } from '../../app/auth/families';
+import { recordSuccessfulLogin } from '../../app/auth/logins';
+import { loginKeys } from '../../app/auth/throttle';
 import { revocationWindowMs } from '../../app/auth/revocations';
 import { changePassword, deactivateUser } from '../../app/auth/users';
 import { decodeJwt, type Reply } from '../support/http';
@@ -229,6 +231,64 @@ describe('settings', () => {
     } finally {
       await app.stop();
     }
+  });
+});
+
+describe('a login\'s record (one statement: app/auth/logins.ts)', () => {
+  it('writes the session, its first token and the throttle\'s success together; last_login only with UPDATE_LAST_LOGIN', async () => {
+    for (const updateLastLogin of [false, true]) {
+      const app = await startTestApp({ UPDATE_LAST_LOGIN: String(updateLastLogin) });
+      try {
+        const name = updateLastLogin ? 'lena' : 'lars';
+        const id = await app.user(name, `${name}-password-1`);
+        // A failed attempt first: the address has a throttle record, and is not known yet.
+        expect((await app.post('/api/token/', { username: name, password: 'wrong-password-1' })).status).toBe(401);
+        const pair = await app.login(name, `${name}-password-1`);
+        const token = await app.db.models.RefreshToken.findByPk(decodeJwt(pair.refresh).payload.jti as string);
+        const family = await app.db.models.TokenFamily.findByPk(token!.familyId);
+        expect(family).toMatchObject({ userId: id, revokedAt: null, lastUsedAt: family!.createdAt });
+        expect(Math.abs(family!.expiresAt.getTime() - family!.createdAt.getTime() - 30 * 86_400_000)).toBeLessThan(1000); // SESSION_MAX_LIFETIME's default
+        expect(decodeJwt(pair.access).payload.sid).toBe(family!.id);
+        expect(token!.expiresAt.getTime()).toBe((decodeJwt(pair.refresh).payload.exp as number) * 1000);
+        const keys = loginKeys(name, family!.loginIp);
+        const rows = await app.db.sequelize.query<{ key: string }>('SELECT key FROM auth_throttle WHERE key = :a UNION ALL SELECT key FROM auth_known_addresses WHERE key = :k', {
+          replacements: { a: keys.address, k: keys.known },
+          type: QueryTypes.SELECT,
+        });
+        expect(rows.map((r) => r.key)).toEqual([keys.known]); // the address's count cleared, the address known
+        const user = await app.db.models.User.findByPk(id);
+        expect(user!.lastLogin).toEqual(updateLastLogin ? family!.createdAt : null);
+      } finally {
+        await app.stop();
+      }
+    }
+  });
+
+  it('writes nothing for a user changed since the login read it (password, deactivation), or inactive', async () => {
+    const changed = await t.user('pia', 'pia-password-1');
+    await changePassword(t.db, t.hasher, 'pia', 'pia-password-2', new Date(t.clock())); // active, its generation moved
+    const deactivated = await t.user('dirk', 'dirk-password-1');
+    await deactivateUser(t.db, 'dirk', new Date(t.clock()));
+    const inactive = await t.user('ines', 'ines-password-1', { active: false }); // generation 0, as read
+    // The path with a webhook receiver for login.succeeded: the statement in a transaction with the event.
+    const withEvents = { ...t.db, outbox: { endpoints: ['families-test'], events: new Set(['login.succeeded'] as const) } };
+    const now = new Date(t.clock());
+    for (const [name, userId] of [['pia', changed], ['dirk', deactivated], ['ines', inactive]] as const) {
+      const keys = loginKeys(name, '127.0.0.1');
+      // The address has a failed attempt on record: a refused record must leave it.
+      await t.db.models.Throttle.create({ key: keys.address, count: 1, startedAt: now, updatedAt: now });
+      const jti = `${name}-first-token`;
+      const login = { userId, generation: 0, token: { jti, expiresAt: now }, now, sessionEnds: now, client: { userAgent: 'test', ip: '127.0.0.1' } };
+      for (const db of [t.db, withEvents]) {
+        for (const lastLogin of [false, true]) expect(await recordSuccessfulLogin(db, { ...login, lastLogin, throttle: keys })).toBeNull();
+      }
+      expect(await t.db.models.TokenFamily.count({ where: { userId } })).toBe(0);
+      expect(await t.db.models.RefreshToken.findByPk(jti)).toBeNull();
+      expect(await t.db.models.Throttle.count({ where: { key: keys.address } })).toBe(1);
+      expect(await t.db.models.KnownAddress.count({ where: { key: keys.known } })).toBe(0);
+      expect((await t.db.models.User.findByPk(userId))!.lastLogin).toBeNull();
+    }
+    expect(await t.db.models.WebhookOutbox.count({ where: { endpoint: 'families-test' } })).toBe(0);
   });
 });
 

@@ -52,7 +52,7 @@ describe('a login in flight loses to a change that ends the user\'s sessions', (
   // row first; then the login reads the user (the change is not committed: it sees the old state),
   // spends its hash, and queues to record its session; the test lets go; the change commits; the
   // login, which read the user before the change, must not record a session after it.
-  async function race(user: { id: number; name: string; password: string }, change: () => Promise<unknown>) {
+  async function race(user: { id: number; name: string; password: string }, change: () => Promise<unknown>, app: TestApp = t) {
     const hold: Transaction = await t.db.sequelize.transaction();
     let changed: Promise<unknown> | undefined;
     let login: Promise<Awaited<ReturnType<TestApp['post']>>> | undefined;
@@ -60,7 +60,7 @@ describe('a login in flight loses to a change that ends the user\'s sessions', (
       await t.db.models.User.findOne({ where: { id: user.id }, lock: hold.LOCK.UPDATE, transaction: hold });
       changed = change();
       await untilLockWaiters(1);
-      login = t.post('/api/token/', { username: user.name, password: user.password });
+      login = app.post('/api/token/', { username: user.name, password: user.password });
       await untilLockWaiters(2);
     } finally {
       await hold.commit();
@@ -78,6 +78,26 @@ describe('a login in flight loses to a change that ends the user\'s sessions', (
     expect(await liveSessions(u.id)).toBe(0);
     // The new password works, as ever.
     expect((await t.post('/api/token/', { username: u.name, password: 'a-brand-new-password-2' })).status).toBe(200);
+  });
+
+  it('a password change and a logout-all, with UPDATE_LAST_LOGIN (the login\'s record then updates the user row it gates on)', async () => {
+    const app = await startTestApp({ UPDATE_LAST_LOGIN: 'true' }, { databaseUrl });
+    try {
+      const u = await newUser();
+      const r = await race(u, () => changePassword(t.db, t.hasher, u.name, 'a-brand-new-password-5', new Date(t.clock())), app);
+      expect(r.json, r.text).toEqual(refused);
+      expect(await liveSessions(u.id)).toBe(0);
+      expect((await t.db.models.User.findByPk(u.id))!.lastLogin).toBeNull();
+
+      const v = await newUser();
+      const phone = await t.login(v.name, v.password);
+      const r2 = await race(v, async () => expect((await t.request('POST', '/api/token/logout-all/', { headers: { Authorization: `Bearer ${phone.access}` } })).status).toBe(200), app);
+      expect(r2.status, r2.text).toBe(401);
+      expect(await liveSessions(v.id)).toBe(0);
+      expect((await t.db.models.User.findByPk(v.id))!.lastLogin).toBeNull();
+    } finally {
+      await app.stop();
+    }
   });
 
   it('a deactivation', async () => {
