@@ -4,14 +4,14 @@
 // measurement says so: through the models it took eight statements and four commits after the hash
 // (the last login's UPDATE, a transaction of five, a DELETE, an upsert), 3.2 ms of worker CPU where
 // this takes 0.2 (`npm run bench:orm -- --only recordLogin`), the largest cost of a login besides
-// its hash (docs/PERFORMANCE.md, "Logins"). throttle.loginSucceeded is the same success for a
-// machine client, whose login has no session.
+// its hash (docs/PERFORMANCE.md, "Logins"). The throttle's part is throttle.successCtes, which a
+// machine client's login (no session) writes on its own.
 import { randomUUID } from 'node:crypto';
 import type { Database } from '../db/database';
 import { statement } from '../db/statement';
 import { recordEvent, wantsEvent } from '../events/outbox';
 import type { Client, NewToken } from './families';
-import type { LoginKeys } from './throttle';
+import { successCtes, type LoginKeys } from './throttle';
 
 interface RecordParams extends Record<string, unknown> {
   userId: number;
@@ -49,14 +49,7 @@ const recordLogin = (lastLogin: boolean) =>
     INSERT INTO refresh_tokens (jti, family_id, created_at, expires_at)
     SELECT ${p.jti}::varchar, family.id, ${p.now}::timestamptz, ${p.tokenExpiresAt}::timestamptz FROM family
     RETURNING jti
-  ),
-  cleared AS (
-    DELETE FROM auth_throttle WHERE key = ${p.addressKey}::char(64) AND EXISTS (SELECT 1 FROM token)
-  ),
-  known AS (
-    INSERT INTO auth_known_addresses (key, seen_at) SELECT ${p.knownKey}::char(64), ${p.now}::timestamptz FROM token
-    ON CONFLICT (key) DO UPDATE SET seen_at = EXCLUDED.seen_at
-  )
+  ),${successCtes(p, 'token')}
   SELECT u.id, u.username FROM u, token`;
   });
 const WITH_LAST_LOGIN = recordLogin(true);

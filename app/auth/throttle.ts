@@ -156,10 +156,30 @@ export async function reserveLoginAttempt(db: Database, keys: LoginKeys, now: Da
   return { ok: true };
 }
 
-/** A login succeeded: its address's record is cleared, and the address is known to the account from now on. */
+/**
+ * A login's success, as two CTEs for a statement: its address's record cleared, and the address known
+ * to the account from now on, both only when `gate` (a CTE before them) has a row. The password
+ * login writes them with its session (logins.ts), a client's on their own (loginSucceeded).
+ */
+export const successCtes = (p: { readonly [name: string]: string }, gate: string): string => `
+  cleared AS (
+    DELETE FROM auth_throttle WHERE key = ${p.addressKey}::char(64) AND EXISTS (SELECT 1 FROM ${gate})
+  ),
+  known AS (
+    INSERT INTO auth_known_addresses (key, seen_at) SELECT ${p.knownKey}::char(64), ${p.now}::timestamptz FROM ${gate}
+    ON CONFLICT (key) DO UPDATE SET seen_at = EXCLUDED.seen_at
+  )`;
+
+interface SucceededParams extends Record<string, unknown> {
+  addressKey: string;
+  knownKey: string;
+  now: Date;
+}
+const SUCCEEDED = statement<SucceededParams>((p) => `WITH attempt AS (SELECT 1),${successCtes(p, 'attempt')} SELECT 1 AS done`);
+
+/** A machine client's login succeeded (its secret was right): the success, in one statement. */
 export async function loginSucceeded(db: Database, keys: LoginKeys, now: Date): Promise<void> {
-  await db.models.Throttle.destroy({ where: { key: keys.address } });
-  await db.models.KnownAddress.upsert({ key: keys.known, seenAt: now });
+  await db.rows(SUCCEEDED.text, SUCCEEDED.values({ addressKey: keys.address, knownKey: keys.known, now }));
 }
 
 /**

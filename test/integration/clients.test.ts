@@ -376,6 +376,11 @@ describe('throttle, metrics and events', () => {
     const events = t.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'security event' && l.client_id === c.client.clientId);
     expect(events.map((e) => e.event).sort()).toEqual([...Array(3).fill('client_grant_invalid_client'), ...Array(6).fill('client_grant_throttled')]);
     expect(t.logs.join('\n')).not.toContain(c.secret);
+    // Once the wait is over the right secret passes, and its success clears the address's count: a
+    // wrong guess after it is a free attempt again (401), not a wait (429).
+    t.clock.advance(Number(throttled.headers.get('retry-after')) + 1);
+    expect((await tokenRequest('grant_type=client_credentials', { Authorization: basic(c.client.clientId, c.secret) })).status).toBe(200);
+    expect((await tokenRequest('grant_type=client_credentials', wrong)).status).toBe(401);
   });
 
   it('counts every outcome', async () => {
