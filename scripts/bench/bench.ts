@@ -25,7 +25,9 @@
 // and verify on the app's port without nginx; with --only tcp, /api/me/ through a second nginx that
 // reaches the app over TCP, alternating with the Unix socket's nginx (the one change compared). Also measured: worker RSS under load (pm2), one
 // argon2id hash (the floor of a login), pgbench running the refresh SQL (the database's ceiling for
-// refreshes). Nothing here is asserted: the numbers go in docs/PERFORMANCE.md.
+// refreshes), and where each timed run's CPU went on the whole machine, per request (cpu-budget.ts:
+// the app's hashing and main threads, PM2, Postgres, nginx, wrk, Docker, …; run nothing else
+// meanwhile). Nothing here is asserted: the numbers go in docs/PERFORMANCE.md.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -35,6 +37,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import jwt from 'jsonwebtoken';
 import { loadConfig } from '../../app/config';
+import { cpuBudget, cpuSnapshot, PARTS, type CpuBudget } from './cpu-budget';
 
 const ROOT = path.resolve(__dirname, '../..');
 const SIGNING_KEY = 'bench-only-signing-key-q8Vt1mZx4LwP0sKe7RbN2yHc5JdA9uGf';
@@ -236,6 +239,8 @@ interface Load {
   non2xx: number;
   errors: number;
   requests: number;
+  /** Where the machine's CPU went during the timed run (not the warm-up). */
+  cpu?: CpuBudget;
 }
 
 const DONE_LUA = `
@@ -290,7 +295,9 @@ async function wrk(base: string, s: Scenario, seconds: number): Promise<Load> {
 
 async function measure(base: string, s: Scenario): Promise<Load> {
   if (!s.tokensFile) await wrk(base, s, 2); // warm-up
-  return wrk(base, s, DURATION);
+  const before = cpuSnapshot();
+  const load = await wrk(base, s, DURATION);
+  return { ...load, cpu: cpuBudget(before, cpuSnapshot(), load.requests) };
 }
 
 // --- the measurements around the load ------------------------------------------------------------
@@ -613,7 +620,7 @@ function report(r: { rows: Row[]; ceiling: Load; pgbenchTps: number | undefined;
     ...(r.failed.length ? [`- Failed, not measured: ${r.failed.join(', ')}.`] : []),
     `- Load average at the end: ${os.loadavg().map((l) => l.toFixed(1)).join(', ')} (this machine is shared: compare runs only at similar loads).`,
   ];
-  console.log([...lines, '', ...targetTable(r.rows, r.ceiling, r.pgbenchTps)].join('\n'));
+  console.log([...lines, '', ...targetTable(r.rows, r.ceiling, r.pgbenchTps), '', ...cpuTable(r.rows, r.ceiling)].join('\n'));
   if (opts.json) writeFileSync(opts.json, JSON.stringify(r, null, 2));
   if (opts.svg) {
     writeFileSync(opts.svg, chart(r.rows, r.ceiling, command));
@@ -646,6 +653,40 @@ function targetTable(rows: Row[], ceiling: Load, pgbenchTps: number | undefined)
   const errors = rows.reduce((n, r) => n + r.load.errors, 0);
   const non2xx = rows.reduce((n, r) => n + r.load.non2xx, 0);
   add('zero errors (and no non-2xx)', `${errors} errors, ${non2xx} non-2xx over ${rows.length} scenarios`, rows.length ? errors === 0 && non2xx === 0 : undefined);
+  return lines;
+}
+
+/**
+ * Where each scenario's CPU went, per request, on the whole machine (the median run's), and for
+ * logins what that cost allows: every CPU busy, at most CPUs ÷ (a login's CPU in the stack) a second.
+ */
+function cpuTable(rows: Row[], ceiling: Load): string[] {
+  const runs = [{ name: 'host ceiling', load: ceiling }, ...rows.map((r) => ({ name: `${r.name}${r.via === 'direct' ? ' (no nginx)' : ''}`, load: r.load }))].filter(
+    (x): x is { name: string; load: Load & { cpu: CpuBudget } } => x.load.cpu !== undefined,
+  );
+  if (runs.length === 0) return [];
+  const us = (ms: number) => (ms * 1000).toLocaleString('en-US', { maximumFractionDigits: 0 });
+  const lines = [
+    'CPU per request, in µs, by what used it (every thread on this machine, /proc; the median run of each; steal not counted):',
+    '',
+    `| part | ${runs.map((x) => x.name).join(' | ')} |`,
+    `|---|${runs.map(() => '---|').join('')}`,
+    ...PARTS.map((part) => `| ${part} | ${runs.map((x) => us(x.load.cpu.msPerRequest[part])).join(' | ')} |`),
+    `| **all** | ${runs.map((x) => `**${us(x.load.cpu.totalMs)}**`).join(' | ')} |`,
+    `| the machine's CPUs busy | ${runs.map((x) => `${(100 * x.load.cpu.machineBusy).toFixed(0)}%`).join(' | ')} |`,
+  ];
+  const login = rows.find((r) => r.name === 'POST /api/token/ (login)')?.load.cpu;
+  if (login) {
+    const cpus = os.cpus().length;
+    const hashing = login.msPerRequest['app: password hashing (libuv pool)'];
+    lines.push(
+      '',
+      `- A login used ${login.serverMs.toFixed(1)} ms of CPU in the stack (all but the load generator, the idle ceilings and "other"), ` +
+        `${hashing.toFixed(1)} ms of it hashing and ${(login.serverMs - hashing).toFixed(1)} ms everything else; ${login.totalMs.toFixed(1)} ms with the rest of the machine. ` +
+        `With all ${cpus} CPUs busy, the stack serves at most ${((cpus * 1000) / login.serverMs).toFixed(0)} logins/s at that cost ` +
+        `(${((cpus * 1000) / login.totalMs).toFixed(0)}/s with the load generator on the same CPUs, as here).`,
+    );
+  }
   return lines;
 }
 
