@@ -667,13 +667,13 @@ function cpuTable(rows: Row[], ceiling: Load): string[] {
   if (runs.length === 0) return [];
   const us = (ms: number) => (ms * 1000).toLocaleString('en-US', { maximumFractionDigits: 0 });
   const lines = [
-    'CPU per request, in µs, by what used it (every thread on this machine, /proc; the median run of each; steal not counted):',
+    'CPU per request, in µs, by what used it (every thread on this machine, /proc; the median run of each; time stolen by the hypervisor not counted):',
     '',
     `| part | ${runs.map((x) => x.name).join(' | ')} |`,
     `|---|${runs.map(() => '---|').join('')}`,
     ...PARTS.map((part) => `| ${part} | ${runs.map((x) => us(x.load.cpu.msPerRequest[part])).join(' | ')} |`),
     `| **all** | ${runs.map((x) => `**${us(x.load.cpu.totalMs)}**`).join(' | ')} |`,
-    `| the machine's CPUs busy | ${runs.map((x) => `${(100 * x.load.cpu.machineBusy).toFixed(0)}%`).join(' | ')} |`,
+    `| the machine's CPUs busy | ${runs.map((x) => `${(100 * x.load.cpu.machineBusy).toFixed(0)}%${x.load.cpu.machineSteal > 0.005 ? ` (${(100 * x.load.cpu.machineSteal).toFixed(0)}% stolen)` : ''}`).join(' | ')} |`,
   ];
   const login = rows.find((r) => r.name === 'POST /api/token/ (login)')?.load.cpu;
   if (login) {

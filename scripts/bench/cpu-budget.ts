@@ -38,7 +38,7 @@ export const PARTS = [
 export type Part = (typeof PARTS)[number];
 
 export interface CpuSnapshot {
-  /** CPU ticks per thread, keyed by "pid/tid", with the part it belongs to. */
+  /** CPU ticks per thread, keyed by "pid/tid@starttime" ("children": the bench's ended children), with its part. */
   threads: Map<string, { part: Part; ticks: number }>;
   /** The machine's busy, idle and stolen ticks (all CPUs). */
   busy: number;
@@ -131,7 +131,7 @@ export interface CpuBudget {
   /**
    * CPU milliseconds per request, by part (a thread that started during the run counts from zero).
    * "not in a live thread" is the machine's busy time that no thread seen at the end accounts for:
-   * processes that ended during the run (health checks, `docker exec`s), interrupts taken while idle.
+   * processes that ended during the run (health checks, `docker exec`s), and interrupt time.
    */
   msPerRequest: Record<Part, number>;
   /** All parts together, per request: the machine's busy time over the run, per request. */
