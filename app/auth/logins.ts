@@ -11,20 +11,17 @@ import type { Database } from '../db/database';
 import { statement } from '../db/statement';
 import { recordEvent, wantsEvent } from '../events/outbox';
 import type { Client, NewToken } from './families';
-import { successCtes, type LoginKeys } from './throttle';
+import { successCtes, type LoginKeys, type SuccessParams } from './throttle';
 
-interface RecordParams extends Record<string, unknown> {
+interface RecordParams extends SuccessParams {
   userId: number;
   generation: number;
   familyId: string;
-  now: Date;
   sessionEnds: Date;
   userAgent: string;
   ip: string;
   jti: string;
   tokenExpiresAt: Date;
-  addressKey: string;
-  knownKey: string;
 }
 
 // The user row is the gate. A password change, deactivation or logout-all since the login read the

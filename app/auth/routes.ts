@@ -165,8 +165,16 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const refresh = tokens.sign('refresh', user.id, now.getTime(), { notAfter: sessionEnds });
     // Recorded only if the user is as the login read it: a password change, deactivation or
     // logout-all that landed while the password was being hashed wins.
-    const login = { userId: user.id, generation: user.generation, token: refresh, now, sessionEnds, client: clientOf(ctx) };
-    const familyId = await recordSuccessfulLogin(db, { ...login, lastLogin: settings.updateLastLogin, throttle: keys });
+    const familyId = await recordSuccessfulLogin(db, {
+      userId: user.id,
+      generation: user.generation,
+      token: refresh,
+      now,
+      sessionEnds,
+      client: clientOf(ctx),
+      lastLogin: settings.updateLastLogin,
+      throttle: keys,
+    });
     if (!familyId) throw await failed();
     const claims = await loadUserClaims(db, user.id, settings.accessTokenClaims);
     const access = tokens.sign('access', user.id, now.getTime(), { sid: familyId, username: user.username, notAfter: sessionEnds, loginAt: now, claims });

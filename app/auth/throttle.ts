@@ -18,7 +18,7 @@
 import { createHash } from 'node:crypto';
 import { Op } from 'sequelize';
 import type { Database } from '../db/database';
-import { statement } from '../db/statement';
+import { statement, type Placeholders } from '../db/statement';
 import { USABLE, type RefreshTokenRef } from './families';
 
 export interface ThrottleSettings {
@@ -156,12 +156,19 @@ export async function reserveLoginAttempt(db: Database, keys: LoginKeys, now: Da
   return { ok: true };
 }
 
+/** The parameters a statement with successCtes binds. */
+export interface SuccessParams extends Record<string, unknown> {
+  addressKey: string;
+  knownKey: string;
+  now: Date;
+}
+
 /**
  * A login's success, as two CTEs for a statement: its address's record cleared, and the address known
  * to the account from now on, both only when `gate` (a CTE before them) has a row. The password
  * login writes them with its session (logins.ts), a client's on their own (loginSucceeded).
  */
-export const successCtes = (p: { readonly [name: string]: string }, gate: string): string => `
+export const successCtes = (p: Placeholders<SuccessParams>, gate: string): string => `
   cleared AS (
     DELETE FROM auth_throttle WHERE key = ${p.addressKey}::char(64) AND EXISTS (SELECT 1 FROM ${gate})
   ),
@@ -170,12 +177,7 @@ export const successCtes = (p: { readonly [name: string]: string }, gate: string
     ON CONFLICT (key) DO UPDATE SET seen_at = EXCLUDED.seen_at
   )`;
 
-interface SucceededParams extends Record<string, unknown> {
-  addressKey: string;
-  knownKey: string;
-  now: Date;
-}
-const SUCCEEDED = statement<SucceededParams>((p) => `WITH attempt AS (SELECT 1),${successCtes(p, 'attempt')} SELECT 1 AS done`);
+const SUCCEEDED = statement<SuccessParams>((p) => `WITH attempt AS (SELECT 1),${successCtes(p, 'attempt')} SELECT 1 AS done`);
 
 /** A machine client's login succeeded (its secret was right): the success, in one statement. */
 export async function loginSucceeded(db: Database, keys: LoginKeys, now: Date): Promise<void> {

@@ -6,9 +6,15 @@ export interface Statement<P> {
   values(params: P): unknown[];
 }
 
-export function statement<P extends Record<string, unknown>>(write: (p: { readonly [K in keyof P & string]: string }) => string): Statement<P> {
+/**
+ * The placeholders a statement's text may use: one per name its parameters declare (not the index
+ * signature a `Record<string, unknown>` base brings), so a misspelled name does not compile.
+ */
+export type Placeholders<P> = { readonly [K in keyof P as string extends K ? never : K & string]: string };
+
+export function statement<P extends Record<string, unknown>>(write: (p: Placeholders<P>) => string): Statement<P> {
   const names: string[] = [];
-  const placeholders = new Proxy({} as { readonly [K in keyof P & string]: string }, {
+  const placeholders = new Proxy({} as Placeholders<P>, {
     get(_, name) {
       if (typeof name !== 'string') throw new TypeError('a parameter is named by a string');
       const at = names.includes(name) ? names.indexOf(name) : names.push(name) - 1;

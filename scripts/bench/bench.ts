@@ -324,8 +324,8 @@ async function workerRss<T>(during: () => Promise<T>): Promise<{ result: T; rssM
 /**
  * One argon2id hash at the app's parameters, in the app's container: its median time alone (the
  * target's "cores ÷ one hash"), and how many the container's cores hash per second with one process
- * per core hashing at once, as the workers do (two at once run slower than one each: memory
- * bandwidth), the most any login rate could reach.
+ * per core hashing at once, as the workers do (on this shared machine two at once have often run
+ * slower than one each), the most any login rate could reach.
  */
 async function hashRate(): Promise<{ ms: number; cpus: number; parallelPerSecond: number }> {
   const hashes = (n: number) => `

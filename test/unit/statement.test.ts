@@ -8,4 +8,17 @@ describe('statement (named parameters for hand-written SQL)', () => {
     const now = new Date(0);
     expect(s.values({ key: 'k', now, limit: 5, unused: 'x' })).toEqual([now, 'k', 5]);
   });
+
+  it('offers only the names the parameters declare, also when they extend Record<string, unknown> (type-checked by npm test)', () => {
+    interface Params extends Record<string, unknown> {
+      key: string;
+    }
+    const s = statement<Params>((p) => {
+      // @ts-expect-error a name the parameters do not declare (a misspelling) does not compile
+      const misspelled = p.kye;
+      return `SELECT ${p.key}, ${misspelled}`;
+    });
+    // At run time the builder still numbers any name it is asked for: the type is the guard.
+    expect(s.text).toBe('SELECT $2, $1');
+  });
 });
