@@ -7,7 +7,10 @@
 // Options: --duration S (10), --rounds N (3), --connections N (64), --workers N (WEB_CONCURRENCY for
 // the stack and the ceilings; default: the CPUs), --only LIST (of: docker-ceiling, me, verify, login,
 // refresh, direct, tcp; default all but direct and tcp), --env K=V (repeatable: settings for the stack),
-// --json FILE, --svg FILE (default docs/bench.svg: the chart of the scenarios against the ceiling).
+// --json FILE, --svg FILE (default docs/bench.svg: the chart of the scenarios against the ceiling),
+// --baseline FILE (a report an earlier run wrote with --json: each target set beside it, a change for
+// the worse of more than 10% marked as a finding; docs/bench.json is the last one recorded),
+// --compare FILE --baseline FILE (two reports compared, nothing run).
 // Needs root (a network namespace), Docker, wrk and nginx on the host (apt-get install wrk nginx-light).
 //
 // Every client runs in a network namespace of its own (made here, removed at the end), as a production
@@ -38,6 +41,7 @@ import { parseArgs } from 'node:util';
 import jwt from 'jsonwebtoken';
 import { loadConfig } from '../../app/config';
 import { cpuBudget, cpuSnapshot, PARTS, type CpuBudget } from './cpu-budget';
+import { changeTable, compareReports, LOGIN, ME, REFRESH, targetTable, VERIFY, type BenchReport, type Load, type Row, type Via } from './targets';
 
 const ROOT = path.resolve(__dirname, '../..');
 const SIGNING_KEY = 'bench-only-signing-key-q8Vt1mZx4LwP0sKe7RbN2yHc5JdA9uGf';
@@ -58,6 +62,10 @@ const { values: opts } = parseArgs({
     netns: { type: 'string', default: 'kaso-bench' },
     subnet: { type: 'string', default: '10.199.77' },
     json: { type: 'string' },
+    /** A report an earlier run wrote with --json: each target set beside it, worse by > 10% marked. */
+    baseline: { type: 'string' },
+    /** With --baseline: compare this report (--json of a run) instead of running anything. */
+    compare: { type: 'string' },
     svg: { type: 'string', default: path.join(ROOT, 'docs/bench.svg') },
   },
 });
@@ -73,7 +81,9 @@ const STACK_ENV = Object.fromEntries(
     return [kv.slice(0, i), kv.slice(i + 1)];
   }),
 );
-const tmp = mkdtempSync(path.join(os.tmpdir(), 'bench-'));
+let tmpDir: string | undefined;
+/** The run's scratch directory, made when first needed (not by --compare). */
+const tmp = () => (tmpDir ??= mkdtempSync(path.join(os.tmpdir(), 'bench-')));
 
 function sh(cmd: string, args: string[], input?: string, env?: NodeJS.ProcessEnv): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -131,7 +141,7 @@ function freePort(): Promise<number> {
  */
 async function startHostCeiling(): Promise<{ url: string; stop: () => Promise<void> }> {
   const [nodePort, nginxPort] = [await freePort(), await freePort()];
-  const dir = path.join(tmp, 'nginx');
+  const dir = path.join(tmp(), 'nginx');
   mkdirSync(path.join(dir, 'conf.d'), { recursive: true });
   const vars: Record<string, string> = {
     APP_UPSTREAM: `127.0.0.1:${nodePort}`,
@@ -232,17 +242,6 @@ async function publishedUrl(service: string, port: number): Promise<string> {
 
 // --- load ----------------------------------------------------------------------------------------
 
-interface Load {
-  rps: number;
-  p50: number; // ms
-  p99: number;
-  non2xx: number;
-  errors: number;
-  requests: number;
-  /** Where the machine's CPU went during the timed run (not the warm-up). */
-  cpu?: CpuBudget;
-}
-
 const DONE_LUA = `
 done = function(summary, latency, requests)
   io.write(string.format('\\nRESULT {"requests":%d,"duration":%d,"status":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d,"p50":%d,"p99":%d}\\n',
@@ -278,7 +277,7 @@ end`
 }
 
 async function wrk(base: string, s: Scenario, seconds: number): Promise<Load> {
-  const script = path.join(tmp, `s${Math.random().toString(36).slice(2)}.lua`);
+  const script = path.join(tmp(), `s${Math.random().toString(36).slice(2)}.lua`);
   writeFileSync(script, luaFor(s));
   // From the client's namespace.
   const out = await sh('ip', ['netns', 'exec', NETNS, 'wrk', '-t1', `-c${s.connections}`, `-d${seconds}s`, '--timeout', '10s', '-s', script, base + s.path]);
@@ -369,7 +368,7 @@ async function mintRefreshTokens(userId: number, n: number): Promise<string> {
     const iat = Math.floor(now / 1000);
     lines.push(jwt.sign({ token_type: 'refresh', exp: iat + 86400, iat, jti, user_id: userId }, key.signing, { algorithm: key.alg }));
   }
-  const file = path.join(tmp, 'refresh-tokens.txt');
+  const file = path.join(tmp(), 'refresh-tokens.txt');
   writeFileSync(file, `${lines.join('\n')}\n`);
   return file;
 }
@@ -431,6 +430,7 @@ async function main() {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`${tool} is needed: apt-get install ${pkg}`, { cause: err });
     }
   }
+  if (opts.baseline) readReport(opts.baseline); // a bad file fails now, not after the run
   await createNetns();
   const host = await startHostCeiling();
   // Interrupted: still remove the namespace and the host ceiling (the stack stays, as with --keep).
@@ -527,11 +527,11 @@ async function measureAll(hostCeiling: string) {
   };
   const failed: string[] = [];
   if (ONLY.has('docker-ceiling')) await paired('bare node:http chain in Docker', 'nginx', dockerCeiling, me('unused'), false);
-  if (ONLY.has('me')) await paired('GET /api/me/', 'nginx', url, me(await freshAccess()), true);
-  if (ONLY.has('verify')) await paired('POST /api/token/verify/', 'nginx', url, verify(await freshAccess()), true);
+  if (ONLY.has('me')) await paired(ME, 'nginx', url, me(await freshAccess()), true);
+  if (ONLY.has('verify')) await paired(VERIFY, 'nginx', url, verify(await freshAccess()), true);
   if (ONLY.has('direct')) {
-    await paired('GET /api/me/', 'direct', appUrl, me(await freshAccess()), true);
-    await paired('POST /api/token/verify/', 'direct', appUrl, verify(await freshAccess()), true);
+    await paired(ME, 'direct', appUrl, me(await freshAccess()), true);
+    await paired(VERIFY, 'direct', appUrl, verify(await freshAccess()), true);
   }
   if (ONLY.has('tcp')) {
     // Unix socket and TCP in turns, on the same app: the ratio is TCP's to the socket's.
@@ -554,8 +554,15 @@ async function measureAll(hostCeiling: string) {
     const parallel = medianOf(logins.map((l) => l[0].parallelPerSecond));
     const ratio = medianOf(logins.map(([h, l]) => l.rps / (cpus / (h.ms / 1000))));
     const ofParallel = medianOf(logins.map(([h, l]) => l.rps / h.parallelPerSecond));
+    // The same ratio read from inside the runs: the share of the CPUs' time that went to hashing, the
+    // hash's cost as the logins paid it rather than one measured alone just before, which moves with
+    // the moment (20.8–32.9 ms in one day's runs).
+    const budgets = logins.flatMap(([, l]) => (l.cpu ? [l.cpu] : []));
+    const hashing = budgets.length
+      ? { share: medianOf(budgets.map((b) => b.hashingShare)), hashMs: medianOf(budgets.map((b) => b.msPerRequest['app: password hashing (libuv pool)'])) }
+      : undefined;
     const what = `${cpus} CPUs / ${hashMs.toFixed(1)} ms hash = ${(cpus / (hashMs / 1000)).toFixed(0)}/s (and ${(100 * ofParallel).toFixed(0)}% of the ${parallel.toFixed(0)}/s ${cpus} hashes at once reach)`;
-    rows.push({ name: 'POST /api/token/ (login)', via: 'nginx', conns: 8, load, reference: { ratio, what }, rssMb: rssSince() });
+    rows.push({ name: LOGIN, via: 'nginx', conns: 8, load, reference: { ratio, what, ...(hashing ? { inRun: hashing } : {}) }, rssMb: rssSince() });
     console.error(`bench: login: ${load.rps.toFixed(0)} req/s, one hash ${hashMs.toFixed(1)} ms, ${cpus} at once ${parallel.toFixed(0)}/s`);
   });
   let pgbenchTps: number | undefined;
@@ -569,43 +576,59 @@ async function measureAll(hostCeiling: string) {
     for (let r = 0; r < ROUNDS; r++) pgbench.push(await pgbenchRefresh(userId, 32));
     pgbenchTps = medianOf(pgbench);
     const load = median(refreshes);
-    rows.push({ name: 'POST /api/token/refresh/', via: 'nginx', conns: 32, load, reference: { ratio: load.rps / pgbenchTps, what: `pgbench ${pgbenchTps.toFixed(0)} tps` }, rssMb: rssSince() });
+    rows.push({ name: REFRESH, via: 'nginx', conns: 32, load, reference: { ratio: load.rps / pgbenchTps, what: `pgbench ${pgbenchTps.toFixed(0)} tps` }, rssMb: rssSince() });
     console.error(`bench: refresh: ${load.rps.toFixed(0)} req/s, pgbench ${pgbenchTps.toFixed(0)} tps`);
   });
   // Login and refresh are not paired with ceiling runs of their own: set beside the run's ceiling.
   const ceiling = median(ceilings.length ? ceilings : [await measure(hostCeiling, me('unused'))]);
   for (const row of rows) row.ceilingRatio ??= row.load.rps / ceiling.rps;
   const imageSize = Number((await sh('docker', ['image', 'inspect', '-f', '{{.Size}}', (await sh('docker', ['inspect', '-f', '{{.Config.Image}}', await container('app')])).trim()])).trim());
-  report({ rows, ceiling, pgbenchTps, imageSize, failed });
-}
-
-type Via = 'nginx' | 'direct';
-
-interface Row {
-  name: string;
-  via: Via;
-  conns: number;
-  load: Load;
-  /** Median of the per-round ratios to the host ceiling (or, unpaired, to the run's median ceiling). */
-  ceilingRatio?: number;
-  /** The scenario's own limit: the hash-bound rate for logins, pgbench for refreshes. */
-  reference?: { ratio: number; what: string };
-  /** The largest RSS of any worker during the scenario's runs. */
-  rssMb?: number | undefined;
+  report({ rows, ceiling, pgbenchTps, imageSize, failed, date: new Date().toISOString(), command: commandLine() });
 }
 
 const medianOf = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 /** The run with the median throughput (its latencies come with it). */
 const median = (runs: Load[]) => [...runs].sort((a, b) => a.rps - b.rps)[Math.floor(runs.length / 2)]!;
 
-function report(r: { rows: Row[]; ceiling: Load; pgbenchTps: number | undefined; imageSize: number; failed: string[] }) {
+/** This run's options, as a command that repeats it. */
+function commandLine(): string {
+  return (
+    `npm run bench -- --duration ${DURATION} --rounds ${ROUNDS} --connections ${CONNECTIONS}${opts.workers ? ` --workers ${opts.workers}` : ''}` +
+    `${opts.only !== 'docker-ceiling,me,verify,login,refresh' ? ` --only ${opts.only}` : ''}${opts.env!.map((e) => ` --env ${e}`).join('')}`
+  );
+}
+
+/** A report written by --json, read back (--baseline, --compare). */
+function readReport(file: string): BenchReport {
+  const r = JSON.parse(readFileSync(file, 'utf8')) as Partial<BenchReport>;
+  if (!Array.isArray(r.rows) || typeof r.ceiling?.rps !== 'number') throw new Error(`${file}: not a report written by npm run bench -- --json`);
+  return r as BenchReport;
+}
+
+/** The comparison with --baseline's report, when one was given. */
+function againstBaseline(now: BenchReport): string[] {
+  if (!opts.baseline) return [];
+  const then = readReport(opts.baseline);
+  const changes = compareReports(now, then);
+  const named = `${opts.baseline}${then.date ? `, ${then.date.slice(0, 16).replace('T', ' ')}` : ''}`;
+  const findings = changes.filter((c) => c.finding).length;
+  return ['', ...changeTable(changes, named), '', `- ${findings === 0 ? 'No findings' : `${findings} finding${findings > 1 ? 's' : ''}`} (this machine is shared: run both at similar loads before reading one as the code's).`];
+}
+
+/** A scenario against its own limit, as the scenario table shows it. */
+function referenceText(ref: NonNullable<Row['reference']>): string {
+  const pct = (n: number) => `${(100 * n).toFixed(0)}%`;
+  const inRun = ref.inRun ? `; in the runs hashing took ${pct(ref.inRun.share)} of the CPUs' time (${ref.inRun.hashMs.toFixed(1)} ms of CPU a hash)` : '';
+  return `${pct(ref.ratio)} of ${ref.what}${inRun}`;
+}
+
+function report(r: BenchReport) {
   const f0 = (n: number) => n.toFixed(0);
   const f1 = (n: number) => n.toFixed(1);
   const pct = (n: number | undefined) => (n === undefined ? '' : `${(100 * n).toFixed(0)}%`);
   const line = (name: string, via: string, conns: number, l: Load, ratio: string, vs: string, rssMb?: number) =>
     `| ${name} | ${via} | ${conns} | ${f0(l.rps)} | ${f1(l.p50)} | ${f1(l.p99)} | ${l.non2xx} | ${l.errors} | ${ratio} | ${vs} | ${rssMb === undefined ? '' : f0(rssMb)} |`;
-  const command = `npm run bench -- --duration ${DURATION} --rounds ${ROUNDS} --connections ${CONNECTIONS}${opts.workers ? ` --workers ${opts.workers}` : ''}` +
-    `${opts.only !== 'docker-ceiling,me,verify,login,refresh' ? ` --only ${opts.only}` : ''}${opts.env!.map((e) => ` --env ${e}`).join('')}`;
+  const command = r.command ?? commandLine();
   const lines = [
     `Machine: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ${f0(os.totalmem() / 2 ** 30)} GiB RAM; ${new Date().toISOString().slice(0, 10)}.`,
     `Command: ${command}`,
@@ -613,47 +636,19 @@ function report(r: { rows: Row[]; ceiling: Load; pgbenchTps: number | undefined;
     '| scenario | via | conns | req/s | p50 ms | p99 ms | non-2xx | errors | of the host ceiling | against its own limit | worker RSS MB |',
     '|---|---|---|---|---|---|---|---|---|---|---|',
     line('host ceiling: nginx + bare node:http, no Docker (median of all its runs)', 'nginx', CONNECTIONS, r.ceiling, '100%', ''),
-    ...r.rows.map((row) => line(row.name, row.via, row.conns, row.load, pct(row.ceilingRatio), row.reference ? `${pct(row.reference.ratio)} of ${row.reference.what}` : '', row.rssMb)),
+    ...r.rows.map((row) => line(row.name, row.via, row.conns, row.load, pct(row.ceilingRatio), row.reference ? referenceText(row.reference) : '', row.rssMb)),
     '',
     ...(r.pgbenchTps ? [`- pgbench, the refresh statement (32 clients, prepared statements, inside the database container): ${f0(r.pgbenchTps)} tps.`] : []),
     `- App image: ${f1(r.imageSize / 1e6)} MB.`,
     ...(r.failed.length ? [`- Failed, not measured: ${r.failed.join(', ')}.`] : []),
     `- Load average at the end: ${os.loadavg().map((l) => l.toFixed(1)).join(', ')} (this machine is shared: compare runs only at similar loads).`,
   ];
-  console.log([...lines, '', ...targetTable(r.rows, r.ceiling, r.pgbenchTps), '', ...cpuTable(r.rows, r.ceiling)].join('\n'));
+  console.log([...lines, '', ...targetTable(r), ...againstBaseline(r), '', ...cpuTable(r.rows, r.ceiling)].join('\n'));
   if (opts.json) writeFileSync(opts.json, JSON.stringify(r, null, 2));
   if (opts.svg) {
     writeFileSync(opts.svg, chart(r.rows, r.ceiling, command));
     console.error(`bench: chart written to ${path.relative(process.cwd(), opts.svg)}`);
   }
-}
-
-/**
- * Issue 19's targets, each beside the value this run measured (and the host ceiling it is set
- * against): /api/me/ and verify ≥ 0.3 of the ceiling, logins ≥ 80% of cores ÷ one hash, worker RSS
- * ≤ 120 MB, refresh ≥ 60% of pgbench's statement, zero errors. A scenario not run reads "not run".
- */
-function targetTable(rows: Row[], ceiling: Load, pgbenchTps: number | undefined): string[] {
-  const viaNginx = (name: string) => rows.find((r) => r.name === name && r.via === 'nginx');
-  const pct = (n: number) => `${(100 * n).toFixed(0)}%`;
-  const lines = ['| target | measured | |', '|---|---|---|'];
-  const add = (target: string, measured: string | undefined, met: boolean | undefined) =>
-    lines.push(`| ${target} | ${measured ?? 'not run'} | ${met === undefined ? '' : met ? 'met' : 'not met'} |`);
-  for (const [name, label] of [['GET /api/me/', '`GET /api/me/`'], ['POST /api/token/verify/', '`POST /api/token/verify/`']] as const) {
-    const row = viaNginx(name);
-    const ratio = row?.ceilingRatio;
-    add(`${label} ≥ 0.3 of the host ceiling (${ceiling.rps.toFixed(0)} req/s; goal 0.5)`, row && ratio !== undefined ? `${row.load.rps.toFixed(0)} req/s, ${ratio.toFixed(2)} of the ceiling` : undefined, ratio === undefined ? undefined : ratio >= 0.3);
-  }
-  const login = viaNginx('POST /api/token/ (login)');
-  add('logins ≥ 80% of cores ÷ one argon2id hash', login?.reference ? `${login.load.rps.toFixed(0)}/s, ${pct(login.reference.ratio)} of ${login.reference.what}` : undefined, login?.reference ? login.reference.ratio >= 0.8 : undefined);
-  const rss = rows.map((r) => r.rssMb).filter((m): m is number => m !== undefined);
-  add('worker RSS ≤ 120 MB under load', rss.length ? `${Math.min(...rss).toFixed(0)}–${Math.max(...rss).toFixed(0)} MB` : undefined, rss.length ? Math.max(...rss) <= 120 : undefined);
-  const refresh = viaNginx('POST /api/token/refresh/');
-  add('refresh ≥ 60% of pgbench\'s statement', refresh && pgbenchTps ? `${refresh.load.rps.toFixed(0)} req/s, ${pct(refresh.load.rps / pgbenchTps)} of ${pgbenchTps.toFixed(0)} tps` : undefined, refresh && pgbenchTps ? refresh.load.rps / pgbenchTps >= 0.6 : undefined);
-  const errors = rows.reduce((n, r) => n + r.load.errors, 0);
-  const non2xx = rows.reduce((n, r) => n + r.load.non2xx, 0);
-  add('zero errors (and no non-2xx)', `${errors} errors, ${non2xx} non-2xx over ${rows.length} scenarios`, rows.length ? errors === 0 && non2xx === 0 : undefined);
-  return lines;
 }
 
 /**
@@ -675,7 +670,7 @@ function cpuTable(rows: Row[], ceiling: Load): string[] {
     `| **all** | ${runs.map((x) => `**${us(x.load.cpu.totalMs)}**`).join(' | ')} |`,
     `| the machine's CPUs busy | ${runs.map((x) => `${(100 * x.load.cpu.machineBusy).toFixed(0)}%${x.load.cpu.machineSteal > 0.005 ? ` (${(100 * x.load.cpu.machineSteal).toFixed(0)}% stolen)` : ''}`).join(' | ')} |`,
   ];
-  const login = rows.find((r) => r.name === 'POST /api/token/ (login)')?.load.cpu;
+  const login = rows.find((r) => r.name === LOGIN)?.load.cpu;
   if (login) {
     const cpus = os.cpus().length;
     const hashing = login.msPerRequest['app: password hashing (libuv pool)'];
@@ -719,7 +714,13 @@ function chart(rows: Row[], ceiling: Load, command: string): string {
   return `${out.join('\n')}\n`;
 }
 
-main().catch((err) => {
+function compareOnly(file: string): void {
+  if (!opts.baseline) throw new Error('--compare needs --baseline: the report to compare it with');
+  const now = readReport(file);
+  console.log([`${file}${now.date ? ` (${now.date.slice(0, 16).replace('T', ' ')})` : ''}:`, '', ...targetTable(now), ...againstBaseline(now)].join('\n'));
+}
+
+(opts.compare ? Promise.resolve().then(() => compareOnly(opts.compare!)) : main()).catch((err) => {
   console.error(err);
   process.exit(1);
 });

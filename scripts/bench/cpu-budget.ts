@@ -142,6 +142,11 @@ export interface CpuBudget {
   machineBusy: number;
   /** Share stolen by the hypervisor (0 where it is not reported). */
   machineSteal: number;
+  /**
+   * Share of all the CPUs' time that went to hashing passwords: logins/s × a hash's CPU as the run
+   * measured it ÷ cores, the login target's "cores ÷ one hash" read from inside the run.
+   */
+  hashingShare: number;
 }
 
 const NOT_SERVING: readonly Part[] = ['load generator (wrk)', 'bare node:http (the ceilings)', 'other (the bench itself, the rest)'];
@@ -164,5 +169,6 @@ export function cpuBudget(before: CpuSnapshot, after: CpuSnapshot, requests: num
     serverMs: PARTS.filter((p) => !NOT_SERVING.includes(p)).reduce((sum, p) => sum + perRequest[p], 0),
     machineBusy: all > 0 ? busy / all : 0,
     machineSteal: all > 0 ? (after.steal - before.steal) / all : 0,
+    hashingShare: all > 0 ? ticks['app: password hashing (libuv pool)'] / all : 0,
   };
 }

@@ -132,6 +132,7 @@ describe.skipIf(process.platform !== 'linux')('the bench\'s CPU budget', () => {
       expect(b.serverMs).toBe(145); // all but the load generator
       expect(b.machineBusy).toBeCloseTo(300 / 410);
       expect(b.machineSteal).toBeCloseTo(10 / 410);
+      expect(b.hashingShare).toBeCloseTo(200 / 410); // of all the CPUs' time, stolen included
       expect(Object.keys(b.msPerRequest)).toEqual([...PARTS]);
     });
 
