@@ -34,7 +34,8 @@ import { readPassword } from './prompt';
 const HELP = `Usage: npm run cli -- <command> [options]
 
 Commands:
-  migrate [up]                     apply pending migrations (also: npm run migrate)
+  migrate [up] [--wait SECONDS]    apply pending migrations (also: npm run migrate); --wait: first
+                                   wait up to SECONDS for a database that is still starting
   migrate down [--all]             revert the last migration (or all of them)
   migrate status                   list applied and pending migrations
   createuser <username> [--password-stdin] [--inactive]
@@ -194,6 +195,13 @@ async function genkey(alg: string, file: string | undefined, out: Out): Promise<
   return 0;
 }
 
+/** --wait's value: whole seconds, 1 to 3600. */
+function waitSeconds(raw: string): number {
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || n < 1 || n > 3600) throw new UsageError(`--wait takes whole seconds from 1 to 3600 (got "${raw}")`);
+  return n;
+}
+
 async function migrate(db: Database, args: string[], all: boolean, out: Out): Promise<void> {
   const migrator = createMigrator(db.sequelize, { info: out });
   const [action = 'up'] = args;
@@ -272,6 +280,7 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
         scopes: { type: 'string' },
         superuser: { type: 'boolean' },
         off: { type: 'boolean' },
+        wait: { type: 'string' },
       },
     });
   } catch (err) {
@@ -310,6 +319,7 @@ export async function runCli(argv: string[], out: Out = (l) => process.stdout.wr
   try {
     switch (command) {
       case 'migrate':
+        if (flags.wait !== undefined) await db.reachable(waitSeconds(flags.wait), (reason) => out(`waiting up to ${flags.wait} s for the database (${reason})`));
         await migrate(db, positionals, flags.all === true, out);
         break;
       case 'createuser': {

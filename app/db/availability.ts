@@ -32,3 +32,17 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   if (typeof e.code === 'string' && LOST_CONNECTION.test(e.code)) return true;
   return typeof e.message === 'string' && LOST_CONNECTION.test(e.message);
 }
+
+// SQLSTATE class 28 (invalid authorization: a wrong password, no such role) and 3D000 (no such
+// database): the server is up and has answered; waiting will not change its answer.
+const REFUSED_US = /^(28...|3D000)$/;
+
+/**
+ * The database cannot be used yet but may come up by waiting: not listening yet, starting up, its
+ * name not yet resolvable. A refusal of our credentials or database name is final.
+ */
+export function mayComeUp(err: unknown): boolean {
+  const e = (err instanceof ConnectionError || err instanceof DatabaseError ? err.original : err) as { code?: unknown } | undefined;
+  if (e && typeof e === 'object' && typeof e.code === 'string' && REFUSED_US.test(e.code)) return false;
+  return isDatabaseUnavailable(err);
+}

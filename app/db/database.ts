@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto';
 import { QueryTypes, Sequelize, type Transaction } from 'sequelize';
 import { NO_OUTBOX, type OutboxSettings } from '../events/outbox';
+import { mayComeUp } from './availability';
 import { defineModels } from './models';
 import { rawPool } from './pool';
 
@@ -91,6 +92,25 @@ export function createDatabase(options: DatabaseOptions) {
     });
   }
 
+  /**
+   * Resolves once the database takes a connection, trying for up to `seconds` while it may still
+   * come up (not listening yet, starting: availability.ts); rejects at once on a final refusal (our
+   * password, role or database name). onWait hears the first failed attempt's reason. The retries are
+   * Sequelize's own (retry-as-promised), with the deadline in the match.
+   */
+  async function reachable(seconds: number, onWait?: (reason: string) => void): Promise<void> {
+    const deadline = Date.now() + seconds * 1000;
+    let told = false;
+    // An arrow function, not a class: retry-as-promised then calls it with the error.
+    const retryable = (err: Error) => {
+      if (!mayComeUp(err) || Date.now() >= deadline) return false;
+      if (!told) onWait?.(err.message);
+      told = true;
+      return true;
+    };
+    await sequelize.authenticate({ retry: { max: Number.POSITIVE_INFINITY, match: [retryable], backoffBase: 500, backoffExponent: 1 } });
+  }
+
   return {
     sequelize,
     models,
@@ -100,6 +120,7 @@ export function createDatabase(options: DatabaseOptions) {
     /** The pool's counters (metrics). */
     poolStats: pool.stats,
     checkPrimary,
+    reachable,
     statementCount: () => statements,
     close: () => sequelize.close(),
   };

@@ -1,10 +1,12 @@
 // The ops CLI, run as a person runs it (`npm run cli -- …` is `node scripts/run.js cli …`), against a
 // real database; logins go through the real app.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { MIGRATIONS } from '../../app/db/migrator';
 import { decodeJwt } from '../support/http';
 import { ROOT } from '../support/images';
@@ -55,6 +57,81 @@ describe('migrate', () => {
     // One step down and up again.
     expect((await cli(['migrate', 'down'], { env })).stdout).toContain(`reverted ${names.at(-1)}`);
     expect((await cli(['migrate'], { env })).stdout).toContain('applied 1 migration(s)');
+  });
+});
+
+/** A port nothing listens on (until the test makes something listen there). */
+async function closedPort(): Promise<number> {
+  const probe = net.createServer().listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const { port } = probe.address() as net.AddressInfo;
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+/** The CLI started, its output read as it comes: for a run the test acts on while it waits. */
+function startCli(args: string[], env: Record<string, string>) {
+  const child = spawn(process.execPath, [path.join(ROOT, 'scripts/run.js'), 'cli', ...args], {
+    cwd: ROOT,
+    env: { ...process.env, NODE_ENV: 'test', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const run = { stdout: '', stderr: '', exit: once(child, 'exit').then(([code]) => code as number) };
+  child.stdout.on('data', (d: Buffer) => (run.stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (run.stderr += d.toString()));
+  onTestFinished(() => void child.kill());
+  return run;
+}
+
+// docker-compose.yml starts migrate beside Postgres, not after its health check: `--wait` covers a
+// database still starting (initdb on a new volume, recovery after a restore).
+describe('migrate --wait', () => {
+  it('waits for a database that is not listening yet, and migrates once it is', async () => {
+    const target = new URL(await freshDatabase());
+    const port = await closedPort();
+    const url = new URL(target);
+    url.hostname = '127.0.0.1';
+    url.port = String(port);
+    const run = startCli(['migrate', '--wait', '60'], { DATABASE_URL: url.toString() });
+    // Refused at least once (it says so), then the database appears on that port.
+    await expect.poll(() => run.stdout, { timeout: 30_000 }).toMatch(/^waiting up to 60 s for the database \(.*ECONNREFUSED.*\)$/m);
+    const forward = net.createServer((client) => {
+      const upstream = net.connect(Number(target.port), target.hostname);
+      client.pipe(upstream).pipe(client);
+      client.on('error', () => upstream.destroy());
+      upstream.on('error', () => client.destroy());
+    });
+    forward.listen(port, '127.0.0.1');
+    onTestFinished(() => new Promise<void>((resolve) => forward.close(() => resolve())));
+    expect(await run.exit, run.stderr).toBe(0);
+    expect(run.stdout).toContain(`applied ${MIGRATIONS.length} migration(s)`);
+  });
+
+  it('gives up at its deadline, with the reason', async () => {
+    const url = new URL(await freshDatabase());
+    url.hostname = '127.0.0.1';
+    url.port = String(await closedPort());
+    const run = startCli(['migrate', '--wait', '1'], { DATABASE_URL: url.toString() });
+    expect(await run.exit).not.toBe(0);
+    expect(run.stdout).toMatch(/^waiting up to 1 s for the database/m);
+    expect(run.stderr).toMatch(/ECONNREFUSED/);
+  });
+
+  it('does not wait when the server refuses us: a wrong password is final', async () => {
+    const url = new URL(await freshDatabase());
+    url.password = 'not-the-password';
+    const run = startCli(['migrate', '--wait', '60'], { DATABASE_URL: url.toString() });
+    expect(await run.exit).not.toBe(0);
+    expect(run.stdout).not.toMatch(/waiting/);
+    expect(run.stderr).toMatch(/password authentication failed/);
+  });
+
+  it('takes whole seconds', async () => {
+    for (const bad of ['0', '1.5', 'soon', '3601']) {
+      const r = await cli(['migrate', '--wait', bad]);
+      expect(r.code, bad).toBe(2);
+      expect(r.stderr).toContain('--wait takes whole seconds from 1 to 3600');
+    }
   });
 });
 

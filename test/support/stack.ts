@@ -124,8 +124,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       .withEnvironment(env)
       .withBuild()
       .withWaitStrategy(name('nginx'), Wait.forHttp('/healthz', 80).forStatusCode(200))
+      // A healthy app has migrated, so Postgres took connections: its own check (every 10 s) is not awaited.
       .withWaitStrategy(name('app'), Wait.forHealthCheck())
-      .withWaitStrategy(name('postgres'), Wait.forHealthCheck())
       .withStartupTimeout(240_000);
     if (options.profiles?.length) e = e.withProfiles(...options.profiles);
     if (flavour === 'v1') e = e.withClientOptions({ executable: { standalone: true, executablePath: 'docker-compose' } });

@@ -12,7 +12,7 @@ import {
   UniqueConstraintError,
 } from 'sequelize';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isDatabaseUnavailable, isUnavailableSqlState } from '../../app/db/availability';
+import { isDatabaseUnavailable, isUnavailableSqlState, mayComeUp } from '../../app/db/availability';
 import { StandbyError } from '../../app/db/database';
 import { errorHandler } from '../../app/http/errors';
 import { createLogger } from '../../app/logger';
@@ -73,6 +73,28 @@ describe('isDatabaseUnavailable', () => {
     for (const code of ['57P04', '57014', '25001', '25P02', '53100', '53200', '23505', '0800', '080001', undefined, 57]) {
       expect(isUnavailableSqlState(code)).toBe(false);
     }
+  });
+});
+
+describe('mayComeUp (worth waiting for: `cli migrate --wait`)', () => {
+  it.each(UNAVAILABLE)('%s: yes', (_, err) => {
+    expect(mayComeUp(err)).toBe(true);
+  });
+
+  it.each(FAULTS)('%s: no', (_, err) => {
+    expect(mayComeUp(err)).toBe(false);
+  });
+
+  // The server answered and refused us: as pg hands the error to Sequelize's connect (a
+  // ConnectionError around it), and as a statement would meet it.
+  it.each([
+    ['28P01 invalid_password', pgError('password authentication failed for user "app"', '28P01')],
+    ['28000 invalid_authorization_specification (no pg_hba.conf entry)', pgError('no pg_hba.conf entry for host', '28000')],
+    ['3D000 invalid_catalog_name', pgError('database "nope" does not exist', '3D000')],
+  ])('%s: no, though unavailable', (_, err) => {
+    expect(isDatabaseUnavailable(new ConnectionError(err))).toBe(true); // a 503 to a client, all the same
+    expect(mayComeUp(new ConnectionError(err))).toBe(false);
+    expect(mayComeUp(viaOrm(err))).toBe(false);
   });
 });
 
