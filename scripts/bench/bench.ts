@@ -557,10 +557,10 @@ async function measureAll(hostCeiling: string) {
     // The same ratio read from inside the runs: the share of the CPUs' time that went to hashing, the
     // hash's cost as the logins paid it rather than one measured alone just before, which moves with
     // the moment (20.8–32.9 ms in one day's runs).
-    const budgets = logins.flatMap(([, l]) => (l.cpu ? [l.cpu] : []));
-    const hashing = budgets.length
-      ? { share: medianOf(budgets.map((b) => b.hashingShare)), hashMs: medianOf(budgets.map((b) => b.msPerRequest['app: password hashing (libuv pool)'])) }
-      : undefined;
+    // One round's share and its hash's CPU together: the round with the median share.
+    const budgets = logins.flatMap(([, l]) => (l.cpu ? [l.cpu] : [])).sort((a, b) => a.hashingShare - b.hashingShare);
+    const middle = budgets[Math.floor(budgets.length / 2)];
+    const hashing = middle ? { share: middle.hashingShare, hashMs: middle.msPerRequest['app: password hashing (libuv pool)'] } : undefined;
     const what = `${cpus} CPUs / ${hashMs.toFixed(1)} ms hash = ${(cpus / (hashMs / 1000)).toFixed(0)}/s (and ${(100 * ofParallel).toFixed(0)}% of the ${parallel.toFixed(0)}/s ${cpus} hashes at once reach)`;
     rows.push({ name: LOGIN, via: 'nginx', conns: 8, load, reference: { ratio, what, ...(hashing ? { inRun: hashing } : {}) }, rssMb: rssSince() });
     console.error(`bench: login: ${load.rps.toFixed(0)} req/s, one hash ${hashMs.toFixed(1)} ms, ${cpus} at once ${parallel.toFixed(0)}/s`);
