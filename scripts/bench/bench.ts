@@ -556,7 +556,7 @@ async function measureAll(hostCeiling: string) {
     const ofParallel = medianOf(logins.map(([h, l]) => l.rps / h.parallelPerSecond));
     // The same ratio read from inside the runs: the share of the CPUs' time that went to hashing, the
     // hash's cost as the logins paid it rather than one measured alone just before, which moves with
-    // the moment (20.8–32.9 ms in one day's runs).
+    // the moment (20.8–33.0 ms in one day's runs).
     // One round's share and its hash's CPU together: the round with the median share.
     const budgets = logins.flatMap(([, l]) => (l.cpu ? [l.cpu] : [])).sort((a, b) => a.hashingShare - b.hashingShare);
     const middle = budgets[Math.floor(budgets.length / 2)];

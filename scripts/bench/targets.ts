@@ -67,11 +67,14 @@ export interface Reading {
 
 const ERRORS = 'zero errors (and no non-2xx)';
 const pct = (n: number) => `${(100 * n).toFixed(0)}%`;
+/** A measured number, or undefined: JSON writes NaN and Infinity as null. */
+const finite = (x: unknown): number | undefined => (typeof x === 'number' && Number.isFinite(x) ? x : undefined);
+const n0 = (x: unknown) => finite(x)?.toFixed(0) ?? '?';
 
 /** The app's CPU per request (its main threads and V8's helpers), µs, from the run's budget. */
 function appCpuUs(row: Row | undefined): number | undefined {
   const ms = row?.load.cpu?.msPerRequest;
-  return ms ? 1000 * (ms['app: main threads'] + ms['app: V8 helper threads (GC, compiler)']) : undefined;
+  return ms ? finite(1000 * (ms['app: main threads'] + ms['app: V8 helper threads (GC, compiler)'])) : undefined;
 }
 
 /**
@@ -86,37 +89,39 @@ export function readTargets(r: BenchReport): Reading[] {
   const out: Reading[] = [];
   for (const [name, label] of [[ME, '`GET /api/me/`'], [VERIFY, '`POST /api/token/verify/`']] as const) {
     const row = viaNginx(name);
-    const ratio = row?.ceilingRatio;
+    const ratio = finite(row?.ceilingRatio);
     out.push({
       key: `${label} ≥ 0.3 of the host ceiling`,
-      target: `${label} ≥ 0.3 of the host ceiling (${r.ceiling.rps.toFixed(0)} req/s; goal 0.5)`,
+      target: `${label} ≥ 0.3 of the host ceiling (${finite(r.ceiling.rps)?.toFixed(0) ?? '?'} req/s; goal 0.5)`,
       value: ratio,
-      shown: row && ratio !== undefined ? `${row.load.rps.toFixed(0)} req/s, ${ratio.toFixed(2)} of the ceiling` : undefined,
+      shown: row && ratio !== undefined ? `${n0(row.load.rps)} req/s, ${ratio.toFixed(2)} of the ceiling` : undefined,
       higherIsBetter: true,
       met: ratio === undefined ? undefined : ratio >= 0.3,
     });
   }
   const login = viaNginx(LOGIN);
   const ref = login?.reference;
+  const alone = finite(ref?.ratio);
   out.push({
     key: 'logins ≥ 80% of cores ÷ one argon2id hash',
     target: 'logins ≥ 80% of cores ÷ one argon2id hash (timed alone, before each run)',
-    value: ref?.ratio,
-    shown: login && ref ? `${login.load.rps.toFixed(0)}/s, ${pct(ref.ratio)} of ${ref.what}` : undefined,
+    value: alone,
+    shown: login && ref && alone !== undefined ? `${n0(login.load.rps)}/s, ${pct(alone)} of ${ref.what}` : undefined,
     higherIsBetter: true,
-    met: ref ? ref.ratio >= 0.8 : undefined,
+    met: alone === undefined ? undefined : alone >= 0.8,
   });
   // The same target read from inside the runs: logins/s × a hash's CPU ÷ cores is the share of the
-  // CPUs' time that went to hashing. Steadier than a hash timed alone (20.8–32.9 ms in one day).
+  // CPUs' time that went to hashing. Steadier than a hash timed alone (20.8–33.0 ms in one day).
+  const share = finite(ref?.inRun?.share);
   out.push({
     key: 'logins: the CPUs hashing ≥ 80% of the time',
     target: 'logins ≥ 80% of cores ÷ one argon2id hash (the hash as the logins paid it: the CPUs hashing ≥ 80% of the time)',
-    value: ref?.inRun?.share,
-    shown: !login ? undefined : ref?.inRun ? `${login.load.rps.toFixed(0)}/s, the CPUs hashing ${pct(ref.inRun.share)} of the time (${ref.inRun.hashMs.toFixed(1)} ms of CPU a hash)` : 'not in this report',
+    value: share,
+    shown: !login ? undefined : share !== undefined ? `${n0(login.load.rps)}/s, the CPUs hashing ${pct(share)} of the time (${finite(ref?.inRun?.hashMs)?.toFixed(1) ?? '?'} ms of CPU a hash)` : 'not in this report',
     higherIsBetter: true,
-    met: ref?.inRun ? ref.inRun.share >= 0.8 : undefined,
+    met: share === undefined ? undefined : share >= 0.8,
   });
-  const rss = r.rows.map((row) => row.rssMb).filter((m): m is number => m !== undefined);
+  const rss = r.rows.map((row) => finite(row.rssMb)).filter((m): m is number => m !== undefined);
   out.push({
     key: 'worker RSS ≤ 120 MB under load',
     target: 'worker RSS ≤ 120 MB under load',
@@ -126,12 +131,12 @@ export function readTargets(r: BenchReport): Reading[] {
     met: rss.length ? Math.max(...rss) <= 120 : undefined,
   });
   const refresh = viaNginx(REFRESH);
-  const ofPgbench = refresh && r.pgbenchTps ? refresh.load.rps / r.pgbenchTps : undefined;
+  const ofPgbench = refresh && r.pgbenchTps ? finite(refresh.load.rps / r.pgbenchTps) : undefined;
   out.push({
     key: "refresh ≥ 60% of pgbench's statement",
     target: "refresh ≥ 60% of pgbench's statement",
     value: ofPgbench,
-    shown: refresh && r.pgbenchTps && ofPgbench !== undefined ? `${refresh.load.rps.toFixed(0)} req/s, ${pct(ofPgbench)} of ${r.pgbenchTps.toFixed(0)} tps` : undefined,
+    shown: refresh && r.pgbenchTps && ofPgbench !== undefined ? `${n0(refresh.load.rps)} req/s, ${pct(ofPgbench)} of ${n0(r.pgbenchTps)} tps` : undefined,
     higherIsBetter: true,
     met: ofPgbench === undefined ? undefined : ofPgbench >= 0.6,
   });
@@ -169,35 +174,47 @@ export interface Change {
   target: string;
   then: string;
   now: string;
-  /** now against then, as a fraction: −0.12 is 12% worse, whichever way the target counts. */
-  change: number;
-  /** Worse by more than the tolerance: issue 19's "finding". */
+  /**
+   * now against then, as a fraction of then, signed so that negative is worse whichever way the
+   * target counts: −0.12 is a ratio 12% lower, or RSS or CPU 12% higher. −Infinity: worse from zero
+   * (errors where there were none). Undefined: not measured in this run.
+   */
+  change: number | undefined;
+  /** Worse by more than the tolerance, or a scenario that failed: issue 19's "finding". */
   finding: boolean;
 }
 
 /**
- * Each target measured in both reports, now against then. A target is worse when its value moved
- * the wrong way; by more than `tolerance` (10%), that is a finding. Errors are counts: more of them
- * than the baseline had is a finding whatever the share. Targets either report lacks are left out.
+ * Each target of the baseline, now against then. A target is worse when its value moved the wrong
+ * way; by more than `tolerance` (10% of the baseline's value), that is a finding. Errors are counts:
+ * more than the baseline had is a finding whatever the share. A target this run did not measure is
+ * listed (a scenario left out with --only), and a scenario that failed is a finding of its own.
  */
 export function compareReports(now: BenchReport, then: BenchReport, tolerance = 0.1): Change[] {
-  const before = new Map(readTargets(then).map((t) => [t.key, t]));
+  const current = new Map(readTargets(now).map((t) => [t.key, t]));
   const changes: Change[] = [];
-  for (const t of readTargets(now)) {
-    const b = before.get(t.key);
-    if (t.value === undefined || t.shown === undefined || b?.value === undefined || b.shown === undefined) continue;
+  for (const b of readTargets(then)) {
+    if (b.value === undefined || b.shown === undefined) continue;
+    const t = current.get(b.key);
+    if (t?.value === undefined || t.shown === undefined) {
+      changes.push({ target: b.key, then: b.shown, now: 'not measured', change: undefined, finding: false });
+      continue;
+    }
     let change: number;
-    if (t.key === ERRORS) change = t.value > b.value ? -Infinity : 0;
-    else if (b.value === 0 || t.value === 0) continue; // no ratio to take
-    else change = t.higherIsBetter ? t.value / b.value - 1 : b.value / t.value - 1;
-    changes.push({ target: t.key, then: b.shown, now: t.shown, change, finding: change < -tolerance });
+    if (b.key === ERRORS || b.value === 0) change = t.value === b.value ? 0 : (t.value > b.value) === t.higherIsBetter ? Infinity : -Infinity;
+    else change = t.higherIsBetter ? t.value / b.value - 1 : 1 - t.value / b.value;
+    changes.push({ target: b.key, then: b.shown, now: t.shown, change, finding: change < -tolerance });
+  }
+  if (now.failed.length) {
+    changes.push({ target: 'every scenario measured', then: then.failed.length ? `failed: ${then.failed.join(', ')}` : 'all', now: `failed: ${now.failed.join(', ')}`, change: -Infinity, finding: true });
   }
   return changes;
 }
 
 /** The comparison as a markdown table, findings marked. */
 export function changeTable(changes: Change[], baseline: string): string[] {
-  const signed = (c: number) => (Number.isFinite(c) ? `${c >= 0 ? '+' : '−'}${Math.abs(100 * c).toFixed(0)}%` : 'worse');
+  const signed = (c: number | undefined) =>
+    c === undefined ? '' : Number.isFinite(c) ? `${c >= 0 ? '+' : '−'}${Math.abs(100 * c).toFixed(0)}%` : c > 0 ? 'better' : 'worse';
   return [
     `Against the baseline (${baseline}); a change for the worse of more than 10% is a finding:`,
     '',
