@@ -24,6 +24,7 @@ import {
   type DjangoUser,
 } from './auth/users';
 import { ConfigError, loadConfig, type WebhookEndpoint } from './config';
+import { errorText } from './db/availability';
 import { createDatabase, type Database } from './db/database';
 import { createMigrator, describeMigrationFailure, withMigrationLock } from './db/migrator';
 import { expireOverdue, pendingStats, pruneOutbox, retryEvents, statusByEndpoint } from './events/admin';
@@ -443,7 +444,7 @@ export function main(): void {
         process.exit(2);
       }
       const known = err instanceof UserError || err instanceof ConfigError || err instanceof ClientError;
-      const message = err instanceof Error ? err.message : String(err);
+      const message = errorText(err);
       process.stderr.write(`error: ${known ? message : `${message} (is DATABASE_URL right and the database up?)`}\n`);
       process.exit(1);
     },

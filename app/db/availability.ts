@@ -2,7 +2,15 @@
 // opposed to a fault in the statement (a 500). The same answer decides that a connection which
 // produced the error is dropped from the pool, never lent out again: it is dead, or it reached a
 // server that cannot take our writes (a standby still in recovery), which a failover moves away from.
-import { ConnectionError, DatabaseError } from 'sequelize';
+import {
+  ConnectionAcquireTimeoutError,
+  ConnectionError,
+  ConnectionRefusedError,
+  ConnectionTimedOutError,
+  DatabaseError,
+  HostNotFoundError,
+  HostNotReachableError,
+} from 'sequelize';
 
 // SQLSTATEs: class 08 connection exception; 57P01 admin_shutdown (a fast or immediate shutdown, a
 // failover terminating sessions, pg_terminate_backend), 57P02 crash_shutdown, 57P03 cannot_connect_now
@@ -33,16 +41,35 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   return typeof e.message === 'string' && LOST_CONNECTION.test(e.message);
 }
 
-// SQLSTATE class 28 (invalid authorization: a wrong password, no such role) and 3D000 (no such
-// database): the server is up and has answered; waiting will not change its answer.
-const REFUSED_US = /^(28...|3D000)$/;
+/** What the database or the connection said, for a person: Node leaves some messages empty. */
+export function errorText(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  // A refused connection to a name with two addresses (localhost: ::1 and 127.0.0.1) is an
+  // AggregateError with a code and no message; Sequelize copies the empty message.
+  const cause = (err as { original?: { code?: unknown } }).original;
+  const code = (err as { code?: unknown }).code ?? cause?.code;
+  return err.message || (typeof code === 'string' ? code : err.name);
+}
 
 /**
  * The database cannot be used yet but may come up by waiting: not listening yet, starting up, its
- * name not yet resolvable. A refusal of our credentials or database name is final.
+ * name not yet resolvable, or no answer in time. Anything else is final, and a connection error
+ * Sequelize reports only as a ConnectionError counts by its cause: a wrong password or database name
+ * (class 28, 3D000), an SSL mismatch or a bad setting will not change by waiting.
  */
 export function mayComeUp(err: unknown): boolean {
-  const e = (err instanceof ConnectionError || err instanceof DatabaseError ? err.original : err) as { code?: unknown } | undefined;
-  if (e && typeof e === 'object' && typeof e.code === 'string' && REFUSED_US.test(e.code)) return false;
-  return isDatabaseUnavailable(err);
+  if (
+    err instanceof ConnectionRefusedError ||
+    err instanceof HostNotFoundError ||
+    err instanceof HostNotReachableError ||
+    err instanceof ConnectionTimedOutError ||
+    err instanceof ConnectionAcquireTimeoutError
+  ) {
+    return true;
+  }
+  const e = (err instanceof ConnectionError || err instanceof DatabaseError ? err.original : err) as { code?: unknown; message?: unknown } | undefined;
+  if (!e || typeof e !== 'object') return false;
+  if (isUnavailableSqlState(e.code)) return true;
+  if (typeof e.code === 'string' && LOST_CONNECTION.test(e.code)) return true;
+  return typeof e.message === 'string' && LOST_CONNECTION.test(e.message);
 }

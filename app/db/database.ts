@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { QueryTypes, Sequelize, type Transaction } from 'sequelize';
 import { NO_OUTBOX, type OutboxSettings } from '../events/outbox';
-import { mayComeUp } from './availability';
+import { errorText, mayComeUp } from './availability';
 import { defineModels } from './models';
 import { rawPool } from './pool';
 
@@ -104,7 +104,7 @@ export function createDatabase(options: DatabaseOptions) {
     // An arrow function, not a class: retry-as-promised then calls it with the error.
     const retryable = (err: Error) => {
       if (!mayComeUp(err) || Date.now() >= deadline) return false;
-      if (!told) onWait?.(err.message);
+      if (!told) onWait?.(errorText(err));
       told = true;
       return true;
     };

@@ -557,7 +557,8 @@ async function measureAll(hostCeiling: string) {
     // The same ratio read from inside the runs: the share of the CPUs' time that went to hashing, the
     // hash's cost as the logins paid it rather than one measured alone just before, which moves with
     // the moment (20.8–33.0 ms in one day's runs).
-    // One round's share and its hash's CPU together: the round with the median share.
+    // One round's share and its hash's CPU together: the round with the median share (of two, the
+    // higher, as medianOf takes).
     const budgets = logins.flatMap(([, l]) => (l.cpu ? [l.cpu] : [])).sort((a, b) => a.hashingShare - b.hashingShare);
     const middle = budgets[Math.floor(budgets.length / 2)];
     const hashing = middle ? { share: middle.hashingShare, hashMs: middle.msPerRequest['app: password hashing (libuv pool)'] } : undefined;

@@ -124,8 +124,10 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       .withEnvironment(env)
       .withBuild()
       .withWaitStrategy(name('nginx'), Wait.forHttp('/healthz', 80).forStatusCode(200))
-      // A healthy app has migrated, so Postgres took connections: its own check (every 10 s) is not awaited.
       .withWaitStrategy(name('app'), Wait.forHealthCheck())
+      // A healthy app has migrated, so Postgres took connections: its own check (every 10 s), which
+      // testcontainers would await by default, is not. No port is published: this returns at once.
+      .withWaitStrategy(name('postgres'), Wait.forListeningPorts())
       .withStartupTimeout(240_000);
     if (options.profiles?.length) e = e.withProfiles(...options.profiles);
     if (flavour === 'v1') e = e.withClientOptions({ executable: { standalone: true, executablePath: 'docker-compose' } });

@@ -7,12 +7,14 @@ import {
   ConnectionAcquireTimeoutError,
   ConnectionError,
   ConnectionRefusedError,
+  ConnectionTimedOutError,
   DatabaseError,
   HostNotFoundError,
+  HostNotReachableError,
   UniqueConstraintError,
 } from 'sequelize';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isDatabaseUnavailable, isUnavailableSqlState, mayComeUp } from '../../app/db/availability';
+import { errorText, isDatabaseUnavailable, isUnavailableSqlState, mayComeUp } from '../../app/db/availability';
 import { StandbyError } from '../../app/db/database';
 import { errorHandler } from '../../app/http/errors';
 import { createLogger } from '../../app/logger';
@@ -77,7 +79,17 @@ describe('isDatabaseUnavailable', () => {
 });
 
 describe('mayComeUp (worth waiting for: `cli migrate --wait`)', () => {
-  it.each(UNAVAILABLE)('%s: yes', (_, err) => {
+  // Sequelize reports some causes only as a ConnectionError: that one counts by its cause, below.
+  it.each(UNAVAILABLE.filter(([name]) => name !== 'Sequelize: cannot connect'))('%s: yes', (_, err) => {
+    expect(mayComeUp(err)).toBe(true);
+  });
+
+  it.each([
+    ['starting up (57P03), met while connecting', new ConnectionError(pgError('the database system is starting up', '57P03'))],
+    ['a connection closed while connecting', new ConnectionError(pgError('Connection terminated unexpectedly'))],
+    ['no answer while connecting', new ConnectionTimedOutError(pgError('timeout exceeded when trying to connect'))],
+    ['unreachable', new HostNotReachableError(pgError('connect EHOSTUNREACH 10.0.0.1:5432', 'EHOSTUNREACH'))],
+  ])('%s: yes', (_, err) => {
     expect(mayComeUp(err)).toBe(true);
   });
 
@@ -91,10 +103,24 @@ describe('mayComeUp (worth waiting for: `cli migrate --wait`)', () => {
     ['28P01 invalid_password', pgError('password authentication failed for user "app"', '28P01')],
     ['28000 invalid_authorization_specification (no pg_hba.conf entry)', pgError('no pg_hba.conf entry for host', '28000')],
     ['3D000 invalid_catalog_name', pgError('database "nope" does not exist', '3D000')],
+    ['an SSL mismatch', pgError('The server does not support SSL connections')],
+    ['no password given', pgError('SASL: SCRAM-SERVER-FIRST-MESSAGE: client password must be a string')],
   ])('%s: no, though unavailable', (_, err) => {
     expect(isDatabaseUnavailable(new ConnectionError(err))).toBe(true); // a 503 to a client, all the same
     expect(mayComeUp(new ConnectionError(err))).toBe(false);
     expect(mayComeUp(viaOrm(err))).toBe(false);
+  });
+});
+
+describe('errorText', () => {
+  it('says what the error says, or its code when Node left the message empty', () => {
+    expect(errorText(new ConnectionRefusedError(pgError('connect ECONNREFUSED 127.0.0.1:5432', 'ECONNREFUSED')))).toBe('connect ECONNREFUSED 127.0.0.1:5432');
+    // localhost refused on ::1 and 127.0.0.1: an AggregateError with a code and no message.
+    const both = Object.assign(new AggregateError([pgError('connect ECONNREFUSED ::1:5432'), pgError('connect ECONNREFUSED 127.0.0.1:5432')]), { code: 'ECONNREFUSED' });
+    expect(errorText(new ConnectionRefusedError(both))).toBe('ECONNREFUSED');
+    expect(errorText(both)).toBe('ECONNREFUSED');
+    expect(errorText(new Error(''))).toBe('Error');
+    expect(errorText('plain')).toBe('plain');
   });
 });
 
