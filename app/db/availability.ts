@@ -34,7 +34,12 @@ export const isUnavailableSqlState = (code: unknown): boolean => typeof code ===
  */
 export function isDatabaseUnavailable(err: unknown): boolean {
   if (err instanceof ConnectionError) return true; // cannot connect, and the pool's acquire timeout
-  const e = (err instanceof DatabaseError ? err.original : err) as { code?: unknown; message?: unknown } | undefined;
+  return saysUnavailable(err instanceof DatabaseError ? err.original : err);
+}
+
+/** pg's own error (or the socket's): a SQLSTATE or a code or message of a lost connection. */
+function saysUnavailable(cause: unknown): boolean {
+  const e = cause as { code?: unknown; message?: unknown } | undefined;
   if (!e || typeof e !== 'object') return false;
   if (isUnavailableSqlState(e.code)) return true;
   if (typeof e.code === 'string' && LOST_CONNECTION.test(e.code)) return true;
@@ -67,9 +72,5 @@ export function mayComeUp(err: unknown): boolean {
   ) {
     return true;
   }
-  const e = (err instanceof ConnectionError || err instanceof DatabaseError ? err.original : err) as { code?: unknown; message?: unknown } | undefined;
-  if (!e || typeof e !== 'object') return false;
-  if (isUnavailableSqlState(e.code)) return true;
-  if (typeof e.code === 'string' && LOST_CONNECTION.test(e.code)) return true;
-  return typeof e.message === 'string' && LOST_CONNECTION.test(e.message);
+  return saysUnavailable(err instanceof ConnectionError || err instanceof DatabaseError ? err.original : err);
 }
