@@ -41,7 +41,7 @@ import { parseArgs } from 'node:util';
 import jwt from 'jsonwebtoken';
 import { loadConfig } from '../../app/config';
 import { cpuBudget, cpuSnapshot, PARTS, type CpuBudget } from './cpu-budget';
-import { changeTable, compareReports, LOGIN, ME, REFRESH, targetTable, VERIFY, type BenchReport, type Load, type Row, type Via } from './targets';
+import { changeTable, compareReports, LOGIN, ME, pct, REFRESH, targetTable, VERIFY, type BenchReport, type Load, type Row, type Via } from './targets';
 
 const ROOT = path.resolve(__dirname, '../..');
 const SIGNING_KEY = 'bench-only-signing-key-q8Vt1mZx4LwP0sKe7RbN2yHc5JdA9uGf';
@@ -618,7 +618,6 @@ function againstBaseline(now: BenchReport): string[] {
 
 /** A scenario against its own limit, as the scenario table shows it. */
 function referenceText(ref: NonNullable<Row['reference']>): string {
-  const pct = (n: number) => `${(100 * n).toFixed(0)}%`;
   const inRun = ref.inRun ? `; in the runs hashing took ${pct(ref.inRun.share)} of the CPUs' time (${ref.inRun.hashMs.toFixed(1)} ms of CPU a hash)` : '';
   return `${pct(ref.ratio)} of ${ref.what}${inRun}`;
 }
@@ -626,7 +625,7 @@ function referenceText(ref: NonNullable<Row['reference']>): string {
 function report(r: BenchReport) {
   const f0 = (n: number) => n.toFixed(0);
   const f1 = (n: number) => n.toFixed(1);
-  const pct = (n: number | undefined) => (n === undefined ? '' : `${(100 * n).toFixed(0)}%`);
+  const shareOr = (n: number | undefined) => (n === undefined ? '' : pct(n));
   const line = (name: string, via: string, conns: number, l: Load, ratio: string, vs: string, rssMb?: number) =>
     `| ${name} | ${via} | ${conns} | ${f0(l.rps)} | ${f1(l.p50)} | ${f1(l.p99)} | ${l.non2xx} | ${l.errors} | ${ratio} | ${vs} | ${rssMb === undefined ? '' : f0(rssMb)} |`;
   const command = r.command ?? commandLine();
@@ -637,7 +636,7 @@ function report(r: BenchReport) {
     '| scenario | via | conns | req/s | p50 ms | p99 ms | non-2xx | errors | of the host ceiling | against its own limit | worker RSS MB |',
     '|---|---|---|---|---|---|---|---|---|---|---|',
     line('host ceiling: nginx + bare node:http, no Docker (median of all its runs)', 'nginx', CONNECTIONS, r.ceiling, '100%', ''),
-    ...r.rows.map((row) => line(row.name, row.via, row.conns, row.load, pct(row.ceilingRatio), row.reference ? referenceText(row.reference) : '', row.rssMb)),
+    ...r.rows.map((row) => line(row.name, row.via, row.conns, row.load, shareOr(row.ceilingRatio), row.reference ? referenceText(row.reference) : '', row.rssMb)),
     '',
     ...(r.pgbenchTps ? [`- pgbench, the refresh statement (32 clients, prepared statements, inside the database container): ${f0(r.pgbenchTps)} tps.`] : []),
     `- App image: ${f1(r.imageSize / 1e6)} MB.`,

@@ -66,7 +66,8 @@ export interface Reading {
 }
 
 const ERRORS = 'zero errors (and no non-2xx)';
-const pct = (n: number) => `${(100 * n).toFixed(0)}%`;
+/** A share as a whole percentage. */
+export const pct = (n: number) => `${(100 * n).toFixed(0)}%`;
 /** A measured number, or undefined: JSON writes NaN and Infinity as null. */
 const finite = (x: unknown): number | undefined => (typeof x === 'number' && Number.isFinite(x) ? x : undefined);
 const n0 = (x: unknown) => finite(x)?.toFixed(0) ?? '?';
@@ -92,7 +93,7 @@ export function readTargets(r: BenchReport): Reading[] {
     const ratio = finite(row?.ceilingRatio);
     out.push({
       key: `${label} ≥ 0.3 of the host ceiling`,
-      target: `${label} ≥ 0.3 of the host ceiling (${finite(r.ceiling.rps)?.toFixed(0) ?? '?'} req/s; goal 0.5)`,
+      target: `${label} ≥ 0.3 of the host ceiling (${n0(r.ceiling.rps)} req/s; goal 0.5)`,
       value: ratio,
       shown: row && ratio !== undefined ? `${n0(row.load.rps)} req/s, ${ratio.toFixed(2)} of the ceiling` : undefined,
       higherIsBetter: true,
