@@ -42,11 +42,18 @@ FROM ${NODE_IMAGE}
 # MALLOC_MMAP_THRESHOLD_ also bounds RSS but re-maps 19 MiB per hash: ~25% fewer logins per second;
 # docs/PERFORMANCE.md). Set here, not in ecosystem.config.js: PM2 hands a worker its app env only
 # after the process has started, too late for glibc.
+# NODE_CLUSTER_SCHED_POLICY=none: the workers share the listening socket and accept their own
+# connections. With Node's default (round-robin) PM2's process accepts each one and passes it to a
+# worker over IPC, and nginx opens a fresh connection for every POST (common.conf: app_once): PM2
+# took 0.16-0.18 ms of CPU per refresh, and a refresh cost the machine 2.2-2.4 ms against 1.5-2.1
+# now (docs/PERFORMANCE.md). Node's cluster module reads it when PM2's daemon loads it, so it must
+# be in the container's environment.
 ENV NODE_ENV=production \
     PORT=3000 \
     PATH=/app/node_modules/.bin:$PATH \
     PM2_HOME=/home/node/.pm2 \
-    MALLOC_ARENA_MAX=1
+    MALLOC_ARENA_MAX=1 \
+    NODE_CLUSTER_SCHED_POLICY=none
 WORKDIR /app
 COPY --from=prod-deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist

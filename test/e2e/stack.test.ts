@@ -286,6 +286,26 @@ describe('the PM2 cluster', () => {
     expect(servedBy.length).toBeGreaterThan(1);
   });
 
+  it("the workers accept their own connections: each holds the listening socket, not only PM2's primary", async () => {
+    // With Node's default round-robin the primary (pm2-runtime) accepts every connection and passes
+    // it to a worker over IPC: ~0.6 ms of its CPU for each of nginx's fresh connections (every POST).
+    // The image sets NODE_CLUSTER_SCHED_POLICY=none, so the workers share the socket and accept
+    // themselves; a worker holds it only then (docs/PERFORMANCE.md, "PM2's primary").
+    const pids = (await workers()).map((w) => w.pid);
+    const script = `
+      const fs = require('node:fs');
+      const listening = fs.readFileSync('/proc/net/unix', 'utf8').split('\\n').slice(1).map((l) => l.trim().split(/\\s+/))
+        .find((f) => f[7] === process.env.LISTEN_SOCKET && f[3] === '00010000');
+      if (!listening) throw new Error('no listening socket at ' + process.env.LISTEN_SOCKET);
+      const holds = (pid) => fs.readdirSync('/proc/' + pid + '/fd').some((fd) => {
+        try { return fs.readlinkSync('/proc/' + pid + '/fd/' + fd) === 'socket:[' + listening[6] + ']'; } catch { return false; }
+      });
+      process.stdout.write(JSON.stringify(${JSON.stringify(pids)}.map(holds)));`;
+    const r = await stack.exec('app', ['node', '-e', script]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual(pids.map(() => true));
+  });
+
   it('pm2 reload during a steady stream of requests: zero failed requests', async () => {
     const before = await workers();
     const chains = await Promise.all([0, 1].map(() => login('bob', 'bob-password-1')));
