@@ -45,9 +45,9 @@ FROM ${NODE_IMAGE}
 # NODE_CLUSTER_SCHED_POLICY=none: the workers share the listening socket and accept their own
 # connections. With Node's default (round-robin) PM2's process accepts each one and passes it to a
 # worker over IPC, and nginx opens a fresh connection for every POST (common.conf: app_once): PM2
-# took 0.16-0.18 ms of CPU per refresh, and a refresh cost the machine 2.2-2.4 ms against 1.5-2.1
-# now (docs/PERFORMANCE.md). Node's cluster module reads it when PM2's daemon loads it, so it must
-# be in the container's environment.
+# took 0.16-0.18 ms of CPU per refresh and 0.5-0.7 ms per login, 0-0.1 ms now (docs/PERFORMANCE.md).
+# Node's cluster module reads it when PM2's daemon loads it, so it must be in the container's
+# environment.
 ENV NODE_ENV=production \
     PORT=3000 \
     PATH=/app/node_modules/.bin:$PATH \

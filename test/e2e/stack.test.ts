@@ -288,10 +288,12 @@ describe('the PM2 cluster', () => {
 
   it("the workers accept their own connections: each holds the listening socket, not only PM2's primary", async () => {
     // With Node's default round-robin the primary (pm2-runtime) accepts every connection and passes
-    // it to a worker over IPC: ~0.6 ms of its CPU for each of nginx's fresh connections (every POST).
-    // The image sets NODE_CLUSTER_SCHED_POLICY=none, so the workers share the socket and accept
-    // themselves; a worker holds it only then (docs/PERFORMANCE.md, "PM2's primary").
+    // it to a worker over IPC: 0.16-0.18 ms of its CPU per refresh, for nginx opens a fresh
+    // connection for every POST. The image sets NODE_CLUSTER_SCHED_POLICY=none, so the workers share
+    // the socket and accept themselves; a worker holds it only then (docs/PERFORMANCE.md, "PM2's
+    // process out of the connections").
     const pids = (await workers()).map((w) => w.pid);
+    expect(pids).toHaveLength(2);
     const script = `
       const fs = require('node:fs');
       const listening = fs.readFileSync('/proc/net/unix', 'utf8').split('\\n').slice(1).map((l) => l.trim().split(/\\s+/))
