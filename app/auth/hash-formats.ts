@@ -18,8 +18,8 @@ import { createHash } from 'node:crypto';
 // What a stored hash may ask of a login at most, so a corrupt or hostile import cannot make a login
 // allocate a gigabyte or spin for seconds. Django's own defaults stay inside, with room: argon2-cffi's
 // (m=100 MiB, t=2, p=8), pbkdf2 at Django 5.2's 1,000,000 iterations, bcrypt's 12 rounds, scrypt's
-// N=2^14, r=8, p=5. At the caps a check costs about half a second on the reference machine (2 cores):
-// argon2 m=128 MiB t=2 ≈ 0.48 s, bcrypt 13 rounds ≈ 0.52 s, scrypt N·r·p = 2^21 ≈ 0.42 s, pbkdf2 2M
+// N=2^14, r=8, p=5. At the caps a check costs at most about half a second on the reference machine
+// (2 cores): argon2 m=128 MiB t=2 ≈ 0.11 s (0.58 s with node:crypto's), bcrypt 13 rounds ≈ 0.52 s, scrypt N·r·p = 2^21 ≈ 0.42 s, pbkdf2 2M
 // ≈ 0.26 s (scripts/bench/login-timing.ts prints the real ones), so FAILED_LOGIN_MIN_TIME's 1 s
 // covers every hash that may be stored.
 export const HASH_CAPS = {
@@ -27,9 +27,6 @@ export const HASH_CAPS = {
   /** memory × passes, in KiB: the work of t=2 at the memory cap. */
   argon2Work: 2 * 128 * 1024,
   argon2Parallelism: 16,
-  /** Argon2 version 1.0 (argon2-cffi before 16.0) is computed in JavaScript, ~30× slower than
-   *  node:crypto: m × t at most 16 MiB (that argon2-cffi's default was m=512 KiB, t=2). */
-  argon2v10Work: 16 * 1024,
   pbkdf2Iterations: 2_000_000,
   /** bcrypt's log2 cost: Django's default is 12; bcryptjs takes 0.26 s for it here. */
   bcryptRounds: 13,
@@ -141,9 +138,10 @@ export function parseStored(encoded: string): StoredHash {
   return { kind: 'unsupported', algorithm };
 }
 
-export const overArgon2Caps = (p: Pick<ParsedArgon2, 'memory' | 'passes' | 'parallelism'> & { version?: number }) =>
+/** Either version of argon2 (both native: app/auth/passwords.ts). */
+export const overArgon2Caps = (p: Pick<ParsedArgon2, 'memory' | 'passes' | 'parallelism'>) =>
   p.memory > HASH_CAPS.argon2MemoryKiB ||
-  p.memory * p.passes > (p.version === 0x10 ? HASH_CAPS.argon2v10Work : HASH_CAPS.argon2Work) ||
+  p.memory * p.passes > HASH_CAPS.argon2Work ||
   p.parallelism > HASH_CAPS.argon2Parallelism;
 
 /** Why this parsed hash asks more of a login than HASH_CAPS allow (or cannot be computed at all). */
@@ -151,11 +149,9 @@ export function overCaps(s: StoredHash): string | undefined {
   switch (s.kind) {
     case 'argon2':
     case 'wrapped': {
-      const { memory: m, passes: t, parallelism: p, version } = s.p;
+      const { memory: m, passes: t, parallelism: p } = s.p;
       if (!overArgon2Caps(s.p)) return undefined;
-      return version === 0x10
-        ? `argon2 version 1.0 parameters m=${m},t=${t},p=${p} exceed the cap (m×t ≤ ${HASH_CAPS.argon2v10Work}, p ≤ ${HASH_CAPS.argon2Parallelism})`
-        : `argon2 parameters m=${m},t=${t},p=${p} exceed the cap (m ≤ ${HASH_CAPS.argon2MemoryKiB}, m×t ≤ ${HASH_CAPS.argon2Work}, p ≤ ${HASH_CAPS.argon2Parallelism})`;
+      return `argon2 parameters m=${m},t=${t},p=${p} exceed the cap (m ≤ ${HASH_CAPS.argon2MemoryKiB}, m×t ≤ ${HASH_CAPS.argon2Work}, p ≤ ${HASH_CAPS.argon2Parallelism})`;
     }
     case 'pbkdf2_sha256':
     case 'pbkdf2_sha1':

@@ -1,6 +1,5 @@
-// The password hashes Node has no native code for, computed in JavaScript on worker threads: bcrypt
-// (bcryptjs) and argon2 version 1.0 (@noble/hashes; node:crypto's argon2 is version 1.3 only). A
-// bcrypt check at Django's 12 rounds is a quarter of a second of pure JavaScript: on the main thread
+// The password hash this project has no native code for, computed in JavaScript on worker threads:
+// bcrypt (bcryptjs), which Django's BCryptSHA256PasswordHasher writes. A bcrypt check at Django's 12 rounds is a quarter of a second of pure JavaScript: on the main thread
 // it would stall every other request of the worker meanwhile, so it runs here, on as many threads as
 // the hasher runs hashes at once. Threads start on first use and never keep the process alive.
 import { Worker } from 'node:worker_threads';
@@ -10,46 +9,24 @@ import { Worker } from 'node:worker_threads';
 const THREAD = `
 const { parentPort, workerData } = require('node:worker_threads');
 const bcrypt = require(workerData.bcryptjs);
-const argon2 = require(workerData.argon2);
 parentPort.on('message', (job) => {
   try {
-    if (job.kind === 'bcrypt') {
-      parentPort.postMessage({ ok: true, result: bcrypt.hashSync(job.password, job.setting) });
-    } else {
-      const run = { argon2i: argon2.argon2i, argon2d: argon2.argon2d, argon2id: argon2.argon2id }[job.variant];
-      const tag = run(job.message, job.salt, { t: job.passes, m: job.memory, p: job.parallelism, dkLen: job.tagLength, version: 0x10 });
-      parentPort.postMessage({ ok: true, result: tag });
-    }
+    parentPort.postMessage({ ok: true, result: bcrypt.hashSync(job.password, job.setting) });
   } catch (err) {
     parentPort.postMessage({ ok: false, message: String((err && err.message) || err) });
   }
 });`;
 
-type Job =
-  | { kind: 'bcrypt'; password: string; setting: string }
-  | {
-      kind: 'argon2v10';
-      variant: 'argon2i' | 'argon2d' | 'argon2id';
-      message: Uint8Array;
-      salt: Uint8Array;
-      memory: number;
-      passes: number;
-      parallelism: number;
-      tagLength: number;
-    };
+interface Job {
+  password: string;
+  setting: string;
+}
 
-type Reply = { ok: true; result: string | Uint8Array } | { ok: false; message: string };
+type Reply = { ok: true; result: string } | { ok: false; message: string };
 
 export interface JsHashWorkers {
   /** bcrypt of `password` (truncated to 72 UTF-8 bytes, as every bcrypt) with `setting` ("$2b$12$" + 22 salt characters): the 60-character string. */
   bcrypt(password: string, setting: string): Promise<string>;
-  /** Argon2 version 1.0 (0x10), the tag. */
-  argon2v10(
-    variant: 'argon2i' | 'argon2d' | 'argon2id',
-    message: Buffer,
-    salt: Buffer,
-    p: { memory: number; passes: number; parallelism: number; tagLength: number },
-  ): Promise<Buffer>;
   /** Threads running now (for tests). */
   threads(): number;
   close(): Promise<void>;
@@ -64,7 +41,7 @@ export function createJsHashWorkers(size: number): JsHashWorkers {
   function spawn(): Worker {
     const worker = new Worker(THREAD, {
       eval: true,
-      workerData: { bcryptjs: require.resolve('bcryptjs'), argon2: require.resolve('@noble/hashes/argon2.js') },
+      workerData: { bcryptjs: require.resolve('bcryptjs') },
     });
     all.add(worker);
     worker.once('exit', () => {
@@ -92,7 +69,7 @@ export function createJsHashWorkers(size: number): JsHashWorkers {
     idle.push(worker);
   }
 
-  async function run(job: Job): Promise<string | Uint8Array> {
+  async function run(job: Job): Promise<string> {
     const worker = await acquire();
     worker.ref();
     return new Promise((resolve, reject) => {
@@ -115,13 +92,7 @@ export function createJsHashWorkers(size: number): JsHashWorkers {
   }
 
   return {
-    async bcrypt(password, setting) {
-      return (await run({ kind: 'bcrypt', password, setting })) as string;
-    },
-    async argon2v10(variant, message, salt, p) {
-      const tag = (await run({ kind: 'argon2v10', variant, message, salt, ...p })) as Uint8Array;
-      return Buffer.from(tag.buffer, tag.byteOffset, tag.byteLength);
-    },
+    bcrypt: (password, setting) => run({ password, setting }),
     threads: () => all.size,
     async close() {
       closed = true;

@@ -1,6 +1,8 @@
-// Password hashing: argon2id from node:crypto in PHC string form, and verification of every hash
-// Django writes (app/auth/hash-formats.ts), so users exported from Django keep working and are
-// upgraded to argon2id on their next successful login.
+// Password hashing: argon2id in PHC string form, and verification of every hash Django writes
+// (app/auth/hash-formats.ts), so users exported from Django keep working and are upgraded to argon2id
+// on their next successful login. Argon2 (both versions) is @node-rs/argon2's, on libuv's threads:
+// the same tags as node:crypto's (OpenSSL's) in about half the CPU on this project's machines, and
+// version 1.0 besides (docs/PERFORMANCE.md, "The hash itself").
 //
 // Failed logins all cost the same (issue 15, item 5). Each check runs in one hashing slot: the stored
 // hash, then, when that cost less than a configured argon2id (a legacy or weaker hash, a malformed or
@@ -11,9 +13,10 @@
 // time as an unknown username or one of our own hashes. Successes are not held: they are told apart
 // anyway. The weakest imports, one fast digest (md5, sha1, unsalted_*), are wrapped in argon2id at
 // import (hasher.forStorage), so the database never holds them bare.
-import { argon2, createHash, pbkdf2, randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { createHash, pbkdf2, randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { Algorithm, hashRaw, Version } from '@node-rs/argon2';
 import {
   formatWrapped,
   overArgon2Caps,
@@ -29,7 +32,6 @@ import { createJsHashWorkers } from './js-hash-workers';
 
 export { HASH_CAPS, storedHashProblem, summarize, type HashSummary } from './hash-formats';
 
-const argon2Async = promisify(argon2);
 const pbkdf2Async = promisify(pbkdf2);
 const scryptAsync = promisify<string | Buffer, string | Buffer, number, ScryptOptions, Buffer>(scrypt);
 
@@ -56,8 +58,18 @@ export function formatArgon2id(params: Argon2Params, salt: Buffer, hash: Buffer)
   return `$argon2id$v=19$m=${params.memory},t=${params.passes},p=${params.parallelism}$${b64(salt)}$${b64(hash)}`;
 }
 
-function argon2Of(variant: Argon2Variant, message: Buffer, salt: Buffer, p: Omit<Argon2Params, 'saltLength'>) {
-  return argon2Async(variant, { message, nonce: salt, memory: p.memory, passes: p.passes, parallelism: p.parallelism, tagLength: p.tagLength });
+const ALGORITHMS: Readonly<Record<Argon2Variant, Algorithm>> = { argon2d: Algorithm.Argon2d, argon2i: Algorithm.Argon2i, argon2id: Algorithm.Argon2id };
+
+function argon2Of(variant: Argon2Variant, message: Buffer, salt: Buffer, p: Omit<Argon2Params, 'saltLength'>, version: 0x10 | 0x13 = 0x13): Promise<Buffer> {
+  return hashRaw(message, {
+    algorithm: ALGORITHMS[variant],
+    version: version === 0x13 ? Version.V0x13 : Version.V0x10,
+    salt,
+    memoryCost: p.memory,
+    timeCost: p.passes,
+    parallelism: p.parallelism,
+    outputLen: p.tagLength,
+  });
 }
 
 function safeEqual(a: Buffer, b: Buffer): boolean {
@@ -145,7 +157,7 @@ export interface PasswordHasher {
   computed(): number;
   /** How many checks wait for a slot now. */
   queued(): number;
-  /** Stops the hashing threads (bcrypt and old argon2 run on worker threads). */
+  /** Stops the hashing threads (bcrypt runs on worker threads). */
   close(): Promise<void>;
 }
 
@@ -210,17 +222,12 @@ export function createPasswordHasher(params: Readonly<Argon2Params> = OWASP_ARGO
   // The configured parameters are trusted even above the caps (an operator's choice); the caps bound
   // what a stored hash may ask beyond them.
   const argon2OverCaps = (p: ParsedArgon2) =>
-    p.version === 0x10
-      ? overArgon2Caps(p)
-      : overArgon2Caps(p) && (p.memory > params.memory || p.memory * p.passes > configuredWork || p.parallelism > params.parallelism);
+    overArgon2Caps(p) && (p.memory > params.memory || p.memory * p.passes > configuredWork || p.parallelism > params.parallelism);
 
   /** Whether `message` hashes to `p` (argon2 of either version); the second: it cost a configured hash at least. */
   async function argon2Matches(message: Buffer, p: ParsedArgon2): Promise<[boolean, boolean]> {
     const tagged = { memory: p.memory, passes: p.passes, parallelism: p.parallelism, tagLength: p.hash.length };
-    const computedHash =
-      p.version === 0x13
-        ? await counted(argon2Of(p.variant, message, p.salt, tagged))
-        : await counted(threads.argon2v10(p.variant, message, p.salt, tagged)); // node:crypto has 1.3 only
+    const computedHash = await counted(argon2Of(p.variant, message, p.salt, tagged, p.version));
     return [safeEqual(computedHash, p.hash), p.version === 0x13 && p.memory * p.passes >= configuredWork];
   }
 
