@@ -36,11 +36,12 @@ RUN set -e; \
 
 # --- runtime ---------------------------------------------------------------------------------------
 FROM ${NODE_IMAGE}
-# MALLOC_ARENA_MAX=1: each argon2id hash allocates 19 MiB on whichever libuv thread runs it; with
-# glibc's per-thread arenas every thread kept its own block and a worker's RSS grew by ~100 MB under
-# logins. One arena keeps one block per hash in flight, reused, at full hashing speed (a fixed
-# MALLOC_MMAP_THRESHOLD_ also bounds RSS but re-maps 19 MiB per hash: ~25% fewer logins per second;
-# docs/PERFORMANCE.md). Set here, not in ecosystem.config.js: PM2 hands a worker its app env only
+# MALLOC_ARENA_MAX=1: glibc's per-thread arenas each keep what their thread freed. It was set when
+# node:crypto computed the argon2id hash: its 19 MiB block came from whichever libuv thread ran it, and
+# every thread kept its own (a worker's RSS grew by ~100 MB under logins; docs/PERFORMANCE.md). The
+# hash is @node-rs/argon2's now, whose blocks come from its own allocator (mimalloc), outside glibc's
+# arenas; the setting stays for the rest of the process's malloc (Node's sockets, OpenSSL), which has
+# not been measured apart. Set here, not in ecosystem.config.js: PM2 hands a worker its app env only
 # after the process has started, too late for glibc.
 # NODE_CLUSTER_SCHED_POLICY=none: the workers share the listening socket and accept their own
 # connections. With Node's default (round-robin) PM2's process accepts each one and passes it to a

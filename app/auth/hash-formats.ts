@@ -19,9 +19,9 @@ import { createHash } from 'node:crypto';
 // allocate a gigabyte or spin for seconds. Django's own defaults stay inside, with room: argon2-cffi's
 // (m=100 MiB, t=2, p=8), pbkdf2 at Django 5.2's 1,000,000 iterations, bcrypt's 12 rounds, scrypt's
 // N=2^14, r=8, p=5. At the caps a check costs at most about half a second on the reference machine
-// (2 cores): argon2 m=128 MiB t=2 ≈ 0.11 s (0.58 s with node:crypto's), bcrypt 13 rounds ≈ 0.52 s, scrypt N·r·p = 2^21 ≈ 0.42 s, pbkdf2 2M
-// ≈ 0.26 s (scripts/bench/login-timing.ts prints the real ones), so FAILED_LOGIN_MIN_TIME's 1 s
-// covers every hash that may be stored.
+// (2 cores): argon2 m=128 MiB t=2 ≈ 0.1–0.3 s (0.6 s with node:crypto's), bcrypt 13 rounds ≈ 0.52 s,
+// scrypt N·r·p = 2^21 ≈ 0.42 s, pbkdf2 2M ≈ 0.26 s (scripts/bench/login-timing.ts prints the real
+// ones), so FAILED_LOGIN_MIN_TIME's 1 s covers every hash that may be stored.
 export const HASH_CAPS = {
   argon2MemoryKiB: 128 * 1024,
   /** memory × passes, in KiB: the work of t=2 at the memory cap. */

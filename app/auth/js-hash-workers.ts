@@ -1,7 +1,8 @@
 // The password hash this project has no native code for, computed in JavaScript on worker threads:
-// bcrypt (bcryptjs), which Django's BCryptSHA256PasswordHasher writes. A bcrypt check at Django's 12 rounds is a quarter of a second of pure JavaScript: on the main thread
-// it would stall every other request of the worker meanwhile, so it runs here, on as many threads as
-// the hasher runs hashes at once. Threads start on first use and never keep the process alive.
+// bcrypt (bcryptjs), for Django's bcrypt_sha256 and bcrypt hashes. A bcrypt check at Django's 12
+// rounds is a quarter of a second of pure JavaScript: on the main thread it would stall every other
+// request of the worker meanwhile, so it runs here, on as many threads as the hasher runs hashes at
+// once. Threads start on first use and never keep the process alive.
 import { Worker } from 'node:worker_threads';
 
 // CommonJS, evaluated in the thread; the libraries are resolved by the main thread (so the compiled

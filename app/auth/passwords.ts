@@ -1,8 +1,9 @@
 // Password hashing: argon2id in PHC string form, and verification of every hash Django writes
 // (app/auth/hash-formats.ts), so users exported from Django keep working and are upgraded to argon2id
-// on their next successful login. Argon2 (both versions) is @node-rs/argon2's, on libuv's threads:
-// the same tags as node:crypto's (OpenSSL's) in about half the CPU on this project's machines, and
-// version 1.0 besides (docs/PERFORMANCE.md, "The hash itself").
+// on their next successful login. Argon2 (both versions) is @node-rs/argon2's, called on libuv's
+// threads: the same tags as node:crypto's (OpenSSL's) in about half the CPU on this project's machines,
+// and version 1.0 besides (docs/PERFORMANCE.md, "The hash itself"). A hash with p > 1 (Django's
+// p=8) runs its lanes on the library's own threads, up to one per core.
 //
 // Failed logins all cost the same (issue 15, item 5). Each check runs in one hashing slot: the stored
 // hash, then, when that cost less than a configured argon2id (a legacy or weaker hash, a malformed or
@@ -228,7 +229,8 @@ export function createPasswordHasher(params: Readonly<Argon2Params> = OWASP_ARGO
   async function argon2Matches(message: Buffer, p: ParsedArgon2): Promise<[boolean, boolean]> {
     const tagged = { memory: p.memory, passes: p.passes, parallelism: p.parallelism, tagLength: p.hash.length };
     const computedHash = await counted(argon2Of(p.variant, message, p.salt, tagged, p.version));
-    return [safeEqual(computedHash, p.hash), p.version === 0x13 && p.memory * p.passes >= configuredWork];
+    // Either version costs what its m×t says (both native), so either can be the configured hash's worth.
+    return [safeEqual(computedHash, p.hash), p.memory * p.passes >= configuredWork];
   }
 
   // One stored hash against one password, without the slot (the caller holds it).

@@ -67,10 +67,18 @@ describe('argon2id (@node-rs/argon2) in PHC form', () => {
     expect((await fast.verify('passwore', phc)).ok).toBe(false);
   });
 
+  it("verifies the reference implementation's version 1.0 vector (t=2: where 1.0 and 1.3 differ)", async () => {
+    // phc-winner-argon2 src/test.c, hashtest(ARGON2_VERSION_10, 2, 16, 1, "password", "somesalt", …, Argon2_i).
+    const phc = '$argon2i$m=65536,t=2,p=1$c29tZXNhbHQ$9sTbSlTio3Biev89thdrlKKiCaYsjjYVJxGAL3swxpQ';
+    expect(await fast.verify('password', phc)).toEqual({ ok: true, needsRehash: true });
+    expect((await fast.verify('passwore', phc)).ok).toBe(false);
+  });
+
   it('refuses malformed or out-of-bounds hashes without throwing', async () => {
     for (const bad of ['', '$argon2id$v=19$m=64,t=1,p=1$short', '$argon2id$v=16$m=64,t=1,p=1$c29tZXNhbHQ$AAAA',
       '$argon2id$v=19$m=99999999,t=1,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc', '!unusable', 'md5$x$y',
-      // Parameters the argon2 library itself refuses: a 4-byte salt, m < 8·p, t=0, p=0, a 3-byte tag.
+      // Parameters argon2 does not allow (the parser refuses them before any hash): a 4-byte salt,
+      // m < 8·p, t=0, p=0, a 3-byte tag.
       ...['m=64,t=1,p=1$c2FsdA', 'm=4,t=1,p=1$c29tZXNhbHQ', 'm=64,t=0,p=1$c29tZXNhbHQ', 'm=64,t=1,p=0$c29tZXNhbHQ'].map((x) => `$argon2id$v=19$${x}$${'A'.repeat(43)}`),
       '$argon2id$v=19$m=64,t=1,p=1$c29tZXNhbHQ$AAAA']) {
       expect((await fast.verify('password', bad)).ok).toBe(false);
@@ -108,7 +116,7 @@ describe('Django hashes', () => {
 });
 
 describe("every hasher Django ships, against Django's vectors (test/support/django-hashes.ts)", () => {
-  // Two slots: bcrypt and argon2 1.0 run on worker threads, two at once.
+  // Two slots: bcrypt runs on worker threads, two at once.
   const h = createPasswordHasher({ memory: 64, passes: 1, parallelism: 1, tagLength: 32, saltLength: 16 }, { concurrency: 2 });
   afterAll(() => h.close());
 
