@@ -288,8 +288,7 @@ describe('the PM2 cluster', () => {
 
   it("the workers accept their own connections: each holds the listening socket, not only PM2's primary", async () => {
     // With Node's default round-robin the primary (pm2-runtime) accepts every connection and passes
-    // it to a worker over IPC: 0.16-0.18 ms of its CPU per refresh, for nginx opens a fresh
-    // connection for every POST. The image sets NODE_CLUSTER_SCHED_POLICY=none, so the workers share
+    // it to a worker over IPC, and nginx opens a fresh connection for every POST. The image sets NODE_CLUSTER_SCHED_POLICY=none, so the workers share
     // the socket and accept themselves; a worker holds it only then (docs/PERFORMANCE.md, "PM2's
     // process out of the connections").
     const pids = (await workers()).map((w) => w.pid);
