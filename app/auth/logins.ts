@@ -1,17 +1,67 @@
-// A successful password login, recorded: the session (a token family) with its first refresh token,
-// the user's last_login (UPDATE_LAST_LOGIN), and the throttle's success (the address's count cleared,
-// the address known to the account from now on). All of it in one hand-written statement, because a
-// measurement says so: through the models it took eight statements and four commits after the hash
-// (the last login's UPDATE, a transaction of five, a DELETE, an upsert), 3.2 ms of worker CPU where
-// this takes 0.2 (`npm run bench:orm -- --only recordLogin`), the largest cost of a login besides
-// its hash (docs/PERFORMANCE.md, "Logins"). The throttle's part is throttle.successCtes, which a
-// machine client's login (no session) writes on its own.
+// A password login's two hand-written statements, one on each side of its hash. Before the hash,
+// beginLogin: the throttle's reservation and the account's lookup, one statement (a round trip and the
+// models' lookup fewer; docs/PERFORMANCE.md, "Logins"). After it, a successful login recorded: the
+// session (a token family) with its first refresh token, the user's last_login (UPDATE_LAST_LOGIN),
+// and the throttle's success (the address's count cleared, the address known to the account from now
+// on). All of it in one statement, because a measurement says so: through the models it took eight
+// statements and four commits after the hash (the last login's UPDATE, a transaction of five, a
+// DELETE, an upsert), 3.2 ms of worker CPU where this takes 0.2 (`npm run bench:orm -- --only
+// recordLogin`), the largest cost of a login besides its hash. The throttle's part is
+// throttle.successCtes, which a machine client's login (no session) writes on its own.
 import { randomUUID } from 'node:crypto';
 import type { Database } from '../db/database';
 import { statement } from '../db/statement';
 import { recordEvent, wantsEvent } from '../events/outbox';
 import type { Client, NewToken } from './families';
-import { successCtes, type LoginKeys, type SuccessParams } from './throttle';
+import {
+  readReservation,
+  reservationColumns,
+  reservationCtes,
+  reservationValues,
+  successCtes,
+  type LoginKeys,
+  type Reservation,
+  type ReservationRow,
+  type ReserveParams,
+  type SuccessParams,
+  type ThrottleSettings,
+} from './throttle';
+import type { LoginAccount } from './users';
+
+interface BeginParams extends ReserveParams {
+  username: string;
+}
+
+// The attempt is counted (throttle.ts), and the account read, in one statement. The account is read
+// whatever the reservation answers, so a refused attempt costs the database what a passed one does.
+const BEGIN = statement<BeginParams>(
+  (p) => `
+  WITH ${reservationCtes(p)}
+  SELECT ${reservationColumns(p)},
+         u.id, u.username, u.password_hash, u.is_active, u.token_generation
+  FROM (SELECT 1) AS attempt LEFT JOIN users u ON u.username = ${p.username}::varchar`,
+);
+
+export interface LoginStart {
+  reservation: Reservation;
+  /** The account the username names, or null when there is none. */
+  account: LoginAccount | null;
+}
+
+/**
+ * A password login's first statement: its attempt counted before the password is hashed (refused
+ * while its address waits or the account's shared budget is spent), and the account `username`
+ * (normalised) names.
+ */
+export async function beginLogin(db: Database, keys: LoginKeys, username: string, now: Date, s: ThrottleSettings): Promise<LoginStart> {
+  type Row = ReservationRow & { id: number | null; username: string; password_hash: string; is_active: boolean; token_generation: number };
+  const [row] = await db.rows<Row>(BEGIN.text, BEGIN.values({ ...reservationValues(keys, now, s), username }));
+  const account =
+    row!.id === null
+      ? null
+      : { id: row!.id, username: row!.username, passwordHash: row!.password_hash, isActive: row!.is_active, tokenGeneration: row!.token_generation };
+  return { reservation: readReservation(row!, now, s), account };
+}
 
 interface RecordParams extends SuccessParams {
   userId: number;

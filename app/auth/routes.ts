@@ -16,7 +16,7 @@ import { clientOf } from './caller';
 import { clearRefreshCookie, legacyRefreshCookie, refreshCookie, setRefreshCookie, wantsCookie } from './cookie';
 import type { AuthEvents } from './events';
 import * as families from './families';
-import { recordSuccessfulLogin } from './logins';
+import { beginLogin, recordSuccessfulLogin } from './logins';
 import { HashAborted, HashQueueFull, type PasswordHasher } from './passwords';
 import { CookieRefreshRequest, LogoutAllQuery, ObtainRequest, RefreshRequest, VerifyRequest, type AccessOnly, type RotatedPair, type TokenPair } from './schemas';
 import { requireRecentLogin } from './recent-login';
@@ -141,14 +141,15 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     const { username, password } = validated(ObtainRequest, await body.fields(ctx));
     const now = new Date(clock());
     // The attempt is counted before the password is hashed: concurrent guesses cannot all pass.
-    const keys = throttle.loginKeys(normalizeUsername(username), ctx.ip);
-    const reservation = await throttle.reserveLoginAttempt(db, keys, now, deps.throttle);
+    const name = normalizeUsername(username);
+    const keys = throttle.loginKeys(name, ctx.ip);
+    const { reservation, account } = await beginLogin(db, keys, name, now, deps.throttle);
     if (!reservation.ok) {
       deps.events.login(ctx, 'throttled');
-      await loginEvent(ctx, 'login.throttled', normalizeUsername(username), now, { retry_after: reservation.waitSeconds, bound: reservation.bound });
+      await loginEvent(ctx, 'login.throttled', name, now, { retry_after: reservation.waitSeconds, bound: reservation.bound });
       throw throttled(reservation.waitSeconds);
     }
-    const user = await authenticate(db, hasher, username, password, { signal: clientGone(ctx) }).catch(
+    const user = await authenticate(db, hasher, account, password, { signal: clientGone(ctx) }).catch(
       (err: unknown) => {
         if (err instanceof HashQueueFull) throw loginOverloaded();
         if (err instanceof HashAborted) throw clientClosed();
@@ -157,7 +158,7 @@ export function tokenRoutes(router: Router, deps: TokenRouteDeps): void {
     );
     const failed = async () => {
       deps.events.login(ctx, 'failure');
-      await loginEvent(ctx, 'login.failed', normalizeUsername(username), now);
+      await loginEvent(ctx, 'login.failed', name, now);
       return noActiveAccount(false);
     };
     if (!user) throw await failed();

@@ -65,7 +65,7 @@ export const clientKeys = (clientId: string, address: string): LoginKeys => ({
 
 export type Reservation = { ok: true } | { ok: false; waitSeconds: number; bound: 'address' | 'account' };
 
-interface ReserveParams extends Record<string, unknown> {
+export interface ReserveParams extends Record<string, unknown> {
   addressKey: string;
   accountKey: string;
   knownKey: string;
@@ -78,11 +78,13 @@ interface ReserveParams extends Record<string, unknown> {
   accountWindowSeconds: number;
 }
 
-// One statement, written by hand because it must be one: it counts the attempt for its address
-// (refused while the address must wait), then, unless the address logged into this account before,
-// against the account's shared budget (refused when spent). Both records are locked and updated
-// atomically (INSERT … ON CONFLICT DO UPDATE … WHERE re-checks the newest row under its lock).
-const RESERVE = statement<ReserveParams>((p) => {
+// The reservation, written by hand because it must be one statement: it counts the attempt for its
+// address (refused while the address must wait), then, unless the address logged into this account
+// before, against the account's shared budget (refused when spent). Both records are locked and
+// updated atomically (INSERT … ON CONFLICT DO UPDATE … WHERE re-checks the newest row under its lock).
+// Its CTEs and columns are parts, as successCtes is: a password login reads its user in the same
+// statement (logins.ts, beginLogin).
+export const reservationCtes = (p: Placeholders<ReserveParams>): string => {
   const now = `${p.now}::timestamptz`;
   const quiet = `t.updated_at <= ${now} - make_interval(secs => ${p.quietSeconds})`;
   const counted = `CASE WHEN ${quiet} THEN 1 ELSE t.count + 1 END`;
@@ -93,7 +95,7 @@ const RESERVE = statement<ReserveParams>((p) => {
           ELSE ${now} + make_interval(secs => least(power(2, least(${n} - ${p.freeAttempts}, 30)), ${p.maxDelaySeconds})) END`;
   const windowOver = `t.started_at <= ${now} - make_interval(secs => ${p.accountWindowSeconds})`;
   return `
-  WITH known AS (
+  known AS (
     SELECT EXISTS (SELECT 1 FROM auth_known_addresses WHERE key = ${p.knownKey} AND seen_at > ${now} - make_interval(secs => ${p.knownAddressSeconds})) AS yes
   ),
   address AS (
@@ -116,44 +118,61 @@ const RESERVE = statement<ReserveParams>((p) => {
       updated_at = ${p.now}
     WHERE ${windowOver} OR t.count < ${p.accountBudget}
     RETURNING t.count
-  )
-  SELECT (SELECT count FROM address) AS address_count,
+  )`;
+};
+
+/** What the reservation answers: the select list of a statement with reservationCtes. */
+export const reservationColumns = (p: Placeholders<ReserveParams>): string => `
+         (SELECT count FROM address) AS address_count,
          (SELECT yes FROM known) AS known,
          (SELECT count FROM account) AS account_count,
          (SELECT blocked_until FROM auth_throttle WHERE key = ${p.addressKey}) AS address_blocked_until,
          (SELECT started_at FROM auth_throttle WHERE key = ${p.accountKey}) AS account_started_at`;
+
+/** The row reservationColumns select. */
+export interface ReservationRow {
+  address_count: number | null;
+  known: boolean;
+  account_count: number | null;
+  address_blocked_until: Date | null;
+  account_started_at: Date | null;
+}
+
+/** The parameters of reservationCtes and reservationColumns, for one attempt. */
+export const reservationValues = (keys: LoginKeys, now: Date, s: ThrottleSettings): ReserveParams => ({
+  addressKey: keys.address,
+  accountKey: keys.account,
+  knownKey: keys.known,
+  now,
+  quietSeconds: s.loginQuietSeconds,
+  freeAttempts: s.loginFreeAttempts,
+  maxDelaySeconds: s.loginMaxDelaySeconds,
+  knownAddressSeconds: s.loginKnownAddressSeconds,
+  accountBudget: s.loginAccountBudget,
+  accountWindowSeconds: s.loginAccountWindowSeconds,
 });
 
-/** Counts a login attempt before its password is hashed; refused while its address waits or the account's shared budget is spent. */
-export async function reserveLoginAttempt(db: Database, keys: LoginKeys, now: Date, s: ThrottleSettings): Promise<Reservation> {
-  const [row] = await db.rows<{
-    address_count: number | null;
-    known: boolean;
-    account_count: number | null;
-    address_blocked_until: Date | null;
-    account_started_at: Date | null;
-  }>(
-    RESERVE.text,
-    RESERVE.values({
-      addressKey: keys.address,
-      accountKey: keys.account,
-      knownKey: keys.known,
-      now,
-      quietSeconds: s.loginQuietSeconds,
-      freeAttempts: s.loginFreeAttempts,
-      maxDelaySeconds: s.loginMaxDelaySeconds,
-      knownAddressSeconds: s.loginKnownAddressSeconds,
-      accountBudget: s.loginAccountBudget,
-      accountWindowSeconds: s.loginAccountWindowSeconds,
-    }),
-  );
+/** The reservation's answer: passed, or refused with how long to wait and which bound refused it. */
+export function readReservation(row: ReservationRow, now: Date, s: ThrottleSettings): Reservation {
   const secondsUntil = (at: Date | null | undefined) => Math.max(1, Math.ceil(((at?.getTime() ?? 0) - now.getTime()) / 1000));
-  if (row!.address_count === null) return { ok: false, bound: 'address', waitSeconds: secondsUntil(row!.address_blocked_until) };
-  if (s.loginAccountBudget > 0 && !row!.known && row!.account_count === null) {
-    const windowEnds = row!.account_started_at ? new Date(row!.account_started_at.getTime() + s.loginAccountWindowSeconds * 1000) : null;
+  if (row.address_count === null) return { ok: false, bound: 'address', waitSeconds: secondsUntil(row.address_blocked_until) };
+  if (s.loginAccountBudget > 0 && !row.known && row.account_count === null) {
+    const windowEnds = row.account_started_at ? new Date(row.account_started_at.getTime() + s.loginAccountWindowSeconds * 1000) : null;
     return { ok: false, bound: 'account', waitSeconds: secondsUntil(windowEnds) };
   }
   return { ok: true };
+}
+
+const RESERVE = statement<ReserveParams>((p) => `WITH ${reservationCtes(p)} SELECT ${reservationColumns(p)}`);
+
+/**
+ * Counts a login attempt before its password is hashed; refused while its address waits or the
+ * account's shared budget is spent. (A password login reserves and reads its user in one statement:
+ * logins.ts, beginLogin.)
+ */
+export async function reserveLoginAttempt(db: Database, keys: LoginKeys, now: Date, s: ThrottleSettings): Promise<Reservation> {
+  const [row] = await db.rows<ReservationRow>(RESERVE.text, RESERVE.values(reservationValues(keys, now, s)));
+  return readReservation(row!, now, s);
 }
 
 /** The parameters a statement with successCtes binds. */

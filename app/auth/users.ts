@@ -37,37 +37,40 @@ export interface Authenticated {
   generation: number;
 }
 
+/** The account a login names, as the login read it (logins.ts, beginLogin): what checking its password needs. */
+export interface LoginAccount {
+  id: number;
+  username: string;
+  passwordHash: string;
+  isActive: boolean;
+  tokenGeneration: number;
+}
+
 /**
- * The account for these credentials, or null. Every failing path spends at least one password hash at
- * our parameters and is held to the hasher's failure floor (FAILED_LOGIN_MIN_TIME), so a response's
- * timing does not tell whether the username exists, is active, or still has a hash imported from
- * Django. (A login is bound by that hash: the models' lookup costs it nothing measurable, see
- * docs/PERFORMANCE.md.)
+ * The account for these credentials, or null: `account` is the one the username names, or null when
+ * there is none. Every failing path spends at least one password hash at our parameters and is held
+ * to the hasher's failure floor (FAILED_LOGIN_MIN_TIME), so a response's timing does not tell whether
+ * the username exists, is active, or still has a hash imported from Django.
  */
 export async function authenticate(
   db: Database,
   hasher: PasswordHasher,
-  username: string,
+  account: LoginAccount | null,
   password: string,
   options: { signal?: AbortSignal },
 ): Promise<Authenticated | null> {
-  const { User } = db.models;
-  const user = await User.findOne({
-    where: { username: normalizeUsername(username) },
-    attributes: ['id', 'username', 'passwordHash', 'isActive', 'tokenGeneration'],
-  });
-  if (!user) {
+  if (!account) {
     await hasher.burn(password, options.signal);
     return null;
   }
   // An inactive account fails like a wrong password, even with the right one: same work, same time.
-  const result = await hasher.verify(password, user.passwordHash, { signal: options.signal, refuse: !user.isActive });
+  const result = await hasher.verify(password, account.passwordHash, { signal: options.signal, refuse: !account.isActive });
   if (!result.ok) return null;
   if (result.needsRehash) {
     // Compare-and-set: a password change that lands meanwhile wins over the upgrade.
-    await User.update({ passwordHash: await hasher.hash(password) }, { where: { id: user.id, passwordHash: user.passwordHash } });
+    await db.models.User.update({ passwordHash: await hasher.hash(password) }, { where: { id: account.id, passwordHash: account.passwordHash } });
   }
-  return { id: user.id, username: user.username, generation: user.tokenGeneration };
+  return { id: account.id, username: account.username, generation: account.tokenGeneration };
 }
 
 export interface UserSummary {

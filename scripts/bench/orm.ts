@@ -15,9 +15,11 @@
 //
 // Paths: rotate (POST /api/token/refresh/, rotating: claim the token, insert its child), use (the same
 // without rotation: a usability check), refreshThrottle (the per-account refresh count, also on every
-// refresh), lookup (the login's user lookup by username), recordLogin (what a login writes after its
-// hash: last_login, the session and its first token, the throttle's success), login (the lookup +
-// argon2id verify + recordLogin: what a login costs the database and CPU),
+// refresh), begin (what a login does before its hash: the throttle's reservation and the account's
+// lookup; "orm" is the reservation, then the lookup through the models, as the app did until
+// 2026-12-06), recordLogin (what a login writes after its hash: last_login, the session and its
+// first token, the throttle's success), login (begin + argon2id verify + recordLogin: what a login
+// costs the database and CPU),
 // userClaims (ACCESS_TOKEN_CLAIMS=is_staff,is_superuser,groups: the user record and its three groups)
 // and rotateClaims (the refresh with those claims: rotate, then userClaims; compare with rotate's
 // hand column for what the claims add to a refresh).
@@ -29,10 +31,10 @@ import { createDatabase, type Database } from '../../app/db/database';
 import { createMigrator } from '../../app/db/migrator';
 import * as families from '../../app/auth/families';
 import { createPasswordHasher } from '../../app/auth/passwords';
-import { recordSuccessfulLogin } from '../../app/auth/logins';
-import { loginKeys, refreshWaitSeconds } from '../../app/auth/throttle';
+import { beginLogin, recordSuccessfulLogin } from '../../app/auth/logins';
+import { loginKeys, refreshWaitSeconds, reserveLoginAttempt } from '../../app/auth/throttle';
 import { loadUserClaims, loadUserClaimsByModels } from '../../app/auth/user-claims';
-import { authenticate } from '../../app/auth/users';
+import { authenticate, type LoginAccount } from '../../app/auth/users';
 import { images } from '../../test/support/images';
 
 const { values: opts } = parseArgs({
@@ -58,6 +60,8 @@ const THROTTLE = {
   loginKnownAddressSeconds: 90 * 86400,
   refreshPerMinute: 1_000_000_000,
 };
+// A login's, lifted as the bench stack lifts them (deploy/bench): one address, one account, every attempt passes.
+const LOGIN_THROTTLE = { ...THROTTLE, loginFreeAttempts: 1_000_000_000, loginAccountBudget: 0 };
 
 const PASSWORD = 'bench-orm-password-1';
 const hasher = createPasswordHasher();
@@ -127,13 +131,19 @@ async function recordLoginByModels(db: Database, userId: number, generation: num
   await Throttle.destroy({ where: { key: keys.address } });
   await KnownAddress.upsert({ key: keys.known, seenAt: now });
 }
-const lookupHand = async (db: Database, username: string) => {
-  const [row] = await db.rows<{ id: number; password_hash: string }>(
-    'SELECT id, username, password_hash, is_active FROM users WHERE username = $1',
-    [username],
-  );
-  return must(row, 'lookup');
-};
+/** What a login does before its hash, as the app does it (logins.ts): one statement. */
+async function beginHand(db: Database, username: string): Promise<LoginAccount> {
+  const { reservation, account } = await beginLogin(db, loginKeys(username, CLIENT.ip), username, new Date(), LOGIN_THROTTLE);
+  must(reservation.ok || null, 'begin');
+  return must(account, 'begin');
+}
+
+/** The same as the app did it until 2026-12-06: the reservation, then the account through the models. */
+async function beginByModels(db: Database, username: string): Promise<LoginAccount> {
+  must((await reserveLoginAttempt(db, loginKeys(username, CLIENT.ip), new Date(), LOGIN_THROTTLE)).ok || null, 'begin');
+  const user = await db.models.User.findOne({ where: { username }, attributes: ['id', 'username', 'passwordHash', 'isActive', 'tokenGeneration'] });
+  return must(user?.get({ plain: true }), 'begin');
+}
 
 const CLIENT = { userAgent: 'bench', ip: '127.0.0.1' };
 const CLAIMS = ['is_staff', 'is_superuser', 'groups'] as const;
@@ -186,16 +196,9 @@ const PATHS: Path[] = [
     },
   },
   {
-    name: 'lookup',
-    hand: (db, loop) => lookupHand(db, loop.username).then(() => {}),
-    async orm(db, loop) {
-      // authenticate()'s lookup (app/auth/users.ts)
-      const user = await db.models.User.findOne({
-        where: { username: loop.username },
-        attributes: ['id', 'username', 'passwordHash', 'isActive'],
-      });
-      must(user, 'lookup');
-    },
+    name: 'begin',
+    hand: (db, loop) => beginHand(db, loop.username).then(() => {}),
+    orm: (db, loop) => beginByModels(db, loop.username).then(() => {}),
   },
   {
     name: 'recordLogin',
@@ -205,11 +208,11 @@ const PATHS: Path[] = [
   {
     name: 'login',
     async hand(db, loop) {
-      const user = must(await authenticate(db, hasher, loop.username, PASSWORD, {}), 'login');
+      const user = must(await authenticate(db, hasher, await beginHand(db, loop.username), PASSWORD, {}), 'login');
       await recordLogin(db, user.id, user.generation, new Date(), loop.username);
     },
     async orm(db, loop) {
-      const user = must(await authenticate(db, hasher, loop.username, PASSWORD, {}), 'login');
+      const user = must(await authenticate(db, hasher, await beginByModels(db, loop.username), PASSWORD, {}), 'login');
       await recordLoginByModels(db, user.id, user.generation, new Date(), loop.username);
     },
   },

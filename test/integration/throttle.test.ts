@@ -4,6 +4,7 @@
 // usable tokens count against.
 import { QueryTypes } from 'sequelize';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beginLogin } from '../../app/auth/logins';
 import { flushThrottle, loginKeys, reserveLoginAttempt, refreshWaitSeconds } from '../../app/auth/throttle';
 import { freshDatabase, startTestApp, type TestApp } from '../support/test-app';
 
@@ -254,6 +255,38 @@ describe('the per-account budget across addresses', () => {
     const other = { ...keys, address: loginKeys('erik', '192.0.2.21').address };
     expect((await reserveLoginAttempt(app.db, keys, later, s)).ok).toBe(true);
     expect(await reserveLoginAttempt(app.db, other, later, s)).toMatchObject({ ok: false, bound: 'account' });
+  });
+});
+
+describe('a password login\'s first statement (logins.ts, beginLogin)', () => {
+  it('counts the attempt and reads the account in one statement, whatever the reservation answers', async () => {
+    const id = await a.user('bea', 'bea-password-1');
+    const inactive = await a.user('ida', 'ida-password-1', { active: false });
+    const s = { ...a.config.throttle, loginFreeAttempts: 1, loginAccountBudget: 0 };
+    const now = new Date();
+    const begin = async (name: string, address: string) => {
+      const before = a.db.statementCount();
+      const start = await beginLogin(a.db, loginKeys(name, address), name, now, s);
+      expect(a.db.statementCount() - before).toBe(1);
+      return start;
+    };
+    const first = await begin('bea', '192.0.2.30');
+    expect(first.reservation).toEqual({ ok: true });
+    expect(first.account).toMatchObject({ id, username: 'bea', isActive: true, tokenGeneration: 0 });
+    expect(first.account!.passwordHash).toMatch(/^\$argon2id\$/);
+    // The free attempt is spent: refused, and the account is still read.
+    expect(await begin('bea', '192.0.2.30')).toMatchObject({ reservation: { ok: false, bound: 'address', waitSeconds: 1 }, account: { id } });
+    expect((await begin('ida', '192.0.2.30')).account).toMatchObject({ id: inactive, isActive: false });
+    // No such account: counted all the same.
+    expect(await begin('nobody-here', '192.0.2.30')).toEqual({ reservation: { ok: true }, account: null });
+    expect(await begin('nobody-here', '192.0.2.30')).toMatchObject({ reservation: { ok: false }, account: null });
+  });
+
+  it('a whole login is two statements: this one, and its record after the hash', async () => {
+    await a.user('lotte', 'lotte-password-1');
+    const before = a.db.statementCount();
+    expect((await login(a, 'lotte', 'lotte-password-1', '192.0.2.31')).status).toBe(200);
+    expect(a.db.statementCount() - before).toBe(2);
   });
 });
 
