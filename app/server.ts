@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { createApp } from './app';
 import type { Config } from './config';
 import type { Database } from './db/database';
-import { pendingMigrations } from './db/migrator';
+import { pendingMigrations } from './db/migrations';
 import { createHttpServer, drainServers, listenOnSocket } from './http/listen';
 import { createLogger } from './logger';
 import { serveReport } from './metrics/report';

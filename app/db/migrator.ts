@@ -1,26 +1,14 @@
 // Schema migrations with umzug, recorded in the table "schema_migrations". Migrations are listed in
-// code rather than found by a glob, so the same list runs from TypeScript sources and from dist/.
+// code rather than found by a glob (migrations/index.ts), so the same list runs from TypeScript
+// sources and from dist/.
 //
 // Each migration runs in a transaction of its own, together with its row in schema_migrations: one
 // that fails leaves the schema as it was before it, and is still pending. Migrations are written to be
 // safe while the previous release still serves (expand now, contract in a later release): README,
 // "Migrations".
-import { QueryTypes, type QueryOptions, type Sequelize, type Transaction } from 'sequelize';
-import { MigrationError, SequelizeStorage, Umzug, type MigrationParams, type RunnableMigration, type UmzugStorage } from 'umzug';
-import { initial } from './migrations/0001_initial';
-import { revocations } from './migrations/0002_revocations';
-import { throttle } from './migrations/0003_throttle';
-import { sessions } from './migrations/0004_sessions';
-import { hardening } from './migrations/0005_hardening';
-import { clientsAndClaims } from './migrations/0006_clients_and_claims';
-import { webhookOutbox } from './migrations/0007_webhook_outbox';
-
-/** A migration: SQL through `context.query`, which runs inside the migration's transaction. */
-export type Migration = RunnableMigration<Sequelize>;
-
-export const MIGRATIONS: readonly Migration[] = [initial, revocations, throttle, sessions, hardening, clientsAndClaims, webhookOutbox];
-
-const TABLE = 'schema_migrations';
+import { type QueryOptions, type Sequelize, type Transaction } from 'sequelize';
+import { MigrationError, SequelizeStorage, Umzug, type MigrationParams, type UmzugStorage } from 'umzug';
+import { MIGRATIONS, MIGRATIONS_TABLE, type Migration } from './migrations';
 
 // Any fixed number: every process that migrates takes the same Postgres advisory lock, so two
 // migrators started at once (two deploys, a CLI beside a start) run one after the other.
@@ -54,7 +42,7 @@ function inTransaction(sequelize: Sequelize, transaction: Transaction): Sequeliz
 
 export function createMigrator(sequelize: Sequelize, log: MigrationLog, options: MigratorOptions = {}) {
   // umzug's own storage keeps the table (and creates it on first use); the rows are written below.
-  const recorded = new SequelizeStorage({ sequelize, tableName: TABLE });
+  const recorded = new SequelizeStorage({ sequelize, tableName: MIGRATIONS_TABLE });
   const lockTimeoutMs = options.lockTimeoutMs ?? MIGRATION_LOCK_TIMEOUT_MS;
 
   /** Runs one step of a migration and its bookkeeping in one transaction. */
@@ -70,12 +58,12 @@ export function createMigrator(sequelize: Sequelize, log: MigrationLog, options:
       up: (params: MigrationParams<Sequelize>) =>
         step(async (context, transaction) => {
           await m.up({ ...params, context });
-          await sequelize.query(`INSERT INTO ${TABLE} (name) VALUES (:name)`, { replacements: { name: m.name }, transaction });
+          await sequelize.query(`INSERT INTO ${MIGRATIONS_TABLE} (name) VALUES (:name)`, { replacements: { name: m.name }, transaction });
         }),
       down: (params: MigrationParams<Sequelize>) =>
         step(async (context, transaction) => {
           await m.down?.({ ...params, context });
-          await sequelize.query(`DELETE FROM ${TABLE} WHERE name = :name`, { replacements: { name: m.name }, transaction });
+          await sequelize.query(`DELETE FROM ${MIGRATIONS_TABLE} WHERE name = :name`, { replacements: { name: m.name }, transaction });
         }),
     }),
   );
@@ -106,24 +94,6 @@ export function describeMigrationFailure(err: unknown): string | undefined {
   const cause = err.cause instanceof Error ? err.cause.message : String(err.cause);
   const hint = /lock timeout/.test(cause) ? ' (it waited too long for a table lock held by others: run it again when the load is lower)' : '';
   return `migration ${name} (${direction}) failed: ${cause}${hint}. Its transaction was rolled back: the schema is as it was before it, and it is still ${direction === 'up' ? 'pending' : 'applied'}`;
-}
-
-/**
- * The migrations of this release that the database has not applied. A database ahead of the release
- * (migrations it does not know) is fine: that is the previous release serving after the next one's
- * expand migrations ran.
- */
-export async function pendingMigrations(sequelize: Sequelize, migrations: readonly Migration[] = MIGRATIONS): Promise<string[]> {
-  let applied: Set<string>;
-  try {
-    const rows = await sequelize.query<{ name: string }>(`SELECT name FROM ${TABLE}`, { type: QueryTypes.SELECT });
-    applied = new Set(rows.map((r) => r.name));
-  } catch (err) {
-    // 42P01 undefined_table: no migration has ever run here.
-    if ((err as { parent?: { code?: string } }).parent?.code !== '42P01') throw err;
-    applied = new Set();
-  }
-  return migrations.map((m) => m.name).filter((name) => !applied.has(name));
 }
 
 /** Runs `work` holding the migration lock on one dedicated connection. */

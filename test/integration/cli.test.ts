@@ -7,7 +7,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import { MIGRATIONS } from '../../app/db/migrator';
+import { MIGRATIONS } from '../../app/db/migrations';
 import { decodeJwt } from '../support/http';
 import { ROOT } from '../support/images';
 import { eventually, freshDatabase, startTestApp, type TestApp } from '../support/test-app';

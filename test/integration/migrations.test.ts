@@ -6,7 +6,8 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, type Database } from '../../app/db/database';
-import { createMigrator, describeMigrationFailure, MIGRATIONS, pendingMigrations, type Migration } from '../../app/db/migrator';
+import { createMigrator, describeMigrationFailure } from '../../app/db/migrator';
+import { MIGRATIONS, pendingMigrations, type Migration } from '../../app/db/migrations';
 import { ROOT } from '../support/images';
 import { freshDatabase, TEST_SIGNING_KEY } from '../support/test-app';
 

@@ -1,6 +1,6 @@
 // Users, refresh-token families (one per login) and refresh tokens. The raw token is never stored:
 // a refresh token is known by its jti, its family and its parent (the token it was rotated from).
-import type { Migration } from '../migrator';
+import type { Migration } from '.';
 
 export const initial: Migration = {
   name: '0001_initial',

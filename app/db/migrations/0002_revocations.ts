@@ -1,7 +1,7 @@
 // Instant revocation: every worker keeps revoked families and per-user cutoffs in memory, fed by
 // LISTEN/NOTIFY. The notifications come from triggers, so every path that revokes (the app, the
 // CLI, an operator's SQL) is heard, and only once its transaction commits.
-import type { Migration } from '../migrator';
+import type { Migration } from '.';
 
 export const revocations: Migration = {
   name: '0002_revocations',

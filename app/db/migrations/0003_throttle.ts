@@ -1,7 +1,7 @@
 // Brute-force throttling state, shared by every worker and surviving restarts: failed logins per
 // (account, client address) and refreshes per account. Keys are hashes, so neither usernames nor
 // addresses are stored in clear here.
-import type { Migration } from '../migrator';
+import type { Migration } from '.';
 
 export const throttle: Migration = {
   name: '0003_throttle',

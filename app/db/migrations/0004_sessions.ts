@@ -2,7 +2,7 @@
 // no rotation carries it further), when it was last refreshed, and the user agent and client address
 // of its login and of its last refresh, as the trusted proxy saw them. The rows go with the family
 // (flushexpiredtokens). Families from before this migration end 30 days (the default) after their login.
-import type { Migration } from '../migrator';
+import type { Migration } from '.';
 
 export const sessions: Migration = {
   name: '0004_sessions',

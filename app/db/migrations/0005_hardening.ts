@@ -6,7 +6,7 @@
 //   each of them, and a login records its session only if the generation it read is still the user's;
 // - the addresses that logged into an account (hashed), exempt from its shared login budget;
 // - the index the revocation state's reload reads revoked families by.
-import type { Migration } from '../migrator';
+import type { Migration } from '.';
 
 export const hardening: Migration = {
   name: '0005_hardening',

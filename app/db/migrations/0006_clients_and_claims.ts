@@ -4,7 +4,7 @@
 //   of this client issued before T are void"), written by a trigger when a client's secret changes
 //   or the client is deleted, and announced on the revocation feed like the per-user ones (0002);
 // - claims from the user record: Django's is_staff and is_superuser, and groups (many-to-many).
-import type { Migration } from '../migrator';
+import type { Migration } from '.';
 
 export const clientsAndClaims: Migration = {
   name: '0006_clients_and_claims',

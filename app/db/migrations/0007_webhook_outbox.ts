@@ -3,7 +3,7 @@
 // event exists if and only if the change committed; the delivery process (app/events/) sends them and
 // records each row's fate. Also: when a session that simply reached its end was announced, so it is
 // announced once.
-import type { Migration } from '../migrator';
+import type { Migration } from '.';
 
 export const webhookOutbox: Migration = {
   name: '0007_webhook_outbox',
