@@ -3,7 +3,7 @@
 //
 //   npm run bench:orm                               starts its own Postgres container (testcontainers)
 //   DATABASE_URL=postgres://…/scratch npm run bench:orm -- [--concurrency 16] [--pool 10]
-//                                                   [--seconds 4] [--rounds 3] [--only rotate,lookup]
+//                                                   [--seconds 4] [--rounds 3] [--only rotate,begin]
 //
 // Each path runs in two forms on one pool (DB_POOL_MAX's default, 10), with `--concurrency` loops each
 // waiting for its own last call: "hand" (prepared statements through db.rows) and "orm" (the models).
@@ -284,6 +284,8 @@ async function main(): Promise<void> {
       loops.push({ userId: user.id, username, head, key });
     }
     const only = opts.only ? opts.only.split(',') : undefined;
+    const unknown = only?.filter((name) => !PATHS.some((p) => p.name === name));
+    if (unknown?.length) throw new Error(`--only: unknown path ${unknown.join(', ')} (of ${PATHS.map((p) => p.name).join(', ')})`);
     console.log(`pool ${opts.pool}, concurrency ${CONCURRENCY}, ${ROUNDS} rounds × ${SECONDS} s per form, median of the rounds`);
     console.log('path             hand ops/s  stmts/op  µs CPU/op   orm ops/s  stmts/op  µs CPU/op   orm/hand');
     for (const path of PATHS.filter((p) => !only || only.includes(p.name))) {

@@ -257,7 +257,7 @@ async function buildNextRelease(): Promise<void> {
     cpSync(ROOT, dir, { recursive: true, filter: (src) => !skip.has(path.basename(src)) });
     writeFileSync(
       path.join(dir, 'app/db/migrations/9000_rolling_probe.ts'),
-      `import type { Migration } from '../migrator';
+      `import type { Migration } from '.';
 // Additive only (expand): the serving release neither reads nor writes these.
 export const rollingProbe: Migration = {
   name: '9000_rolling_probe',
@@ -271,13 +271,13 @@ export const rollingProbe: Migration = {
 };
 `,
     );
-    const migrator = path.join(dir, 'app/db/migrator.ts');
-    const source = readFileSync(migrator, 'utf8');
+    const migrations = path.join(dir, 'app/db/migrations/index.ts');
+    const source = readFileSync(migrations, 'utf8');
     const list = /export const MIGRATIONS: readonly Migration\[\] = \[([^\]]*)\];/;
     expect(source).toMatch(list);
     writeFileSync(
-      migrator,
-      `import { rollingProbe } from './migrations/9000_rolling_probe';\n${source.replace(list, (_m, names: string) => `export const MIGRATIONS: readonly Migration[] = [${names}, rollingProbe];`)}`,
+      migrations,
+      `import { rollingProbe } from './9000_rolling_probe';\n${source.replace(list, (_m, names: string) => `export const MIGRATIONS: readonly Migration[] = [${names}, rollingProbe];`)}`,
     );
     const built = await run('docker', ['build', '-q', '--build-arg', `NODE_IMAGE=${images().NODE_IMAGE}`, '-t', NEXT_IMAGE, dir], {
       env: { ...process.env, DOCKER_BUILDKIT: '0' },

@@ -1,6 +1,6 @@
 // The release's migrations, in order, and which of them a database lacks. Apart from the migrator
-// (migrator.ts, umzug), so a worker, which only checks, does not load umzug: 4.6 MB of a worker's RSS
-// (docs/PERFORMANCE.md, "Worker memory").
+// (migrator.ts, umzug), so a worker, which only checks, does not load umzug: 4.6 MB of RSS among the
+// modules a worker loads (docs/PERFORMANCE.md, "A worker's memory, from the libraries up").
 import { QueryTypes, type Sequelize } from 'sequelize';
 import type { RunnableMigration } from 'umzug';
 import { initial } from './0001_initial';
