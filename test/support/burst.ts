@@ -43,8 +43,9 @@ export async function simultaneous(base: string, requests: (string | Buffer)[], 
   return Promise.all(answers);
 }
 
-/** A POST of a JSON body, asking for Connection: close. */
-export const postJson = (path: string, body: unknown): string => {
+/** A POST of a JSON body, asking for Connection: close; `headers` besides. */
+export const postJson = (path: string, body: unknown, headers: Record<string, string> = {}): string => {
   const text = JSON.stringify(body);
-  return `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`;
+  const extra = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+  return `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n${extra}Connection: close\r\n\r\n${text}`;
 };
