@@ -33,7 +33,7 @@
 // meanwhile). Nothing here is asserted: the numbers go in docs/PERFORMANCE.md.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -84,6 +84,10 @@ const STACK_ENV = Object.fromEntries(
 let tmpDir: string | undefined;
 /** The run's scratch directory, made when first needed (not by --compare). */
 const tmp = () => (tmpDir ??= mkdtempSync(path.join(os.tmpdir(), 'bench-')));
+/** Removed when the run ends: the refresh scenario's tokens alone are hundreds of MB. */
+const removeTmp = () => {
+  if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
+};
 
 function sh(cmd: string, args: string[], input?: string, env?: NodeJS.ProcessEnv): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -440,7 +444,10 @@ async function main() {
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
       console.error(`bench: ${signal}: cleaning up`);
-      void host.stop().then(removeNetns).finally(() => process.exit(130));
+      void host.stop().then(removeNetns).finally(() => {
+        removeTmp();
+        process.exit(130);
+      });
     });
   }
   try {
@@ -452,8 +459,12 @@ async function main() {
       if (!opts.keep) await compose('down', '-v', '--remove-orphans').catch((err: Error) => console.error(err.message));
     }
   } finally {
-    await host.stop();
-    await removeNetns();
+    try {
+      await host.stop();
+      await removeNetns();
+    } finally {
+      removeTmp();
+    }
   }
 }
 
