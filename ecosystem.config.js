@@ -52,9 +52,25 @@ const settings = loadProcessConfig(process.env, containerCpus());
 const workers = settings.workers;
 const metricsSocketDir = settings.metricsSocketDir;
 
+// What every process here shares.
+const common = {
+  // Restart a process that crashes, with backoff; do not give up on a flapping database.
+  exp_backoff_restart_delay: 200,
+  max_restarts: 1000,
+  merge_logs: true,
+  // Without PM2's in-process agent (pm2-io-bpm), which PM2 otherwise loads into every process: it
+  // wraps http.Server's emit to time each request, samples the heap and the event loop every
+  // second, and opens an inspector session for remote profiling, all for PM2's paid dashboard
+  // (pm2.io). The app has its own metrics (METRICS_PORT); `pm2 ls` and `pm2 monit` still show each
+  // process's CPU and memory, which the daemon reads from outside. A worker is ~2.5 MB smaller
+  // after start (docs/PERFORMANCE.md).
+  pmx: false,
+};
+
 module.exports = {
   apps: [
     {
+      ...common,
       name: 'api',
       script: path.join(home, 'dist/server.js'),
       cwd: home,
@@ -68,10 +84,6 @@ module.exports = {
       // Above a worker's whole stop: SHUTDOWN_DELAY, then SHUTDOWN_TIMEOUT for in-flight requests
       // before connections are cut, and a margin (15 s with the defaults).
       kill_timeout: settings.killTimeoutMs,
-      // Restart a worker that crashes, with backoff; do not give up on a flapping database.
-      exp_backoff_restart_delay: 200,
-      max_restarts: 1000,
-      merge_logs: true,
       // A smaller young generation: the default (16 MiB semi-spaces) adds ~15 MB of RSS per worker
       // under load for no throughput we could measure (docs/PERFORMANCE.md).
       node_args: ['--max-semi-space-size=4'],
@@ -84,6 +96,7 @@ module.exports = {
     ...(settings.webhooks
       ? [
           {
+            ...common,
             name: 'webhooks',
             script: path.join(home, 'dist/events/server.js'),
             cwd: home,
@@ -92,9 +105,6 @@ module.exports = {
             // Lets the batch in flight finish (its requests end by WEBHOOK_TIMEOUT, 15 s by default); a
             // kill before that only sends those events again, under the same webhook-id.
             kill_timeout: 20_000,
-            exp_backoff_restart_delay: 200,
-            max_restarts: 1000,
-            merge_logs: true,
             env: {
               NODE_ENV: settings.env,
               METRICS_SOCKET_DIR: metricsSocketDir ?? '',
@@ -105,14 +115,12 @@ module.exports = {
     ...(metricsSocketDir !== undefined
       ? [
           {
+            ...common,
             name: 'metrics',
             script: path.join(home, 'dist/metrics/server.js'),
             cwd: home,
             exec_mode: 'fork',
             instances: 1,
-            exp_backoff_restart_delay: 200,
-            max_restarts: 1000,
-            merge_logs: true,
             env: { METRICS_SOCKET_DIR: metricsSocketDir },
           },
         ]
