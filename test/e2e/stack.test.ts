@@ -307,20 +307,6 @@ describe('the PM2 cluster', () => {
     expect(JSON.parse(r.stdout)).toEqual(pids.map(() => true));
   });
 
-  it("every PM2 process runs without PM2's in-process agent", async () => {
-    // The agent (pm2-io-bpm) reports to the daemon as it starts, before the app is loaded: its options,
-    // its remote actions (heap snapshots, CPU profiles) and, every second, its metrics. A process
-    // that reports none of them never loaded it (ecosystem.config.js, `pmx: false`).
-    const r = await stack.exec('app', ['pm2', 'jlist']);
-    expect(r.code, r.stderr).toBe(0);
-    const processes = JSON.parse(r.stdout) as { name: string; pm2_env: { status: string; axm_options?: object; axm_actions?: unknown[]; axm_monitor?: object } }[];
-    expect(processes.map((p) => p.name)).toEqual(expect.arrayContaining(['api', 'metrics']));
-    for (const p of processes) {
-      expect(p.pm2_env.status, p.name).toBe('online');
-      expect({ name: p.name, options: p.pm2_env.axm_options ?? {}, actions: p.pm2_env.axm_actions ?? [], monitor: p.pm2_env.axm_monitor ?? {} }).toEqual({ name: p.name, options: {}, actions: [], monitor: {} });
-    }
-  });
-
   it('pm2 reload during a steady stream of requests: zero failed requests', async () => {
     const before = await workers();
     const chains = await Promise.all([0, 1].map(() => login('bob', 'bob-password-1')));

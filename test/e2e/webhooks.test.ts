@@ -109,6 +109,20 @@ describe('security events from the compose stack', () => {
     expect(scrape.stdout).toMatch(/^webhook_outbox_oldest_pending_seconds 0$/m);
   });
 
+  it("every PM2 process (the workers, the delivery process, the metrics collector) runs without PM2's in-process agent", async () => {
+    // The agent (pm2-io-bpm) reports to the daemon as it starts, before the app is loaded: its options
+    // and its remote actions (heap snapshots, CPU profiles), and every second its metrics. A process
+    // that reports none of them never loaded it (ecosystem.config.js, `pmx: false`).
+    const r = await stack.exec('app', ['pm2', 'jlist']);
+    expect(r.code, r.stderr).toBe(0);
+    const processes = JSON.parse(r.stdout) as { name: string; pm2_env: { status: string; axm_options?: object; axm_actions?: unknown[]; axm_monitor?: object } }[];
+    expect(new Set(processes.map((p) => p.name))).toEqual(new Set(['api', 'webhooks', 'metrics']));
+    for (const p of processes) {
+      expect(p.pm2_env.status, p.name).toBe('online');
+      expect({ name: p.name, options: p.pm2_env.axm_options ?? {}, actions: p.pm2_env.axm_actions ?? [], monitor: p.pm2_env.axm_monitor ?? {} }).toEqual({ name: p.name, options: {}, actions: [], monitor: {} });
+    }
+  });
+
   it('the delivery process killed mid-batch (kill -9): PM2 starts it again, and every event arrives, again only under its own id', async () => {
     const before = (await received()).length;
     const pm2do = async (...args: string[]) => expect((await stack.exec('app', ['pm2', ...args])).code).toBe(0);
