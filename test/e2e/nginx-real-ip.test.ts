@@ -4,7 +4,7 @@
 // nginx (TRUST_PROXY_HOPS=1: app.proxy, maxIpsCount 1), answering with the address it sees, ctx.ip,
 // which is what it throttles on, logs and shows in the session list. It also plays the proxy in
 // front: requests sent from inside its container come from its address.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { GenericContainer, Network, Wait, type StartedNetwork, type StartedTestContainer } from 'testcontainers';
@@ -46,6 +46,8 @@ interface Answer {
 let network: StartedNetwork;
 let echo: StartedTestContainer;
 let echoAddress: string;
+/** The echo server's script, bind-mounted into its container. */
+let echoDir: string | undefined;
 /** nginx trusting the echo container (the proxy in front), and nginx as shipped (trusting nobody). */
 let behindProxy: StartedTestContainer;
 let shipped: StartedTestContainer;
@@ -59,6 +61,7 @@ beforeAll(async () => {
     .build(NGINX_TAG, { deleteOnExit: false });
   network = await new Network().start();
   const dir = mkdtempSync(path.join(tmpdir(), 'real-ip-'));
+  echoDir = dir;
   writeFileSync(path.join(dir, 'echo.js'), ECHO);
   echo = await new GenericContainer(images().NODE_IMAGE)
     .withNetwork(network)
@@ -88,6 +91,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(started.map((c) => c.stop()));
   await network?.stop();
+  if (echoDir) rmSync(echoDir, { recursive: true, force: true });
 });
 
 /** From the test (a peer no nginx trusts), through the published port. */

@@ -1,15 +1,14 @@
 // nginx's TLS switch: plain HTTP by default; with a certificate and key mounted, HTTPS with HTTP/2 on
 // 443 and a 308 redirect from 80. The app is not needed: requests it would serve get nginx's 503.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
 import http2 from 'node:http2';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { GenericContainer, Wait, type StartedTestContainer } from 'testcontainers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from '../support/http';
 import { contractError, rawHttp, SECURITY_HEADERS } from '../support/hostile';
 import { images, ROOT } from '../support/images';
+import { scratchDir } from '../support/scratch';
 
 let image: GenericContainer;
 const started: StartedTestContainer[] = [];
@@ -74,7 +73,7 @@ describe('nginx TLS', () => {
   });
 
   it('serves HTTPS with HTTP/2 when tls.crt and tls.key are mounted, and redirects 80 with 308', async () => {
-    const certs = mkdtempSync(path.join(tmpdir(), 'certs-'));
+    const certs = await scratchDir('certs-');
     execFileSync('bash', [path.join(ROOT, 'scripts/make-dev-cert.sh'), certs]);
     const c = await start(certs);
     const http = `http://127.0.0.1:${c.getMappedPort(80)}`;

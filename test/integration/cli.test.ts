@@ -2,14 +2,14 @@
 // real database; logins go through the real app.
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { MIGRATIONS } from '../../app/db/migrations';
 import { decodeJwt } from '../support/http';
 import { ROOT } from '../support/images';
+import { scratchDir } from '../support/scratch';
 import { eventually, freshDatabase, startTestApp, type TestApp } from '../support/test-app';
 
 let databaseUrl: string;
@@ -221,7 +221,7 @@ describe('importusers', () => {
   const DJANGO_HASH = 'pbkdf2_sha256$870000$seasalt$wJSpLMQRQz0Dhj/pFpbyjMj71B2gUYp6HJS5AU+32Ac=';
 
   it('imports Django users with their ids; their passwords work and are upgraded to argon2id', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'import-'));
+    const dir = await scratchDir('import-');
     const rows = path.join(dir, 'users.json');
     await writeFile(rows, JSON.stringify([
       { id: 501, username: 'django-user', password: DJANGO_HASH, is_active: true },
@@ -254,7 +254,7 @@ describe('importusers', () => {
   });
 
   it('refuses a file that is not a list of users, importing nothing', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'import-'));
+    const dir = await scratchDir('import-');
     const file = path.join(dir, 'bad.json');
     await writeFile(file, JSON.stringify([{ id: 600, username: 'ok', password: 'x', is_active: true }, { id: 'x' }]));
     const r = await cli(['importusers', file]);
@@ -271,7 +271,7 @@ describe('importusers: is_staff, is_superuser and groups', () => {
     ((await t.db.models.User.findByPk(id, { include: [{ association: 'groups' }] }))!.groups ?? []).map((g) => g.name).sort();
 
   it('reads `dumpdata auth.group auth.user` (group ids), natural keys, and a plain list with group names', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'import-'));
+    const dir = await scratchDir('import-');
     const dump = path.join(dir, 'dump.json');
     await writeFile(dump, JSON.stringify([
       { model: 'auth.group', pk: 3, fields: { name: 'editors', permissions: [] } },
@@ -302,7 +302,7 @@ describe('importusers: is_staff, is_superuser and groups', () => {
   });
 
   it('refuses a dump whose users name groups it does not have, importing nothing', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'import-'));
+    const dir = await scratchDir('import-');
     const file = path.join(dir, 'partial.json');
     await writeFile(file, JSON.stringify([
       { model: 'auth.user', pk: 710, fields: { username: 'orphan', password: DJANGO_HASH, is_active: true, groups: [99] } },

@@ -2,7 +2,7 @@
 // while tokens are live: app instances on one database stand for the deployment before, during and
 // after the rotation.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -33,6 +33,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   for (const app of apps) await app.stop();
+  rmSync(dir, { recursive: true, force: true });
 });
 
 describe('asymmetric keys', () => {

@@ -2,13 +2,13 @@
 // hashes above the caps are never run (nor imported), the hashing line is short, and a client that
 // leaves stops its waiting hash.
 import { execFile } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OWASP_ARGON2ID } from '../../app/auth/passwords';
 import { DJANGO_NEVER, DJANGO_VECTORS } from '../support/django-hashes';
 import { ROOT } from '../support/images';
+import { scratchDir } from '../support/scratch';
 import { eventually, startTestApp, type TestApp } from '../support/test-app';
 
 let t: TestApp;
@@ -113,7 +113,7 @@ describe('the hashing line', () => {
 });
 
 async function importusers(rows: unknown[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const file = path.join(await mkdtemp(path.join(tmpdir(), 'import-')), 'users.json');
+  const file = path.join(await scratchDir('import-'), 'users.json');
   await writeFile(file, JSON.stringify(rows));
   return new Promise((resolve) =>
     execFile(process.execPath, [path.join(ROOT, 'scripts/run.js'), 'cli', 'importusers', file], { cwd: ROOT, env: { ...process.env, DATABASE_URL: t.config.databaseUrl, NODE_ENV: 'test' } }, (err, stdout, stderr) =>
@@ -182,7 +182,7 @@ describe('the failure floor through the app (FAILED_LOGIN_MIN_TIME)', () => {
 
 describe('importusers', () => {
   it('refuses a file with a hash above the caps, naming the user, and imports nothing', async () => {
-    const file = path.join(await mkdtemp(path.join(tmpdir(), 'import-')), 'users.json');
+    const file = path.join(await scratchDir('import-'), 'users.json');
     await writeFile(file, JSON.stringify([
       { id: 900, username: 'fine', password: `pbkdf2_sha256$870000$salt$${Buffer.alloc(32).toString('base64')}`, is_active: true },
       { id: 901, username: 'hostile', password: `$argon2id$v=19$m=1048576,t=64,p=1$${salt}$${tag}`, is_active: true },
