@@ -33,7 +33,7 @@ function mappings() {
       continue;
     }
     const rss = /^Rss:\s+(\d+) kB/.exec(line);
-    if (rss) kinds[kind] = (kinds[kind] ?? 0) + Number(rss[1]);
+    if (rss) kinds[kind] += Number(rss[1]);
   }
   return kinds;
 }

@@ -60,8 +60,7 @@ beforeAll(async () => {
     .withBuildArgs({ NGINX_IMAGE: images().NGINX_IMAGE })
     .build(NGINX_TAG, { deleteOnExit: false });
   network = await new Network().start();
-  const dir = mkdtempSync(path.join(tmpdir(), 'real-ip-'));
-  echoDir = dir;
+  const dir = (echoDir = mkdtempSync(path.join(tmpdir(), 'real-ip-')));
   writeFileSync(path.join(dir, 'echo.js'), ECHO);
   echo = await new GenericContainer(images().NODE_IMAGE)
     .withNetwork(network)

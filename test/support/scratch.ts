@@ -1,5 +1,6 @@
 // Scratch directories for tests, removed when the test that made them ends, passed or failed: files
-// written for the CLI, keys and certificates made for a container. Each CI run had left ten behind.
+// written for the CLI, keys and certificates made for a container. Each CI run had left nine or ten
+// behind.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
