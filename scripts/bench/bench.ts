@@ -305,6 +305,22 @@ async function measure(base: string, s: Scenario): Promise<Load> {
 
 // --- the measurements around the load ------------------------------------------------------------
 
+/** The app container and its PM2 workers' pids. */
+async function apiWorkers(): Promise<{ app: string; pids: number[] }> {
+  const app = await container('app');
+  const list = JSON.parse(await sh('docker', ['exec', app, 'pm2', 'jlist'])) as { name: string; pid: number }[];
+  return { app, pids: list.filter((p) => p.name === 'api').map((p) => p.pid) };
+}
+
+/** One line of each worker's /proc/PID/status (VmRSS, VmHWM), in MB (10^6 bytes, as the targets count). */
+async function workerStatus(app: string, pids: number[], field: 'VmRSS' | 'VmHWM'): Promise<number[]> {
+  // A worker that restarted has no status file left: that fails the scenario.
+  const out = await sh('docker', ['exec', app, 'grep', '-H', field, ...pids.map((p) => `/proc/${p}/status`)]);
+  const mb = [...out.matchAll(new RegExp(`/proc/\\d+/status:${field}:\\s+(\\d+) kB`, 'g'))].map((m) => (Number(m[1]) * 1024) / 1e6);
+  if (mb.length !== pids.length) throw new Error(`worker ${field}: ${mb.length} of ${pids.length} workers read (${out})`);
+  return mb;
+}
+
 /**
  * Peak RSS per PM2 worker while `during` runs: each worker's high-water mark (VmHWM) is reset to its
  * current RSS before (`5 > /proc/PID/clear_refs`) and read after. Exact, where a sample a second
@@ -312,16 +328,10 @@ async function measure(base: string, s: Scenario): Promise<Load> {
  * CPU, on the cores the load shares).
  */
 async function workerRss<T>(during: () => Promise<T>): Promise<{ result: T; rssMb: number[] }> {
-  const app = await container('app');
-  const list = JSON.parse(await sh('docker', ['exec', app, 'pm2', 'jlist'])) as { name: string; pid: number }[];
-  const pids = list.filter((p) => p.name === 'api').map((p) => p.pid);
+  const { app, pids } = await apiWorkers();
   await sh('docker', ['exec', app, 'sh', '-c', pids.map((p) => `echo 5 > /proc/${p}/clear_refs`).join(' && ')]);
   const result = await during();
-  // A worker that restarted during the run has no status file left: that fails the scenario.
-  const out = await sh('docker', ['exec', app, 'grep', '-H', 'VmHWM', ...pids.map((p) => `/proc/${p}/status`)]);
-  const peaks = [...out.matchAll(/\/proc\/\d+\/status:VmHWM:\s+(\d+) kB/g)].map((m) => (Number(m[1]) * 1024) / 1e6);
-  if (peaks.length !== pids.length) throw new Error(`worker RSS: ${peaks.length} of ${pids.length} workers read (${out})`);
-  return { result, rssMb: peaks };
+  return { result, rssMb: await workerStatus(app, pids, 'VmHWM') };
 }
 
 /**
@@ -490,6 +500,9 @@ async function measureAll(hostCeiling: string) {
     if (i > 240) throw new Error('the app\'s workers did not all come online');
     await new Promise((r) => setTimeout(r, 500));
   }
+  // Each worker at rest, before any request but the health checks': the floor the RSS target's load adds to.
+  const atRest = await apiWorkers();
+  const restRssMb = await workerStatus(atRest.app, atRest.pids, 'VmRSS');
   await sh('docker', ['exec', '-i', await container('app'), 'npm', 'run', '-s', 'cli', '--', 'createuser', USER.username, '--password-stdin'], USER.password).catch((err: Error) => {
     if (!/exists|taken/i.test(err.message)) throw err; // a stack kept from an earlier run has the user
   });
@@ -598,7 +611,7 @@ async function measureAll(hostCeiling: string) {
   const ceiling = median(ceilings.length ? ceilings : [await measure(hostCeiling, me('unused'))]);
   for (const row of rows) row.ceilingRatio ??= row.load.rps / ceiling.rps;
   const imageSize = Number((await sh('docker', ['image', 'inspect', '-f', '{{.Size}}', (await sh('docker', ['inspect', '-f', '{{.Config.Image}}', await container('app')])).trim()])).trim());
-  report({ rows, ceiling, pgbenchTps, imageSize, failed, date: new Date().toISOString(), command: commandLine() });
+  report({ rows, ceiling, pgbenchTps, imageSize, failed, restRssMb, date: new Date().toISOString(), command: commandLine() });
 }
 
 const medianOf = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

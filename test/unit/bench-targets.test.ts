@@ -19,6 +19,8 @@ interface Shape {
   meAppMs?: number;
   login?: { ratio: number; inRun?: number };
   rss?: number[];
+  /** The workers at rest, before the load. */
+  rest?: number[];
   refresh?: number; // req/s against pgbench's 1000
   errors?: number;
 }
@@ -38,7 +40,7 @@ function report(s: Shape): BenchReport {
     row(LOGIN, load(50), { reference: { ratio: s.login.ratio, what: '2 CPUs / 25.0 ms hash = 80/s', ...inRun } });
   }
   if (s.refresh !== undefined) row(REFRESH, load(s.refresh));
-  return { rows, ceiling: load(ceiling), pgbenchTps: s.refresh === undefined ? undefined : 1000, imageSize: 240e6, failed: [] };
+  return { rows, ceiling: load(ceiling), pgbenchTps: s.refresh === undefined ? undefined : 1000, imageSize: 240e6, failed: [], ...(s.rest ? { restRssMb: s.rest } : {}) };
 }
 
 const byKey = (r: BenchReport) => new Map(readTargets(r).map((t) => [t.key, t]));
@@ -56,6 +58,12 @@ describe("the bench's targets", () => {
     expect(t.get('zero errors (and no non-2xx)')).toMatchObject({ value: 0, met: true });
     expect(t.get("the app's CPU per `GET /api/me/` (main threads and V8's helpers)")).toMatchObject({ shown: '150 µs', met: undefined });
     expect(t.get("the app's CPU per `GET /api/me/` (main threads and V8's helpers)")!.value).toBeCloseTo(150);
+  });
+
+  it('gives the workers at rest beside their RSS under load, when the report has them', () => {
+    const rss = (r: BenchReport) => byKey(r).get('worker RSS ≤ 120 MB under load');
+    expect(rss(report({ me: 0.3, rss: [139], rest: [105.8, 105.49] }))).toMatchObject({ value: 139, met: false, shown: '139 MB (at rest, before the load: 105–106 MB)' });
+    expect(rss(report({ me: 0.3, rss: [119.6], rest: [105.8, 106.2] }))).toMatchObject({ value: 119.6, met: true, shown: '120 MB (at rest, before the load: 106 MB)' });
   });
 
   it('says what a report did not measure', () => {
