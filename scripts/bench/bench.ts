@@ -42,6 +42,7 @@ import jwt from 'jsonwebtoken';
 import { loadConfig } from '../../app/config';
 import { cpuBudget, cpuSnapshot, PARTS, type CpuBudget } from './cpu-budget';
 import { changeTable, compareReports, LOGIN, ME, pct, REFRESH, targetTable, VERIFY, type BenchReport, type Load, type Row, type Via } from './targets';
+import { workerMemoryMb, type StatusField } from './worker-memory';
 
 const ROOT = path.resolve(__dirname, '../..');
 const SIGNING_KEY = 'bench-only-signing-key-q8Vt1mZx4LwP0sKe7RbN2yHc5JdA9uGf';
@@ -312,13 +313,9 @@ async function apiWorkers(): Promise<{ app: string; pids: number[] }> {
   return { app, pids: list.filter((p) => p.name === 'api').map((p) => p.pid) };
 }
 
-/** One line of each worker's /proc/PID/status (VmRSS, VmHWM), in MB (10^6 bytes, as the targets count). */
-async function workerStatus(app: string, pids: number[], field: 'VmRSS' | 'VmHWM'): Promise<number[]> {
-  // A worker that restarted has no status file left: that fails the scenario.
-  const out = await sh('docker', ['exec', app, 'grep', '-H', field, ...pids.map((p) => `/proc/${p}/status`)]);
-  const mb = [...out.matchAll(new RegExp(`/proc/\\d+/status:${field}:\\s+(\\d+) kB`, 'g'))].map((m) => (Number(m[1]) * 1024) / 1e6);
-  if (mb.length !== pids.length) throw new Error(`worker ${field}: ${mb.length} of ${pids.length} workers read (${out})`);
-  return mb;
+/** Each worker's `field` (worker-memory.ts). A worker that has gone has no status file: grep fails, and so does the scenario. */
+async function workerStatus(app: string, pids: number[], field: StatusField): Promise<number[]> {
+  return workerMemoryMb(await sh('docker', ['exec', app, 'grep', '-H', field, ...pids.map((p) => `/proc/${p}/status`)]), pids, field);
 }
 
 /**
@@ -500,12 +497,23 @@ async function measureAll(hostCeiling: string) {
     if (i > 240) throw new Error('the app\'s workers did not all come online');
     await new Promise((r) => setTimeout(r, 500));
   }
-  // Each worker at rest, before any request but the health checks': the floor the RSS target's load adds to.
-  const atRest = await apiWorkers();
-  const restRssMb = await workerStatus(atRest.app, atRest.pids, 'VmRSS');
-  await sh('docker', ['exec', '-i', await container('app'), 'npm', 'run', '-s', 'cli', '--', 'createuser', USER.username, '--password-stdin'], USER.password).catch((err: Error) => {
-    if (!/exists|taken/i.test(err.message)) throw err; // a stack kept from an earlier run has the user
-  });
+  const fresh = await sh('docker', ['exec', '-i', await container('app'), 'npm', 'run', '-s', 'cli', '--', 'createuser', USER.username, '--password-stdin'], USER.password).then(
+    () => true,
+    (err: Error) => {
+      if (!/exists|taken/i.test(err.message)) throw err;
+      return false; // a stack kept from an earlier run (--keep) has the user, and its workers have served
+    },
+  );
+  // Each worker at rest, before any request but the health checks' (the CLI above is a process of its
+  // own): what the RSS target's load adds to. Only for information, so a failed reading is left out.
+  const restRssMb = fresh
+    ? await apiWorkers()
+        .then(({ app, pids }) => workerStatus(app, pids, 'VmRSS'))
+        .catch((err: Error) => {
+          console.error(`bench: the workers' RSS at rest not read: ${err.message}`);
+          return undefined;
+        })
+    : undefined;
   // A fresh access token for each scenario: a whole run outlasts ACCESS_TOKEN_LIFETIME.
   const freshAccess = async () => {
     const login = await post(url, '/api/token/', USER);
@@ -611,7 +619,7 @@ async function measureAll(hostCeiling: string) {
   const ceiling = median(ceilings.length ? ceilings : [await measure(hostCeiling, me('unused'))]);
   for (const row of rows) row.ceilingRatio ??= row.load.rps / ceiling.rps;
   const imageSize = Number((await sh('docker', ['image', 'inspect', '-f', '{{.Size}}', (await sh('docker', ['inspect', '-f', '{{.Config.Image}}', await container('app')])).trim()])).trim());
-  report({ rows, ceiling, pgbenchTps, imageSize, failed, restRssMb, date: new Date().toISOString(), command: commandLine() });
+  report({ rows, ceiling, pgbenchTps, imageSize, failed, ...(restRssMb ? { restRssMb } : {}), date: new Date().toISOString(), command: commandLine() });
 }
 
 const medianOf = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
