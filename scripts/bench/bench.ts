@@ -313,7 +313,7 @@ async function apiWorkers(): Promise<{ app: string; pids: number[] }> {
   return { app, pids: list.filter((p) => p.name === 'api').map((p) => p.pid) };
 }
 
-/** Each worker's `field` (worker-memory.ts). A worker that has gone has no status file: grep fails, and so does the scenario. */
+/** Each worker's `field` (worker-memory.ts). A worker that has gone has no status file: grep fails, and so does the reading. */
 async function workerStatus(app: string, pids: number[], field: StatusField): Promise<number[]> {
   return workerMemoryMb(await sh('docker', ['exec', app, 'grep', '-H', field, ...pids.map((p) => `/proc/${p}/status`)]), pids, field);
 }
