@@ -62,7 +62,7 @@ const common = {
   // wraps http.Server's emit to time each request, samples the heap and the event loop every
   // second, and opens an inspector session for remote profiling, all for PM2's paid dashboard
   // (pm2.io). The app has its own metrics (METRICS_PORT); `pm2 ls` and `pm2 monit` still show each
-  // process's CPU and memory, which the daemon reads from outside. A worker is ~2.5 MB smaller
+  // process's CPU and memory, which the daemon reads from outside. A worker is ~2.6 MB smaller
   // after start (docs/PERFORMANCE.md). In fork mode the agent also kept a process running after an
   // unhandled rejection; without it, every process here ends on an unhandled error, as the workers
   // did already, and PM2 starts it again.

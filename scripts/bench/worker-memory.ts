@@ -6,7 +6,8 @@ export type StatusField = 'VmRSS' | 'VmHWM';
 
 /**
  * Each worker's `field` in MB, in the order of `pids`. Throws unless every worker has one: a worker
- * that has exited by then (a zombie has no VmRSS line) must fail the scenario, not shrink it.
+ * that has exited by then (a zombie has no VmRSS line) must fail the reading (a scenario's peak, or
+ * the workers at rest), not shrink it.
  */
 export function workerMemoryMb(grepOutput: string, pids: number[], field: StatusField): number[] {
   const kib = new Map<number, number>();
